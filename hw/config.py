@@ -1,0 +1,130 @@
+"""The one configuration object of the lowbit MAC array generator.
+
+Gateware (``lowbit.hw``), host software (``lowbit.sw``) and simulation (``lowbit.sim``) all read an
+:class:`ArrayConfig`; every width that follows from its fields is a derived property, never a number
+typed by hand elsewhere. This module does not import Amaranth, so the host package stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..sw.arith import int_range, signed_bits_for
+
+__all__ = ["ArrayConfig", "MULT_IMPLS"]
+
+#: How multiplies are mapped: ``"lut"`` keeps them in logic (any device), ``"dsp"`` lets synthesis use
+#: the device's multipliers (SB_MAC16 on iCE40 UP5K, MULT18X18D on ECP5).
+MULT_IMPLS = ("lut", "dsp")
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Parameters of an ``rows`` x ``cols`` low-bit MAC array.
+
+    Each cycle the array takes ``rows`` input activations (lanes of the reduction dimension K) and
+    ``rows * cols`` weights, and adds ``rows`` products into each of ``cols`` column accumulators (one
+    output channel each).
+
+    Parameters
+    ----------
+    rows : int
+        Reduction lanes R (activations consumed per cycle), 1..64.
+    cols : int
+        Output channels C computed in parallel, 1..64.
+    act_bits, weight_bits : int
+        Widths of activation and weight codes, 1..8.
+    act_signed, weight_signed : bool
+        Two's-complement (True) or unsigned (False) codes.
+    binary : bool
+        ±1 activations and weights as single bits (``1 -> +1``, ``0 -> -1``); products become XNOR and
+        the column sum a popcount. Requires ``act_bits == weight_bits == 1``; the signedness fields are
+        then ignored.
+    max_k : int
+        Longest dot product (input features x kernel taps) the array must accumulate without overflow.
+    mult : str
+        ``"lut"`` or ``"dsp"``, see :data:`MULT_IMPLS`.
+    product_reg : bool
+        Register each product before the adder (costs one flip-flop per product bit, buys Fmax).
+
+    Raises
+    ------
+    ValueError
+        naming the field whose value is out of range or inconsistent.
+    """
+
+    rows: int = 4
+    cols: int = 4
+    act_bits: int = 4
+    weight_bits: int = 4
+    act_signed: bool = False
+    weight_signed: bool = True
+    binary: bool = False
+    max_k: int = 1024
+    mult: str = "lut"
+    product_reg: bool = True
+
+    def __post_init__(self):
+        for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8),
+                             ("weight_bits", 1, 8), ("max_k", 1, 1 << 20)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ValueError(f"ArrayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
+        for name in ("act_signed", "weight_signed", "binary", "product_reg"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ArrayConfig.{name} must be True or False, not {getattr(self, name)!r}")
+        if self.mult not in MULT_IMPLS:
+            raise ValueError(f"ArrayConfig.mult must be one of {', '.join(MULT_IMPLS)}, not {self.mult!r}")
+        if self.binary and (self.act_bits != 1 or self.weight_bits != 1):
+            raise ValueError(f"ArrayConfig.binary needs act_bits=1 and weight_bits=1, not "
+                             f"act_bits={self.act_bits}, weight_bits={self.weight_bits}")
+
+    def replace(self, **changes) -> "ArrayConfig":
+        """A copy with some fields changed (validated like a new object)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- derived ranges and widths ----------------------------------------------------------------
+
+    @property
+    def act_range(self) -> tuple[int, int]:
+        """Inclusive range of activation *values* (±1 in binary mode)."""
+        return (-1, 1) if self.binary else int_range(self.act_bits, self.act_signed)
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        """Inclusive range of weight *values* (±1 in binary mode)."""
+        return (-1, 1) if self.binary else int_range(self.weight_bits, self.weight_signed)
+
+    @property
+    def product_range(self) -> tuple[int, int]:
+        """Inclusive range of one product ``x * w``."""
+        (alo, ahi), (wlo, whi) = self.act_range, self.weight_range
+        corners = (alo * wlo, alo * whi, ahi * wlo, ahi * whi)
+        return min(corners), max(corners)
+
+    @property
+    def product_bits(self) -> int:
+        """Signed width of one product (in binary mode, of the XNOR bit's ±1 value)."""
+        return signed_bits_for(*self.product_range)
+
+    @property
+    def acc_range(self) -> tuple[int, int]:
+        """Range of a dot product of up to ``max_k`` terms (an empty sum is 0)."""
+        plo, phi = self.product_range
+        return min(0, self.max_k * plo), max(0, self.max_k * phi)
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator width: the smallest that makes overflow impossible for ``max_k`` terms."""
+        return signed_bits_for(*self.acc_range)
+
+    @property
+    def weight_word_bits(self) -> int:
+        """Bits of one weight ROM word: all ``rows * cols`` weights consumed in one cycle."""
+        return self.rows * self.cols * self.weight_bits
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per cycle at full utilisation."""
+        return self.rows * self.cols
