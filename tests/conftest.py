@@ -1,0 +1,17 @@
+import pytest
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the lowbit CLI in-process; returns (exit code, stdout, stderr)."""
+    from lowbit.sw.cli import main
+
+    def run(*argv):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse exits on usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
