@@ -66,8 +66,11 @@ _CELL_RESOURCE = {
 }
 
 
-def device(name: str) -> Device:
-    """The :class:`Device` called ``name``; LowbitError listing the known ones otherwise."""
+def device(name) -> Device:
+    """The :class:`Device` called ``name`` (or ``name`` itself if it is one); LowbitError listing the
+    known ones otherwise."""
+    if isinstance(name, Device):
+        return name
     try:
         return DEVICES[name]
     except KeyError:
@@ -107,7 +110,9 @@ def _progress_to_stderr(message: str) -> None:
 def yosys_script(verilog_files, top: str, dev: Device, json_out: Path, mult: str = "lut",
                  extra: tuple = ()) -> str:
     """The Yosys script :func:`implement` runs (returned so reports can show it)."""
-    lines = [f"read_verilog -sv {Path(v).as_posix()}" for v in verilog_files]
+    # Amaranth platform builds hand over RTLIL (.il); everything else is read as (System)Verilog.
+    lines = [f"read_rtlil {Path(v).as_posix()}" if Path(v).suffix == ".il" else f"read_verilog -sv {Path(v).as_posix()}"
+             for v in verilog_files]
     lines += [f"hierarchy -top {top}", "proc"]
     if mult == "lut":
         lines.append("booth")
@@ -129,6 +134,7 @@ def _yosys_cells(stat_path: Path, top: str) -> dict:
 
 
 def _check_fits(cells: dict, dev: Device) -> dict:
+    # Keys: nextpnr resource names.
     """Estimate nextpnr resources from Yosys cells; raise before place-and-route if over capacity."""
     estimate: dict[str, int] = {}
     for cell, resource in _CELL_RESOURCE[dev.family].items():
@@ -138,6 +144,11 @@ def _check_fits(cells: dict, dev: Device) -> dict:
         # iCE40 LCs hold one LUT4 and one FF; carries ride along with LUTs. A FF without a LUT still takes an LC.
         ffs = sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
         estimate["ICESTORM_LC"] = max(estimate.get("ICESTORM_LC", 0), ffs)
+    else:
+        # An ECP5 CCU2C carry cell occupies two COMB slots; flip-flops have their own slots.
+        estimate["TRELLIS_COMB"] = estimate.get("TRELLIS_COMB", 0) + 2 * cells.get("CCU2C", 0)
+        estimate["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0)
+    # A device whose capacity lowbit does not know (an unusual board) is left to nextpnr to judge.
     over = [(r, n, dev.capacity[r]) for r, n in estimate.items() if r in dev.capacity and n > dev.capacity[r]]
     if over:
         what = ", ".join(f"{n} {r} but {dev.name} has {cap}" for r, n, cap in over)
@@ -169,7 +180,7 @@ def _local_copy(path, outdir: Path) -> str:
     return path.name
 
 
-def implement(verilog_files, top: str, device_name: str, outdir, clock_mhz: float = 12.0,
+def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 12.0,
               constraints=None, mult: str = "lut", pack: bool = True, seed: int = 1,
               progress=_progress_to_stderr, yosys_extra: tuple = ()) -> ImplementResult:
     """Synthesise, place, route and (optionally) pack a design.
@@ -178,8 +189,8 @@ def implement(verilog_files, top: str, device_name: str, outdir, clock_mhz: floa
     ----------
     verilog_files : list of path
         Verilog sources; ``top`` names the top module.
-    device_name : str
-        A key of :data:`DEVICES`.
+    device_name : str or Device
+        A key of :data:`DEVICES`, or a :class:`Device` (boards derive one from their platform).
     constraints : path, optional
         A ``.pcf`` (iCE40) or ``.lpf`` (ECP5) file; without one, nextpnr places I/O freely (fine for
         measuring a core, not for a board).
