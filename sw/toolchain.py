@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .errors import LowbitError
 
-__all__ = ["Tool", "TOOLS", "tool", "tool_version", "amaranth_build_env", "verilator_env", "run_tool"]
+__all__ = ["Tool", "TOOLS", "tool", "tool_version", "amaranth_build_env", "verilator_env", "formal_env",
+           "run_tool"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,18 @@ def verilator_env() -> dict[str, str]:
     if "CFG_CXXFLAGS_PCH_I" not in makeflags:
         env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
+
+
+def formal_env(shim_dir) -> dict[str, str]:
+    """``PATH`` for SymbiYosys: it calls ``yosys``, ``yosys-smtbmc`` and the solver by their plain names,
+    so ``shim_dir`` receives small wrappers with those names that run lowbit's tools."""
+    shim_dir = Path(shim_dir)
+    shim_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("yosys", "yosys-smtbmc", "boolector"):
+        wrapper = shim_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{tool(name)}" "$@"\n')
+        wrapper.chmod(0o755)
+    return {"PATH": str(shim_dir) + os.pathsep + os.environ.get("PATH", "")}
 
 
 def amaranth_build_env(family: str) -> dict[str, str]:
