@@ -1,0 +1,225 @@
+"""Folding: choose each layer's array size so the whole network fits a device, before any synthesis.
+
+Every compute layer gets its own ``R x C`` array (``R`` input lanes, ``C`` output channels; see
+``hw/config.py``) and the layers run as a pipeline, so the network's throughput is set by the slowest
+layer. :func:`fold` starts every layer at 1x1 and repeatedly widens the bottleneck layer while the
+resource estimate still fits the budget (the FINN approach of balancing folding factors). If even the
+smallest arrays do not fit, :func:`fold` raises a LowbitError with the estimate and what to change —
+in milliseconds, instead of after minutes of place-and-route.
+
+The cost model (:class:`CostModel`) is linear in what a layer instantiates; its coefficients are
+per-device and documented where they are set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from .errors import LowbitError
+
+__all__ = ["LayerShape", "CostModel", "COST_MODELS", "LayerFold", "Folding", "fold", "layer_cycles",
+           "rom_blocks"]
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What folding needs to know of a compute layer (Dense, or Conv2d after im2col).
+
+    ``positions`` is the number of output pixels (1 for Dense): the array computes ``positions``
+    dot-product groups of length ``k`` for each of ``n`` output channels.
+    """
+
+    name: str
+    k: int
+    n: int
+    positions: int = 1
+    act_bits: int = 4
+    weight_bits: int = 4
+    binary: bool = False
+    out_bits: int = 8
+
+    @property
+    def macs(self) -> int:
+        return self.k * self.n * self.positions
+
+
+def layer_cycles(shape: LayerShape, rows: int, cols: int) -> int:
+    """Steady-state array cycles per inference: one cycle per ``rows``-long chunk of K, per group of
+    ``cols`` output channels, per output position."""
+    return shape.positions * math.ceil(shape.k / rows) * math.ceil(shape.n / cols)
+
+
+def rom_blocks(width_bits: int, depth: int, family: str) -> int:
+    """Block RAMs a ROM of ``depth`` words of ``width_bits`` occupies.
+
+    iCE40 SB_RAM40_4K: 256 x 16 (or 512 x 8, 1024 x 4, 2048 x 2); ECP5 DP16KD: 512 x 36, 1024 x 18,
+    2048 x 9, 4096 x 4, 8192 x 2, 16384 x 1. The narrowest configuration that covers ``depth`` is
+    used per slice of the word.
+    """
+    modes = {"ice40": [(256, 16), (512, 8), (1024, 4), (2048, 2)],
+             "ecp5": [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]}[family]
+    best = None
+    for mode_depth, mode_width in modes:
+        blocks = math.ceil(width_bits / mode_width) * math.ceil(depth / mode_depth)
+        best = blocks if best is None else min(best, blocks)
+    return best
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Linear resource model of one layer engine on one FPGA family.
+
+    ``lc_per_mac[(a, w)]`` is the logic cost of one processing element for ``a``-bit activations and
+    ``w``-bit weights (product, adder, pipeline register), ``lc_per_column`` the accumulator and
+    output path of one column, ``lc_per_layer`` the sequencing, requantization and buffering of one
+    engine. Missing widths are interpolated by ``a * w`` (the size of an array multiplier).
+    """
+
+    family: str
+    logic_resource: str
+    lc_per_mac: dict
+    lc_per_column: int
+    lc_per_layer: int
+    logic_budget: float = 0.85   # fraction of the device's logic a fold may use (routing needs slack)
+
+    def pe_cost(self, a: int, w: int, binary: bool) -> float:
+        if binary:
+            return self.lc_per_mac[(1, 1)]
+        if (a, w) in self.lc_per_mac:
+            return self.lc_per_mac[(a, w)]
+        # Nearest measured point scaled by operand area.
+        (a0, w0), cost = min(self.lc_per_mac.items(), key=lambda kv: abs(kv[0][0] * kv[0][1] - a * w))
+        return cost * (a * w) / (a0 * w0)
+
+    def layer_logic(self, shape: LayerShape, rows: int, cols: int) -> int:
+        return math.ceil(rows * cols * self.pe_cost(shape.act_bits, shape.weight_bits, shape.binary)
+                         + cols * self.lc_per_column + self.lc_per_layer)
+
+    def layer_brams(self, shape: LayerShape, rows: int, cols: int) -> int:
+        depth = math.ceil(shape.k / rows) * math.ceil(shape.n / cols)
+        weights = rom_blocks(rows * cols * (1 if shape.binary else shape.weight_bits), depth, self.family)
+        return weights
+
+
+# Coefficients: starting points from synthesis of LUT multipliers with Yosys' booth pass (iCE40: a 4x4
+# signed product measured at ~39 LUTs incl. its share of the adder chain); `lowbit bench` measures the
+# real array and these are to be refit from its table.
+COST_MODELS = {
+    "ice40": CostModel("ice40", "ICESTORM_LC",
+                       {(1, 1): 3, (2, 2): 10, (4, 4): 45, (8, 8): 150, (4, 2): 22, (8, 4): 80},
+                       lc_per_column=40, lc_per_layer=250),
+    "ecp5": CostModel("ecp5", "TRELLIS_COMB",
+                      {(1, 1): 3, (2, 2): 10, (4, 4): 45, (8, 8): 150, (4, 2): 22, (8, 4): 80},
+                      lc_per_column=40, lc_per_layer=250),
+}
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    shape: LayerShape
+    rows: int
+    cols: int
+    logic: int
+    brams: int
+
+    @property
+    def cycles(self) -> int:
+        return layer_cycles(self.shape, self.rows, self.cols)
+
+    @property
+    def utilization(self) -> float:
+        return self.shape.macs / (self.rows * self.cols * self.cycles)
+
+
+@dataclass
+class Folding:
+    layers: list
+    logic_capacity: int
+    bram_capacity: int
+    logic_resource: str
+    notes: list = field(default_factory=list)
+
+    @property
+    def logic(self) -> int:
+        return sum(f.logic for f in self.layers)
+
+    @property
+    def brams(self) -> int:
+        return sum(f.brams for f in self.layers)
+
+    @property
+    def bottleneck_cycles(self) -> int:
+        return max(f.cycles for f in self.layers)
+
+    def as_dict(self) -> dict:
+        return {
+            "layers": [{"name": f.shape.name, "rows": f.rows, "cols": f.cols, "cycles": f.cycles,
+                        "utilization": round(f.utilization, 4), "logic": f.logic, "brams": f.brams}
+                       for f in self.layers],
+            "estimate": {self.logic_resource: self.logic, "brams": self.brams},
+            "capacity": {self.logic_resource: self.logic_capacity, "brams": self.bram_capacity},
+            "bottleneck_cycles": self.bottleneck_cycles,
+        }
+
+
+def _options(extent: int, limit: int) -> list[int]:
+    # Array sizes worth trying for a dimension: powers of two and the exact extent (no idle lanes).
+    opts = {1, min(extent, limit)}
+    p = 2
+    while p < extent and p <= limit:
+        opts.add(p)
+        p *= 2
+    return sorted(opts)
+
+
+def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, max_rows: int = 64,
+         max_cols: int = 64, device_name: str = "the device") -> Folding:
+    """Choose ``(rows, cols)`` per layer: widen the bottleneck layer while the estimate fits.
+
+    Raises
+    ------
+    LowbitError
+        if the network does not fit even with 1x1 arrays, naming the estimate and what to change.
+    """
+    shapes = list(shapes)
+    if not shapes:
+        raise LowbitError("the model has no Dense or Conv2d layer to put on the array",
+                          "lowbit accelerates networks with at least one Dense or Conv2d layer")
+    budget = int(logic_capacity * model.logic_budget)
+
+    def make(shape, r, c):
+        return LayerFold(shape, r, c, model.layer_logic(shape, r, c), model.layer_brams(shape, r, c))
+
+    folds = [make(s, 1, 1) for s in shapes]
+    total_logic = sum(f.logic for f in folds)
+    total_brams = sum(f.brams for f in folds)
+    if total_logic > budget or total_brams > bram_capacity:
+        raise LowbitError(
+            f"the model does not fit {device_name} even fully folded (1x1 arrays): estimate "
+            f"{total_logic} {model.logic_resource} of {budget} usable ({logic_capacity} total) and "
+            f"{total_brams} block RAMs of {bram_capacity}",
+            "use fewer or smaller layers, fewer weight bits, or a bigger device (e.g. ulx3s-85f)")
+    while True:
+        i = max(range(len(folds)), key=lambda j: folds[j].cycles)
+        f = folds[i]
+        best = None
+        # Next step up in either dimension; prefer the one that cuts cycles most per added logic.
+        for r in _options(f.shape.k, max_rows):
+            for c in _options(f.shape.n, max_cols):
+                if (r, c) == (f.rows, f.cols) or r < f.rows or c < f.cols:
+                    continue
+                cand = make(f.shape, r, c)
+                if cand.cycles >= f.cycles:
+                    continue
+                logic = sum(x.logic for x in folds) - f.logic + cand.logic
+                brams = sum(x.brams for x in folds) - f.brams + cand.brams
+                if logic > budget or brams > bram_capacity:
+                    continue
+                gain = (f.cycles - cand.cycles) / max(1, cand.logic - f.logic)
+                if best is None or gain > best[0]:
+                    best = (gain, cand)
+        if best is None:
+            break  # the bottleneck cannot grow within budget: the network's rate is set
+        folds[i] = best[1]
+    return Folding(folds, logic_capacity, bram_capacity, model.logic_resource)
