@@ -1,0 +1,10 @@
+from lowbit.hw.selftest import Counter
+from lowbit.sw.bench import synth_core
+
+
+def test_synth_core_reports_core_logic_separately_from_the_wrapper(tmp_path):
+    row = synth_core(lambda: Counter(16), "ice40-up5k", tmp_path)
+    # en (1 bit) in; count (16) + led (1) out: 1 shift FF + ceil(16/3) XOR LUTs + 1 output FF
+    assert row["wrapper_logic_estimate"] == 1 + 6 + 1
+    assert row["logic_total"] == row["logic"] + row["wrapper_logic_estimate"]
+    assert 16 <= row["logic"] <= 40 and row["fmax_mhz"] > 12 and row["dsp"] == 0
