@@ -1,0 +1,118 @@
+"""The demo data and models: scikit-learn's bundled 8x8 digits, a fixed split, and two small nets.
+
+:func:`digits_split` returns the fixed train/test split shipped in ``lowbit/sw/data/digits_split.npz``
+(1257 train, 540 test images; ``x`` float in [0, 1], NHWC ``(N, 8, 8, 1)``; ``y`` int labels), made once
+by :func:`make_split` from ``sklearn.datasets.load_digits`` (``train_test_split(test_size=540,
+random_state=0, stratify=y)``). :func:`train_mlp` (64-32-10) and :func:`train_cnn` (conv3x3x8 - ReLU -
+maxpool2 - dense 10) train deterministically in NumPy with Adam in a few seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+
+__all__ = ["DATA", "digits_split", "make_split", "train_mlp", "train_cnn", "accuracy"]
+
+DATA = Path(__file__).resolve().parent / "data" / "digits_split.npz"
+
+
+def make_split():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=540, random_state=0, stratify=d.target)
+    return xtr, ytr.astype(np.int64), xte, yte.astype(np.int64)
+
+
+def digits_split():
+    """``(x_train, y_train, x_test, y_test)`` from the shipped file."""
+    with np.load(DATA) as z:
+        return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+
+
+def accuracy(logits, y) -> float:
+    return float(np.mean(np.argmax(logits.reshape(len(y), -1), axis=1) == y))
+
+
+class _Adam:
+    def __init__(self, params, lr):
+        self.params, self.lr = params, lr
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads):
+        self.t += 1
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            p -= self.lr * (m / (1 - 0.9 ** self.t)) / (np.sqrt(v / (1 - 0.999 ** self.t)) + 1e-8)
+
+
+def _softmax_grad(logits, y):
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    return p / len(y)
+
+
+def train_mlp(x, y, hidden: int = 32, epochs: int = 60, seed: int = 0) -> FloatNet:
+    """64-``hidden``-10 MLP with ReLU; deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    x = x.reshape(len(x), -1).astype(np.float64)
+    w1 = rng.normal(0, np.sqrt(2 / 64), (64, hidden))
+    b1 = np.zeros(hidden)
+    w2 = rng.normal(0, np.sqrt(2 / hidden), (hidden, 10))
+    b2 = np.zeros(10)
+    opt = _Adam([w1, b1, w2, b2], 3e-3)
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), 32):
+            idx = order[start:start + 32]
+            h_pre = x[idx] @ w1 + b1
+            h = np.maximum(h_pre, 0)
+            g_out = _softmax_grad(h @ w2 + b2, y[idx])
+            g_h = (g_out @ w2.T) * (h_pre > 0)
+            opt.step([x[idx].T @ g_h + 1e-4 * w1, g_h.sum(0), h.T @ g_out + 1e-4 * w2, g_out.sum(0)])
+    return FloatNet((8, 8, 1), [FFlatten(), FDense(w1, b1), FReLU(), FDense(w2, b2)], "digits-mlp")
+
+
+def train_cnn(x, y, channels: int = 8, epochs: int = 40, seed: int = 0) -> FloatNet:
+    """conv3x3 (1 -> ``channels``) - ReLU - maxpool 2x2 - dense 10, on 8x8x1 inputs."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    x = x.astype(np.float64)
+    # im2col once: (n, 6, 6, 9)
+    cols = np.stack([x[:, ky:ky + 6, kx:kx + 6, 0] for ky in range(3) for kx in range(3)], axis=-1)
+    wc = rng.normal(0, np.sqrt(2 / 9), (9, channels))
+    bc = np.zeros(channels)
+    wd = rng.normal(0, np.sqrt(2 / (9 * channels)), (9 * channels, 10))
+    bd = np.zeros(10)
+    opt = _Adam([wc, bc, wd, bd], 3e-3)
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for start in range(0, n, 32):
+            idx = order[start:start + 32]
+            b = len(idx)
+            pre = cols[idx] @ wc + bc                      # (b, 6, 6, C)
+            act = np.maximum(pre, 0)
+            win = act.reshape(b, 3, 2, 3, 2, channels).transpose(0, 1, 3, 2, 4, 5).reshape(b, 3, 3, 4, channels)
+            pooled = win.max(axis=3)                       # (b, 3, 3, C)
+            g_out = _softmax_grad(pooled.reshape(b, -1) @ wd + bd, y[idx])
+            g_pool = (g_out @ wd.T).reshape(b, 3, 3, channels)
+            mask = (win == pooled[:, :, :, None, :])
+            mask = mask / mask.sum(axis=3, keepdims=True)
+            g_win = mask * g_pool[:, :, :, None, :]
+            g_act = g_win.reshape(b, 3, 3, 2, 2, channels).transpose(0, 1, 3, 2, 4, 5).reshape(b, 6, 6, channels)
+            g_pre = g_act * (pre > 0)
+            opt.step([np.einsum("bhwk,bhwc->kc", cols[idx], g_pre) + 1e-4 * wc, g_pre.sum((0, 1, 2)),
+                      pooled.reshape(b, -1).T @ g_out + 1e-4 * wd, g_out.sum(0)])
+    conv = FConv2d(wc.reshape(3, 3, 1, channels), bc)
+    return FloatNet((8, 8, 1), [conv, FReLU(), FMaxPool2d((2, 2)), FFlatten(), FDense(wd, bd)], "digits-cnn")

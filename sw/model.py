@@ -1,0 +1,399 @@
+"""The quantized model description (IR): integer layers, saved as one ``.lbm`` file.
+
+A :class:`Model` is what the integer reference executes and what the hardware generator builds. Every
+number the arithmetic uses is an integer here; float scales are kept only to dequantize outputs and to
+report. ``docs/model-format.md`` documents the file; ``docs/arithmetic.md`` the arithmetic.
+
+Layers
+------
+:class:`Dense` and :class:`Conv2d` carry integer weights (zero point 0), an int32 bias and a requantizer:
+:class:`Requant` (fixed-point multiplier and shift, per tensor or per channel), :class:`Thresholds`
+(FINN-style multi-threshold) or ``None`` for a final layer that outputs the exact ``acc + bias``.
+:class:`MaxPool2d` and :class:`Flatten` work on codes. BatchNorm is folded away by the importers;
+ReLU is fused into the requantizer (``relu=True``) because after requantization it is a clamp.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import arith
+from .errors import LowbitError
+from .outputs import atomic_file
+
+__all__ = ["QuantSpec", "Requant", "Thresholds", "Dense", "Conv2d", "MaxPool2d", "Flatten", "Model",
+           "FORMAT_VERSION", "COMPUTE_LAYERS"]
+
+FORMAT_VERSION = 1
+
+
+def _i64(a):
+    return np.asarray(a, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How a tensor's integer codes map to reals: ``real = scale * (code - zero_point)``.
+
+    ``binary`` codes are the values ±1 (stored as one bit in hardware). ``scale`` is a float, per
+    tensor or per channel (a tuple); it never reaches the integer arithmetic.
+    """
+
+    bits: int
+    signed: bool
+    zero_point: int = 0
+    scale: tuple = (1.0,)
+    binary: bool = False
+
+    def __post_init__(self):
+        if self.binary:
+            if self.bits != 1 or self.zero_point != 0:
+                raise LowbitError("a binary (±1) tensor has bits=1 and zero point 0",
+                                  f"got bits={self.bits}, zero_point={self.zero_point}")
+        elif not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
+            raise LowbitError(f"bit-width {self.bits!r} is not supported", "lowbit supports 1 to 8 bits")
+        lo, hi = self.range
+        if not self.binary and not lo <= self.zero_point <= hi:
+            raise LowbitError(f"zero point {self.zero_point} is outside the {self.bits}-bit "
+                              f"{'signed' if self.signed else 'unsigned'} range [{lo}, {hi}]")
+        scale = tuple(float(s) for s in np.atleast_1d(self.scale))
+        if not all(np.isfinite(scale)) or not all(s > 0 for s in scale):
+            raise LowbitError(f"scale {scale[:4]} must be finite and positive")
+        object.__setattr__(self, "scale", scale)
+
+    @property
+    def range(self) -> tuple[int, int]:
+        return (-1, 1) if self.binary else arith.int_range(self.bits, self.signed)
+
+    def quantize(self, x) -> np.ndarray:
+        """Float -> codes: round half to even (NumPy's rounding), then clamp. Binary: sign, 0 -> +1."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise LowbitError("input data contains NaN or infinity", "clean the data before quantizing")
+        if self.binary:
+            return np.where(x >= 0, 1, -1).astype(np.int64)
+        lo, hi = self.range
+        q = np.round(x / np.asarray(self.scale)) + self.zero_point
+        return np.clip(q, lo, hi).astype(np.int64)
+
+    def dequantize(self, q) -> np.ndarray:
+        return (np.asarray(q, dtype=np.float64) - self.zero_point) * np.asarray(self.scale)
+
+    def to_json(self):
+        return {"bits": self.bits, "signed": self.signed, "zero_point": self.zero_point,
+                "scale": list(self.scale), "binary": self.binary}
+
+    @classmethod
+    def from_json(cls, d):
+        return cls(int(d["bits"]), bool(d["signed"]), int(d["zero_point"]), tuple(d["scale"]),
+                   bool(d.get("binary", False)))
+
+
+@dataclass(frozen=True)
+class Requant:
+    """Fixed-point requantization (``arith.requantize``): ``mult``/``shift`` per channel (length N) or
+    per tensor (length 1); output codes in ``[lo, hi]`` around ``zero_point``; ``relu`` fuses ReLU."""
+
+    mult: np.ndarray
+    shift: np.ndarray
+    zero_point: int
+    lo: int
+    hi: int
+    relu: bool = False
+
+    def apply(self, acc, bias) -> np.ndarray:
+        return arith.requantize(acc, bias, self.mult, self.shift, self.zero_point, self.lo, self.hi, self.relu)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Multi-threshold activation (``arith.multithreshold``) on ``acc + bias``: ``T`` is (N or 1, S)."""
+
+    thresholds: np.ndarray
+    out_lo: int
+    out_step: int = 1
+
+    def apply(self, acc, bias) -> np.ndarray:
+        return arith.multithreshold(_i64(acc) + _i64(bias), self.thresholds, self.out_lo, self.out_step)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """``weight`` (K, N) integer codes, ``bias`` (N,) int32, ``requant`` (or None: int logits)."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    weight_q: QuantSpec
+    out_q: QuantSpec | None
+    requant: Requant | Thresholds | None
+    kind = "dense"
+
+    @property
+    def k(self):
+        return self.weight.shape[0]
+
+    @property
+    def n(self):
+        return self.weight.shape[1]
+
+    def matrix(self) -> np.ndarray:
+        """Weights as the (K, N) matrix the array multiplies."""
+        return self.weight
+
+    def out_shape(self, in_shape):
+        if int(np.prod(in_shape)) != self.k or len(in_shape) != 1:
+            raise LowbitError(f"Dense layer expects a vector of {self.k} values, gets shape {tuple(in_shape)}",
+                              "insert a Flatten layer or fix the weight shape")
+        return (self.n,)
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """``weight`` (KH, KW, Cin, Cout) codes; NHWC activations; ``padding`` pads with the input zero point."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    weight_q: QuantSpec
+    out_q: QuantSpec | None
+    requant: Requant | Thresholds | None
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    kind = "conv2d"
+
+    @property
+    def k(self):
+        kh, kw, cin, _ = self.weight.shape
+        return kh * kw * cin
+
+    @property
+    def n(self):
+        return self.weight.shape[3]
+
+    def matrix(self) -> np.ndarray:
+        return self.weight.reshape(self.k, self.n)
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3 or in_shape[2] != self.weight.shape[2]:
+            raise LowbitError(f"Conv2d expects (H, W, {self.weight.shape[2]}) input, gets {tuple(in_shape)}",
+                              "check the channel count and layout (NHWC)")
+        oh, ow = arith.conv2d_out_shape(in_shape[0], in_shape[1], self.weight.shape[:2], self.stride,
+                                        self.padding)
+        return (oh, ow, self.n)
+
+
+@dataclass(frozen=True)
+class MaxPool2d:
+    kernel: tuple = (2, 2)
+    stride: tuple | None = None
+    kind = "maxpool2d"
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 3:
+            raise LowbitError(f"MaxPool2d expects (H, W, C) input, gets {tuple(in_shape)}")
+        oh, ow = arith.conv2d_out_shape(in_shape[0], in_shape[1], self.kernel, self.stride or self.kernel, (0, 0))
+        return (oh, ow, in_shape[2])
+
+
+@dataclass(frozen=True)
+class Flatten:
+    kind = "flatten"
+
+    def out_shape(self, in_shape):
+        return (int(np.prod(in_shape)),)
+
+
+COMPUTE_LAYERS = (Dense, Conv2d)
+
+
+@dataclass
+class Model:
+    """A quantized network: ``input_shape`` (without batch), ``input_q`` and a list of layers."""
+
+    input_shape: tuple
+    input_q: QuantSpec
+    layers: list
+    name: str = "model"
+    meta: dict = field(default_factory=dict)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def validate(self) -> "Model":
+        """Check shapes chain and every integer fits its declared width; LowbitError names the layer."""
+        shape = tuple(self.input_shape)
+        in_q = self.input_q
+        if not self.layers:
+            raise LowbitError("the model has no layers")
+        for i, layer in enumerate(self.layers):
+            where = f"layer {i} ({layer.kind})"
+            try:
+                shape = layer.out_shape(shape)
+            except LowbitError as exc:
+                raise LowbitError(f"{where}: {exc.message}", exc.hint) from None
+            except ValueError as exc:
+                raise LowbitError(f"{where}: {exc}") from None
+            if isinstance(layer, COMPUTE_LAYERS):
+                if in_q is None:
+                    raise LowbitError(f"{where} follows a layer with integer-logit output",
+                                      "only the last compute layer may skip requantization")
+                if in_q.binary != layer.weight_q.binary:
+                    raise LowbitError(f"{where}: binary inputs need binary weights and vice versa")
+                if in_q.binary and isinstance(layer, Conv2d) and any(layer.padding):
+                    raise LowbitError(f"{where}: a binary convolution cannot pad (±1 has no zero code)",
+                                      "use padding=0 for binary layers")
+                lo, hi = layer.weight_q.range
+                _check(layer.weight, f"{where} weight", lo, hi)
+                if layer.weight_q.binary and np.any(layer.weight == 0):
+                    raise LowbitError(f"{where} weight: binary weights must be ±1, found 0")
+                _check(layer.bias, f"{where} bias", -(1 << 31), (1 << 31) - 1)
+                if layer.bias.shape != (layer.n,):
+                    raise LowbitError(f"{where}: bias has shape {layer.bias.shape}, expected ({layer.n},)")
+                rq = layer.requant
+                if isinstance(rq, Requant):
+                    for nm, arr, top in (("mult", rq.mult, (1 << arith.MULT_BITS) - 1), ("shift", rq.shift, arith.MAX_SHIFT)):
+                        _check(arr, f"{where} requant {nm}", 0, top)
+                        if arr.shape not in ((1,), (layer.n,)):
+                            raise LowbitError(f"{where}: requant {nm} has shape {arr.shape}, expected (1,) or ({layer.n},)")
+                    if layer.out_q is None or (rq.lo, rq.hi) != layer.out_q.range and not layer.out_q.binary:
+                        raise LowbitError(f"{where}: requant clamp [{rq.lo}, {rq.hi}] does not match the output "
+                                          f"range {None if layer.out_q is None else layer.out_q.range}")
+                elif isinstance(rq, Thresholds):
+                    t = rq.thresholds
+                    if t.ndim != 2 or t.shape[0] not in (1, layer.n):
+                        raise LowbitError(f"{where}: thresholds have shape {t.shape}, expected (1 or {layer.n}, S)")
+                    if t.shape[1] and np.any(np.diff(t, axis=1) < 0):
+                        raise LowbitError(f"{where}: thresholds are not ascending")
+                elif rq is None:
+                    if i != max(j for j, l in enumerate(self.layers) if isinstance(l, COMPUTE_LAYERS)):
+                        raise LowbitError(f"{where} has no requantization but is not the last compute layer")
+                else:
+                    raise LowbitError(f"{where}: unknown requantization {type(rq).__name__}")
+                in_q = layer.out_q
+        return self
+
+    @property
+    def output_shape(self):
+        shape = tuple(self.input_shape)
+        for layer in self.layers:
+            shape = layer.out_shape(shape)
+        return shape
+
+    def compute_layers(self):
+        return [l for l in self.layers if isinstance(l, COMPUTE_LAYERS)]
+
+    def quantize_input(self, x) -> np.ndarray:
+        """Float inputs (batch, *input_shape) -> integer codes (after subtracting ``meta["input_offset"]``,
+        the centre a binary network's inputs are binarized around)."""
+        x = np.asarray(x, dtype=np.float64) - self.meta.get("input_offset", 0.0)
+        if x.shape[1:] != tuple(self.input_shape):
+            if x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(self.input_shape)):
+                x = x.reshape((x.shape[0], *self.input_shape))
+            else:
+                raise LowbitError(f"input data has shape {x.shape[1:]} per sample, the model expects "
+                                  f"{tuple(self.input_shape)}", "pass data of the shape the model was built for")
+        return self.input_q.quantize(x)
+
+    # -- file format ---------------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        """Write the ``.lbm`` file (a zip holding ``model.json`` and ``arrays.npz``), atomically."""
+        self.validate()
+        arrays, layers = {}, []
+        for i, layer in enumerate(self.layers):
+            entry = {"kind": layer.kind}
+            if isinstance(layer, COMPUTE_LAYERS):
+                arrays[f"{i}.weight"] = _i64(layer.weight)
+                arrays[f"{i}.bias"] = _i64(layer.bias)
+                entry["weight_q"] = layer.weight_q.to_json()
+                entry["out_q"] = layer.out_q.to_json() if layer.out_q else None
+                rq = layer.requant
+                if isinstance(rq, Requant):
+                    arrays[f"{i}.mult"], arrays[f"{i}.shift"] = _i64(rq.mult), _i64(rq.shift)
+                    entry["requant"] = {"type": "fixed_point", "zero_point": rq.zero_point, "lo": rq.lo,
+                                        "hi": rq.hi, "relu": rq.relu}
+                elif isinstance(rq, Thresholds):
+                    arrays[f"{i}.thresholds"] = _i64(rq.thresholds)
+                    entry["requant"] = {"type": "thresholds", "out_lo": rq.out_lo, "out_step": rq.out_step}
+                else:
+                    entry["requant"] = None
+                if isinstance(layer, Conv2d):
+                    entry["stride"], entry["padding"] = list(layer.stride), list(layer.padding)
+            elif isinstance(layer, MaxPool2d):
+                entry["kernel"] = list(layer.kernel)
+                entry["stride"] = list(layer.stride) if layer.stride else None
+            layers.append(entry)
+        header = {"format": "lowbit-model", "version": FORMAT_VERSION, "name": self.name,
+                  "input_shape": list(self.input_shape), "input_q": self.input_q.to_json(),
+                  "layers": layers, "meta": self.meta}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        with atomic_file(path) as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("model.json", json.dumps(header, indent=1))
+                z.writestr("arrays.npz", buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> "Model":
+        """Read and validate an ``.lbm`` file; a truncated, corrupt or foreign file is a LowbitError."""
+        path = Path(path)
+        if not path.is_file():
+            raise LowbitError(f"model file {path} does not exist")
+        try:
+            with zipfile.ZipFile(path) as z:
+                header = json.loads(z.read("model.json"))
+                arrays = dict(np.load(io.BytesIO(z.read("arrays.npz")), allow_pickle=False))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+            raise LowbitError(f"{path} is not a readable lowbit model ({type(exc).__name__}: {exc})",
+                              "the file is truncated or corrupt; write it again with 'lowbit quantize'") from None
+        if header.get("format") != "lowbit-model":
+            raise LowbitError(f"{path} is not a lowbit model file")
+        if header.get("version") != FORMAT_VERSION:
+            raise LowbitError(f"{path} has model format version {header.get('version')}, this lowbit reads "
+                              f"version {FORMAT_VERSION}", "re-create it with this version of lowbit")
+        try:
+            layers = [_layer_from_json(i, e, arrays) for i, e in enumerate(header["layers"])]
+            model = cls(tuple(header["input_shape"]), QuantSpec.from_json(header["input_q"]), layers,
+                        header.get("name", path.stem), header.get("meta", {}))
+        except (KeyError, TypeError) as exc:
+            raise LowbitError(f"{path}: model description is missing {exc}", "the file is corrupt") from None
+        return model.validate()
+
+
+def _check(arr, what, lo, hi):
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iu":
+        raise LowbitError(f"{what} must be integers, found {arr.dtype}")
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = arr.min() if arr.min() < lo else arr.max()
+        raise LowbitError(f"{what} has value {bad} outside [{lo}, {hi}]")
+
+
+def _layer_from_json(i, e, arrays):
+    kind = e["kind"]
+    if kind in ("dense", "conv2d"):
+        rqj = e["requant"]
+        if rqj is None:
+            rq = None
+        elif rqj["type"] == "fixed_point":
+            rq = Requant(arrays[f"{i}.mult"], arrays[f"{i}.shift"], int(rqj["zero_point"]), int(rqj["lo"]),
+                         int(rqj["hi"]), bool(rqj["relu"]))
+        elif rqj["type"] == "thresholds":
+            rq = Thresholds(arrays[f"{i}.thresholds"], int(rqj["out_lo"]), int(rqj["out_step"]))
+        else:
+            raise LowbitError(f"layer {i}: unknown requantization type {rqj['type']!r}")
+        common = dict(weight=arrays[f"{i}.weight"], bias=arrays[f"{i}.bias"],
+                      weight_q=QuantSpec.from_json(e["weight_q"]),
+                      out_q=QuantSpec.from_json(e["out_q"]) if e["out_q"] else None, requant=rq)
+        if kind == "dense":
+            return Dense(**common)
+        return Conv2d(**common, stride=tuple(e["stride"]), padding=tuple(e["padding"]))
+    if kind == "maxpool2d":
+        return MaxPool2d(tuple(e["kernel"]), tuple(e["stride"]) if e.get("stride") else None)
+    if kind == "flatten":
+        return Flatten()
+    raise LowbitError(f"layer {i}: unknown layer kind {kind!r}", "supported: dense, conv2d, maxpool2d, flatten")

@@ -1,0 +1,269 @@
+"""Quantizers, calibration and post-training quantization of a :class:`FloatNet` into a :class:`Model`.
+
+Quantizers (:func:`quantize_tensor`): symmetric or asymmetric, per tensor or per channel (last axis),
+1..8 bits, binary (sign, ±1) and ternary ({-1, 0, 1}). Clipping ranges are calibrated by ``minmax``,
+``percentile`` (99.99th) or ``mse`` (a search over clip ratios minimising the quantization MSE).
+
+:func:`quantize_net` is the PTQ pass: weights symmetric (per channel with ``per_channel``), activations
+calibrated on data, ReLU fused into the requantization clamp, int32 biases, fixed-point multipliers
+from :func:`lowbit.sw.arith.quantize_multiplier`. A network with 1-bit weights and activations becomes
+a binary (XNOR-popcount) network whose hidden activations are sign thresholds. The last compute layer
+outputs exact integer logits (``acc + bias``) so argmax needs no requantization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import arith
+from .errors import LowbitError
+from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
+
+__all__ = ["CALIBRATIONS", "clip_range", "quantize_tensor", "quantize_net", "error_report", "LayerError"]
+
+CALIBRATIONS = ("minmax", "percentile", "mse")
+
+
+def _levels(bits, signed):
+    lo, hi = arith.int_range(bits, signed)
+    return lo, hi
+
+
+def quantize_tensor(x, bits: int, *, symmetric: bool = True, per_channel: bool = False,
+                    clip=None, mode: str = "int"):
+    """Quantize ``x``; returns ``(codes, scale, zero_point)``.
+
+    ``mode`` is ``"int"`` (``bits``-wide codes), ``"binary"`` (±1, scale = mean |x|) or ``"ternary"``
+    ({-1, 0, 1}, threshold 0.7 mean |x|). ``clip`` overrides the range: a scalar (symmetric) or
+    ``(lo, hi)``; per channel it broadcasts over the last axis.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    axis = tuple(range(x.ndim - 1)) if per_channel else None
+    if mode == "binary":
+        scale = np.maximum(np.mean(np.abs(x), axis=axis), 1e-12)
+        return np.where(x >= 0, 1, -1).astype(np.int64), scale, 0
+    if mode == "ternary":
+        delta = 0.7 * np.mean(np.abs(x), axis=axis)
+        codes = np.where(x > delta, 1, np.where(x < -delta, -1, 0)).astype(np.int64)
+        mask = codes != 0
+        scale = np.maximum(np.sum(np.abs(x) * mask, axis=axis) / np.maximum(np.sum(mask, axis=axis), 1), 1e-12)
+        return codes, scale, 0
+    if not 1 <= bits <= 8:
+        raise LowbitError(f"bit-width {bits} is not supported", "choose 1 to 8 bits")
+    if symmetric:
+        if bits < 2:
+            raise LowbitError("symmetric 1-bit quantization has no levels", "use binary mode for 1 bit")
+        amax = np.max(np.abs(x), axis=axis) if clip is None else np.asarray(clip, dtype=np.float64)
+        qmax = (1 << (bits - 1)) - 1                     # narrow range: -qmax..qmax
+        scale = np.maximum(amax, 1e-12) / qmax
+        codes = np.clip(np.round(x / scale), -qmax, qmax).astype(np.int64)
+        return codes, scale, 0
+    lo_x, hi_x = (np.min(x, axis=axis), np.max(x, axis=axis)) if clip is None else clip
+    lo_x, hi_x = np.minimum(lo_x, 0.0), np.maximum(hi_x, 0.0)  # real 0 must be representable
+    qmax = (1 << bits) - 1
+    scale = np.maximum(hi_x - lo_x, 1e-12) / qmax
+    zp = np.clip(np.round(-lo_x / scale), 0, qmax).astype(np.int64)
+    codes = np.clip(np.round(x / scale) + zp, 0, qmax).astype(np.int64)
+    return codes, scale, zp
+
+
+def clip_range(values, bits: int, method: str, symmetric: bool) -> float:
+    """Upper clip of non-negative ``values`` (or of ``|values|`` when ``symmetric``) by ``method``."""
+    if method not in CALIBRATIONS:
+        raise LowbitError(f"unknown calibration {method!r}", f"choose one of {', '.join(CALIBRATIONS)}")
+    v = np.abs(values).ravel() if symmetric else np.maximum(values, 0).ravel()
+    top = float(v.max()) if v.size else 0.0
+    if top == 0.0:
+        return 1.0
+    if method == "minmax":
+        return top
+    if method == "percentile":
+        return max(float(np.percentile(v, 99.99)), 1e-12)
+    levels = ((1 << (bits - 1)) - 1) if symmetric else ((1 << bits) - 1)
+    sample = v if v.size <= 200_000 else np.random.default_rng(0).choice(v, 200_000, replace=False)
+    best, best_err = top, np.inf
+    for ratio in np.linspace(0.2, 1.0, 81):
+        c = top * ratio
+        s = c / levels
+        err = np.mean((np.clip(np.round(sample / s), 0, levels) * s - sample) ** 2)
+        if err < best_err:
+            best, best_err = c, err
+    return best
+
+
+def _weight_scale(w, bits, per_channel, method):
+    """Symmetric weight clip per output channel (last axis) or per tensor."""
+    flat = w.reshape(-1, w.shape[-1])
+    if per_channel:
+        return np.array([clip_range(flat[:, n], bits, method, True) if method == "mse"
+                         else np.max(np.abs(flat[:, n])) for n in range(flat.shape[1])])
+    c = clip_range(flat, bits, method, True) if method == "mse" else np.max(np.abs(flat))
+    return np.full(flat.shape[1], c)
+
+
+def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int = 4, per_channel: bool = True,
+                 calib: str = "mse", input_bits: int | None = None) -> Model:
+    """Post-training quantization of ``net`` with calibration inputs ``calib_x`` (float, N x input_shape)."""
+    for name, bits in (("weight", weight_bits), ("activation", act_bits)):
+        if not isinstance(bits, int) or not 1 <= bits <= 8:
+            raise LowbitError(f"{name} bit-width {bits!r} is not supported", "choose 1 to 8 bits")
+    if calib not in CALIBRATIONS:
+        raise LowbitError(f"unknown calibration {calib!r}", f"choose one of {', '.join(CALIBRATIONS)}")
+    binary = weight_bits == 1 or act_bits == 1
+    if binary and not (weight_bits == 1 and act_bits == 1):
+        raise LowbitError(f"{weight_bits}-bit weights with {act_bits}-bit activations are not supported",
+                          "1-bit means a binary (±1) network: use --weight-bits 1 --act-bits 1")
+    calib_x = np.asarray(calib_x, dtype=np.float64)
+    if calib_x.ndim < 2 or calib_x.shape[0] == 0:
+        raise LowbitError("calibration data is empty", "pass a few hundred representative inputs")
+    if calib_x.shape[1:] != tuple(net.input_shape):
+        if int(np.prod(calib_x.shape[1:])) != int(np.prod(net.input_shape)):
+            raise LowbitError(f"calibration data has shape {calib_x.shape[1:]} per sample, the model expects "
+                              f"{tuple(net.input_shape)}")
+        calib_x = calib_x.reshape((calib_x.shape[0], *net.input_shape))
+    if not np.all(np.isfinite(calib_x)):
+        raise LowbitError("calibration data contains NaN or infinity")
+
+    # Input quantization.
+    in_bits = 1 if binary else (input_bits or act_bits)
+    if binary:
+        centre = float(np.median(calib_x))
+        in_q = QuantSpec(1, True, 0, (1.0,), binary=True)
+        meta = {"input_offset": centre}
+    else:
+        unsigned = float(calib_x.min()) >= 0
+        if unsigned:
+            c = clip_range(calib_x, in_bits, calib if calib != "mse" else "minmax", False)
+            in_q = QuantSpec(in_bits, False, 0, (c / ((1 << in_bits) - 1),))
+        else:
+            _, s, zp = quantize_tensor(calib_x, in_bits, symmetric=False)
+            in_q = QuantSpec(in_bits, False, int(zp), (float(s),))
+        meta = {}
+
+    layers_f = net.layers
+    compute_idx = [i for i, l in enumerate(layers_f) if isinstance(l, (FDense, FConv2d))]
+    if not compute_idx:
+        raise LowbitError("the model has no Dense or Conv2d layer", "lowbit needs at least one")
+    last_compute = compute_idx[-1]
+    float_outs = net.forward(calib_x, intermediates=True)
+
+    out_layers = []
+    cur_q = in_q
+    i = 0
+    while i < len(layers_f):
+        layer = layers_f[i]
+        if isinstance(layer, (FDense, FConv2d)):
+            fuse_relu = i + 1 < len(layers_f) and isinstance(layers_f[i + 1], FReLU)
+            w = layer.weight
+            n = w.shape[-1]
+            s_in = cur_q.scale[0]
+            if binary:
+                codes, s_w, _ = quantize_tensor(w, 1, per_channel=True, mode="binary")
+                s_w = np.broadcast_to(s_w, (n,))
+                w_q = QuantSpec(1, True, 0, tuple(s_w), binary=True)
+            else:
+                clip = _weight_scale(w, weight_bits, per_channel, calib)
+                codes, s_w, _ = quantize_tensor(w, weight_bits, per_channel=True, clip=clip)
+                s_w = np.asarray(s_w)
+                w_q = QuantSpec(weight_bits, True, 0, tuple(s_w))
+            acc_scale = s_in * s_w
+            bias = np.clip(np.round(layer.bias / acc_scale), -(1 << 31), (1 << 31) - 1).astype(np.int64)
+            y_float = float_outs[i + 1] if fuse_relu else float_outs[i]
+            kw = {}
+            if i == last_compute:
+                rq, out_q = None, None
+            elif binary:
+                # Sign of the real pre-activation: acc + bias >= 0 <=> +1 (ReLU before a sign is dropped).
+                rq = Thresholds(np.zeros((n, 1), dtype=np.int64), out_lo=-1, out_step=2)
+                out_q = QuantSpec(1, True, 0, (1.0,), binary=True)
+            else:
+                if fuse_relu:
+                    c = clip_range(y_float, act_bits, calib, False)
+                    out_q = QuantSpec(act_bits, False, 0, (c / ((1 << act_bits) - 1),))
+                else:
+                    _, s, zp = quantize_tensor(y_float, act_bits, symmetric=False)
+                    out_q = QuantSpec(act_bits, False, int(zp), (float(s),))
+                mult, shift = arith.quantize_multiplier(acc_scale / out_q.scale[0])
+                lo, hi = out_q.range
+                rq = Requant(mult, shift, out_q.zero_point, lo, hi, relu=fuse_relu)
+            if isinstance(layer, FDense):
+                out_layers.append(Dense(codes, bias, w_q, out_q, rq))
+            else:
+                out_layers.append(Conv2d(codes, bias, w_q, out_q, rq, tuple(layer.stride), tuple(layer.padding)))
+            cur_q = out_q if out_q is not None else cur_q
+            i += 2 if fuse_relu else 1
+            continue
+        if isinstance(layer, FReLU):
+            raise LowbitError(f"layer {i}: ReLU must directly follow a Dense or Conv2d layer",
+                              "lowbit fuses ReLU into the requantization of the layer before it")
+        if isinstance(layer, FMaxPool2d):
+            out_layers.append(MaxPool2d(tuple(layer.kernel), tuple(layer.stride) if layer.stride else None))
+        elif isinstance(layer, FFlatten):
+            out_layers.append(Flatten())
+        else:
+            raise LowbitError(f"layer {i}: {layer.kind} cannot be quantized")
+        i += 1
+    # Layers after the last compute layer (e.g. a trailing ReLU on logits) have no integer meaning.
+    model = Model(tuple(net.input_shape), in_q, out_layers, net.name,
+                  {**meta, "weight_bits": weight_bits, "act_bits": act_bits, "per_channel": per_channel,
+                   "calib": calib})
+    return model.validate()
+
+
+@dataclass
+class LayerError:
+    index: int
+    kind: str
+    mse: float
+    max_abs: float
+    sqnr_db: float
+
+    def as_dict(self):
+        return {"layer": self.index, "kind": self.kind, "mse": self.mse, "max_abs_error": self.max_abs,
+                "sqnr_db": self.sqnr_db}
+
+
+def error_report(net: FloatNet, model: Model, x) -> list[LayerError]:
+    """Per compute layer: the float layer output (after a fused ReLU) against the dequantized integer
+    output, on inputs ``x``: MSE, max abs error and SQNR in dB."""
+    from .intref import run
+    x = np.asarray(x, dtype=np.float64).reshape((len(x), *net.input_shape))
+    float_outs = net.forward(x, intermediates=True)
+    trace = run(model, model.quantize_input(x), intermediates=True)
+    # Map each integer compute layer to the float output it approximates.
+    f_idx, reports = [], []
+    i = 0
+    layers_f = net.layers
+    while i < len(layers_f):
+        if isinstance(layers_f[i], (FDense, FConv2d)):
+            fuse = i + 1 < len(layers_f) and isinstance(layers_f[i + 1], FReLU)
+            f_idx.append(i + 1 if fuse else i)
+            i += 2 if fuse else 1
+        else:
+            i += 1
+    compute = [(j, t) for j, t in enumerate(trace) if isinstance(t[0], (Dense, Conv2d))]
+    for (j, (layer, y, acc)), fi in zip(compute, f_idx):
+        ref = float_outs[fi]
+        if layer.out_q is None:  # integer logits, in units of input scale x weight scale
+            deq = y * np.asarray(layer.weight_q.scale) * _in_scale(model, j)
+        elif layer.out_q.binary:  # a sign activation: compare signs
+            deq, ref = y.astype(np.float64), np.where(ref >= 0, 1.0, -1.0)
+        else:
+            deq = layer.out_q.dequantize(y)
+        err = deq - ref
+        mse = float(np.mean(err ** 2))
+        sig = float(np.mean(ref ** 2))
+        sqnr = float("inf") if mse == 0 else 10 * np.log10(max(sig, 1e-30) / mse)
+        reports.append(LayerError(j, layer.kind, mse, float(np.max(np.abs(err))), round(sqnr, 2)))
+    return reports
+
+
+def _in_scale(model, index):
+    q = model.input_q
+    for layer in model.layers[:index]:
+        if isinstance(layer, (Dense, Conv2d)) and layer.out_q is not None:
+            q = layer.out_q
+    return q.scale[0]
