@@ -1,0 +1,398 @@
+"""The layer engine: one Dense layer (or a Conv2d layer fed im2col rows) on an ``R x C`` MAC array.
+
+Dataflow: **output-stationary, weight-streaming.** Each cycle the array takes one K-chunk of ``R``
+activation codes and one ``R x C`` weight word from ROM; column ``j`` adds ``sum_r x[r] * w[r][j]`` to
+its accumulator, which stays in place for ``KC = ceil(K / R)`` cycles and is then handed to the
+requantizer. Batch-1 inference is a matrix-vector product with no weight reuse, so a weight-stationary
+array would spend as long loading weights as computing; streaming one word per cycle keeps every MAC
+busy. Each column's ``R`` products are reduced by an adder tree in the cycle after an (optional) product
+register (``ArrayConfig.product_reg``), so no input skew or output de-skew is needed: all columns finish
+together, a fixed 3 or 4 cycles after their last chunk is read.
+
+Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``):
+
+* ``i``: one beat = one K-chunk, ``ArrayLayout(code, R)``; ``KC`` beats make one input vector, lanes
+  past K padded (``lowbit.sw.rom.pack_chunks``). The input buffer is double-buffered: the next vector
+  loads while the current one computes.
+* ``o``: one beat = one output code, channels ``0 .. N-1`` in order. Binary (±1) outputs are bits
+  (``1 = +1``); integer-logit outputs are ``signed(32)``.
+
+Arithmetic (``docs/arithmetic.md``): accumulators are ``ArrayConfig.acc_bits`` wide; the requantizer adds
+the folded bias (``arith.fold_zero_point``; binary layers add ``bias - K`` to ``2 * popcount``), then
+either multiplies by the 16-bit ``mult``, rounds half up by ``shift`` and clamps around the zero point,
+or counts thresholds reached, or passes ``acc + bias`` through. Per-channel parameters come from a ROM.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..sw import arith
+from ..sw.errors import LowbitError
+from ..sw.rom import pack_fields, pack_weights
+from .config import ArrayConfig
+
+__all__ = ["EngineParams", "DenseEngine", "LOGIT_BITS"]
+
+#: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
+LOGIT_BITS = 32
+
+
+def _shape(bits, is_signed):
+    return signed(bits) if is_signed else unsigned(bits)
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Everything a :class:`DenseEngine` computes with, all integers (built by :meth:`from_layer`).
+
+    ``mode`` is ``"requant"`` (``mult``, ``shift``, ``zero_point``, ``lo``, ``hi``), ``"thresholds"``
+    (``thresholds`` (N, S), ``out_lo``, ``out_step``) or ``"logits"``. ``bias`` is already folded.
+    """
+
+    k: int
+    n: int
+    weight: np.ndarray
+    bias: np.ndarray
+    mode: str
+    out_bits: int
+    out_signed: bool
+    out_binary: bool = False
+    mult: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    zero_point: int = 0
+    lo: int = 0
+    hi: int = 0
+    thresholds: np.ndarray | None = None
+    out_lo: int = 0
+    out_step: int = 1
+
+    @classmethod
+    def from_layer(cls, layer, in_q) -> "EngineParams":
+        """Parameters of an IR ``Dense``/``Conv2d`` layer whose input codes are described by ``in_q``."""
+        from ..sw.model import Requant, Thresholds
+        w = layer.matrix()
+        k, n = w.shape
+        if in_q.binary:
+            bias = np.asarray(layer.bias, dtype=np.int64) - k      # acc = 2 * popcount - K
+        else:
+            bias = arith.fold_zero_point(layer.bias, w, in_q.zero_point)
+        rq = layer.requant
+        if isinstance(rq, Requant):
+            return cls(k, n, w, bias, "requant", layer.out_q.bits, layer.out_q.signed,
+                       mult=np.broadcast_to(rq.mult, (n,)).copy(), shift=np.broadcast_to(rq.shift, (n,)).copy(),
+                       zero_point=rq.zero_point, lo=max(rq.lo, rq.zero_point) if rq.relu else rq.lo, hi=rq.hi)
+        if isinstance(rq, Thresholds):
+            t = np.broadcast_to(rq.thresholds, (n, rq.thresholds.shape[1])).copy()
+            binary = layer.out_q is not None and layer.out_q.binary
+            bits = 1 if binary else layer.out_q.bits
+            return cls(k, n, w, bias, "thresholds", bits, False if binary else layer.out_q.signed,
+                       out_binary=binary, thresholds=t, out_lo=rq.out_lo, out_step=rq.out_step)
+        return cls(k, n, w, bias, "logits", LOGIT_BITS, True)
+
+
+class DenseEngine(wiring.Component):
+    """One layer on an ``R x C`` array (see the module docstring).
+
+    Parameters
+    ----------
+    config : ArrayConfig
+        Array size, operand widths and signedness; ``config.max_k`` must be at least ``params.k``.
+    params : EngineParams
+        The layer's integers.
+
+    Attributes
+    ----------
+    i, o : stream interfaces
+    mac_cycles : Signal(32), out
+        Cycles in which the array accumulated a chunk (for utilisation).
+    """
+
+    def __init__(self, config: ArrayConfig, params: EngineParams):
+        if params.k > config.max_k:
+            raise LowbitError(f"layer has K={params.k} but the array was configured for max_k={config.max_k}")
+        self.config = config
+        self.params = params
+        R, C = config.rows, config.cols
+        self.kc = math.ceil(params.k / R)
+        self.groups = math.ceil(params.n / C)
+        self.code_bits = 1 if config.binary else config.act_bits
+        code = unsigned(1) if config.binary else _shape(config.act_bits, config.act_signed)
+        if params.out_binary:
+            out_shape = unsigned(1)
+        elif params.mode == "logits":
+            out_shape = signed(LOGIT_BITS)
+        else:
+            out_shape = _shape(params.out_bits, params.out_signed)
+        self._derive_widths()
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(code, R))),
+            "o": Out(stream.Signature(out_shape)),
+            "mac_cycles": Out(32),
+        })
+
+    # -- widths that follow from the configuration and the (known) parameters ----------------------
+
+    def _derive_widths(self):
+        cfg, p = self.config, self.params
+        if cfg.binary:
+            value_lo, value_hi = 0, 2 * p.k                     # 2 * popcount
+            self.acc_bits = signed_bits = arith.signed_bits_for(0, p.k) + 1
+        else:
+            plo, phi = cfg.product_range
+            value_lo, value_hi = min(0, p.k * plo), max(0, p.k * phi)
+            self.acc_bits = cfg.replace(max_k=max(p.k, 1)).acc_bits
+        blo, bhi = int(p.bias.min()), int(p.bias.max())
+        self.bias_bits = arith.signed_bits_for(min(blo, 0), max(bhi, 0))
+        self.total_lo, self.total_hi = value_lo + blo, value_hi + bhi
+        self.total_bits = arith.signed_bits_for(self.total_lo, self.total_hi)
+        if p.mode == "logits" and self.total_bits > LOGIT_BITS:
+            raise LowbitError(f"layer logits need {self.total_bits} bits, more than {LOGIT_BITS}",
+                              "reduce the bias range or requantize the last layer")
+        self.const_shift = None
+        if p.mode == "requant":
+            if np.all(p.shift == p.shift[0]):
+                self.const_shift = int(p.shift[0])   # one shift for all channels: no barrel shifter
+        if p.mode == "thresholds":
+            t = p.thresholds
+            self.thr_bits = arith.signed_bits_for(min(int(t.min()), 0), max(int(t.max()), 0)) if t.size else 1
+
+    def param_fields(self):
+        """Fields of one parameter-ROM word, from bit 0 up (see :func:`lowbit.sw.rom.pack_fields`)."""
+        fields = [("bias", self.bias_bits)]
+        if self.params.mode == "requant":
+            fields.append(("mult", arith.MULT_BITS))
+            if self.const_shift is None:
+                fields.append(("shift", 6))
+        elif self.params.mode == "thresholds":
+            fields += [(f"t{i}", self.thr_bits) for i in range(self.params.thresholds.shape[1])]
+        return fields
+
+    def param_words(self) -> list[int]:
+        p = self.params
+        recs = []
+        for n in range(p.n):
+            rec = {"bias": int(p.bias[n])}
+            if p.mode == "requant":
+                rec["mult"] = int(p.mult[n])
+                rec["shift"] = int(p.shift[n])
+            elif p.mode == "thresholds":
+                rec.update({f"t{i}": int(v) for i, v in enumerate(p.thresholds[n])})
+            recs.append(rec)
+        return pack_fields(recs, self.param_fields())
+
+    def weight_words(self) -> list[int]:
+        cfg = self.config
+        return pack_weights(self.params.weight, cfg.rows, cfg.cols, 1 if cfg.binary else cfg.weight_bits,
+                            cfg.binary)
+
+    # -- gateware ---------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, p = self.config, self.params
+        R, C, KC, G = cfg.rows, cfg.cols, self.kc, self.groups
+        abits = self.code_bits
+        wbits = 1 if cfg.binary else cfg.weight_bits
+
+        # Input buffer: two banks of KC chunks.
+        m.submodules.xmem = xmem = Memory(shape=unsigned(R * abits), depth=2 * KC, init=[])
+        xw = xmem.write_port()
+        xr = xmem.read_port()
+        full = Signal(2)
+        full_set = Signal(2)
+        full_clr = Signal(2)
+        m.d.sync += full.eq((full | full_set) & ~full_clr)
+        wbank = Signal()
+        wptr = Signal(range(max(KC, 2)))
+        m.d.comb += [self.i.ready.eq(~full.bit_select(wbank, 1)),
+                     xw.addr.eq(Mux(wbank, KC, 0) + wptr),
+                     xw.data.eq(self.i.payload.as_value()),
+                     xw.en.eq(self.i.valid & self.i.ready)]
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(wptr == KC - 1):
+                m.d.sync += [wptr.eq(0), wbank.eq(~wbank)]
+                m.d.comb += full_set.bit_select(wbank, 1).eq(1)
+            with m.Else():
+                m.d.sync += wptr.eq(wptr + 1)
+
+        # Weight ROM: G * KC words of R x C weights.
+        m.submodules.wmem = wmem = Memory(shape=unsigned(R * C * wbits), depth=G * KC, init=self.weight_words())
+        wr = wmem.read_port()
+
+        # Sequencer: (group g, chunk c) over the full bank.
+        rbank = Signal()
+        g = Signal(range(max(G, 2)))
+        c = Signal(range(max(KC, 2)))
+        running = full.bit_select(rbank, 1)
+        advance = Signal()
+        m.d.comb += [xr.addr.eq(Mux(rbank, KC, 0) + c), xr.en.eq(advance),
+                     wr.addr.eq(g * KC + c), wr.en.eq(advance)]
+        s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "g": range(max(G, 2))}))
+        with m.If(advance):
+            m.d.sync += [s1.valid.eq(running), s1.first.eq(c == 0), s1.last.eq(c == KC - 1), s1.g.eq(g)]
+            with m.If(running):
+                with m.If(c == KC - 1):
+                    m.d.sync += c.eq(0)
+                    with m.If(g == G - 1):
+                        m.d.sync += [g.eq(0), rbank.eq(~rbank)]
+                        m.d.comb += full_clr.bit_select(rbank, 1).eq(1)
+                    with m.Else():
+                        m.d.sync += g.eq(g + 1)
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+
+        # Products (stage 1 -> optionally registered into stage 2).
+        xv = Signal(data.ArrayLayout(unsigned(1) if cfg.binary else _shape(cfg.act_bits, cfg.act_signed), R))
+        wv = Signal(data.ArrayLayout(data.ArrayLayout(unsigned(1) if cfg.binary else _shape(wbits, cfg.weight_signed), C), R))
+        m.d.comb += [xv.as_value().eq(xr.data), wv.as_value().eq(wr.data)]
+        prod_shape = unsigned(1) if cfg.binary else signed(cfg.product_bits)
+        prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
+        s2 = Signal(s1.shape())
+        if cfg.product_reg:
+            with m.If(advance):
+                m.d.sync += s2.eq(s1)
+                for r in range(R):
+                    for j in range(C):
+                        m.d.sync += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+        else:
+            m.d.comb += s2.eq(s1)
+            for r in range(R):
+                for j in range(C):
+                    m.d.comb += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+
+        # Column sums (adder tree) and output-stationary accumulators.
+        acc = [Signal(signed(self.acc_bits), name=f"acc{j}") for j in range(C)]
+        res = [Signal(signed(self.acc_bits), name=f"res{j}") for j in range(C)]
+        res_full = Signal()
+        res_set = Signal()
+        res_clr = Signal()
+        res_g = Signal(range(max(G, 2)))
+        m.d.sync += res_full.eq((res_full | res_set) & ~res_clr)
+        m.d.comb += advance.eq(~(s2.valid & s2.last & res_full))
+        with m.If(advance & s2.valid):
+            m.d.sync += self.mac_cycles.eq(self.mac_cycles + 1)
+            for j in range(C):
+                total = _tree_sum([prods[r][j] for r in range(R)])
+                new = Mux(s2.first, 0, acc[j]) + total
+                with m.If(s2.last):
+                    m.d.sync += res[j].eq(new)
+                with m.Else():
+                    m.d.sync += acc[j].eq(new)
+            with m.If(s2.last):
+                m.d.sync += res_g.eq(s2.g)
+                m.d.comb += res_set.eq(1)
+
+        # Requantizer: serialises the C column results, one per cycle, through a 4-stage pipeline.
+        self._requantizer(m, res, res_full, res_clr, res_g)
+        return m
+
+    def _product(self, x, w):
+        if self.config.binary:
+            return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
+        return x * w
+
+    def _requantizer(self, m, res, res_full, res_clr, res_g):
+        cfg, p = self.config, self.params
+        C, G = cfg.cols, self.groups
+        fields = self.param_fields()
+        width = sum(b for _, b in fields)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(width), depth=p.n, init=self.param_words())
+        pr = pmem.read_port()
+        adv = Signal()
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+
+        j = Signal(range(max(C, 2)))
+        last_cols = p.n - (G - 1) * C
+        last_j = Mux(res_g == G - 1, last_cols - 1, C - 1)
+        m.d.comb += [pr.addr.eq(res_g * C + j), pr.en.eq(adv)]
+        r1_valid = Signal()
+        r1_val = Signal(signed(self.acc_bits))
+        res_arr = Signal(data.ArrayLayout(signed(self.acc_bits), C))
+        m.d.comb += [res_arr[i].eq(res[i]) for i in range(C)]
+        with m.If(adv):
+            m.d.sync += [r1_valid.eq(res_full), r1_val.eq(res_arr[j])]
+            with m.If(res_full):
+                with m.If(j == last_j):
+                    m.d.sync += j.eq(0)
+                    m.d.comb += res_clr.eq(1)
+                with m.Else():
+                    m.d.sync += j.eq(j + 1)
+
+        # Stage 2: unpack parameters, add the bias.
+        offsets, off = {}, 0
+        for name, bits in fields:
+            offsets[name] = (off, bits)
+            off += bits
+
+        def field(name, is_signed=False):
+            o, b = offsets[name]
+            v = pr.data[o:o + b]
+            return v.as_signed() if is_signed else v
+
+        value = (r1_val << 1) if cfg.binary else r1_val
+        r2_valid = Signal()
+        r2_total = Signal(signed(self.total_bits))
+        r3_valid = Signal()
+        r3_y = Signal(self.o.payload.shape())
+        if p.mode == "requant":
+            r2_mult = Signal(unsigned(arith.MULT_BITS))
+            r2_shift = Signal(6)
+            with m.If(adv):
+                m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(value + field("bias", True)),
+                             r2_mult.eq(field("mult"))]
+                if self.const_shift is None:
+                    m.d.sync += r2_shift.eq(field("shift"))
+            prod_bits = self.total_bits + arith.MULT_BITS + 1
+            r3p_valid = Signal()
+            r3_prod = Signal(signed(prod_bits))
+            r3_shift = Signal(6)
+            with m.If(adv):
+                m.d.sync += [r3p_valid.eq(r2_valid), r3_prod.eq(r2_total * r2_mult), r3_shift.eq(r2_shift)]
+            # Round half up and shift (arith.round_shift), add the zero point, clamp.
+            if self.const_shift is not None:
+                s = self.const_shift
+                rounded = (r3_prod + (1 << (s - 1))) >> s if s > 0 else r3_prod
+            else:
+                half = Mux(r3_shift == 0, 0, Const(1, prod_bits + 1) << (r3_shift - 1)[:6])
+                rounded = (r3_prod + half) >> r3_shift
+            y = Signal(signed(prod_bits + 2))
+            m.d.comb += y.eq(rounded + p.zero_point)
+            clamped = Mux(y < p.lo, p.lo, Mux(y > p.hi, p.hi, y))
+            with m.If(adv):
+                m.d.sync += [self.o.valid.eq(r3p_valid), self.o.payload.eq(clamped)]
+        else:
+            with m.If(adv):
+                m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(value + field("bias", True))]
+            if p.mode == "thresholds":
+                steps = p.thresholds.shape[1]
+                # The ROM word belongs to the element in stage 1: keep its thresholds with it.
+                r2_thr = [Signal(signed(self.thr_bits), name=f"r2_t{i}") for i in range(steps)]
+                with m.If(adv):
+                    m.d.sync += [r2_thr[i].eq(field(f"t{i}", True)) for i in range(steps)]
+                count = _tree_sum([(r2_total >= r2_thr[i]) for i in range(steps)]) if steps else Const(0)
+                ys = Signal(signed(max(8, p.out_bits + 2)))
+                m.d.comb += ys.eq(p.out_lo + p.out_step * count)
+                out = (ys > 0) if p.out_binary else ys
+            else:
+                out = r2_total
+            with m.If(adv):
+                m.d.sync += [r3_valid.eq(r2_valid), r3_y.eq(out)]
+                m.d.sync += [self.o.valid.eq(r3_valid), self.o.payload.eq(r3_y)]
+
+
+def _tree_sum(values):
+    values = list(values)
+    while len(values) > 1:
+        nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values[0]
