@@ -39,7 +39,7 @@ from ..sw.errors import LowbitError
 from ..sw.rom import pack_fields, pack_weights
 from .config import ArrayConfig
 
-__all__ = ["EngineParams", "DenseEngine", "LOGIT_BITS"]
+__all__ = ["EngineParams", "DenseEngine", "LOGIT_BITS", "engine_out_shape"]
 
 #: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
 LOGIT_BITS = 32
@@ -47,6 +47,15 @@ LOGIT_BITS = 32
 
 def _shape(bits, is_signed):
     return signed(bits) if is_signed else unsigned(bits)
+
+
+def engine_out_shape(params) -> "Shape":
+    """Shape of one output beat: a bit for binary outputs, ``signed(32)`` for logits, else the code."""
+    if params.out_binary:
+        return unsigned(1)
+    if params.mode == "logits":
+        return signed(LOGIT_BITS)
+    return _shape(params.out_bits, params.out_signed)
 
 
 @dataclass(frozen=True)
@@ -125,12 +134,7 @@ class DenseEngine(wiring.Component):
         self.groups = math.ceil(params.n / C)
         self.code_bits = 1 if config.binary else config.act_bits
         code = unsigned(1) if config.binary else _shape(config.act_bits, config.act_signed)
-        if params.out_binary:
-            out_shape = unsigned(1)
-        elif params.mode == "logits":
-            out_shape = signed(LOGIT_BITS)
-        else:
-            out_shape = _shape(params.out_bits, params.out_signed)
+        out_shape = engine_out_shape(params)
         self._derive_widths()
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(code, R))),

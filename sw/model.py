@@ -230,6 +230,9 @@ class Model:
         if not self.layers:
             raise LowbitError("the model has no layers")
         for i, layer in enumerate(self.layers):
+            if not isinstance(layer, (Dense, Conv2d, MaxPool2d, Flatten)):
+                raise LowbitError(f"layer {i} is a {type(layer).__name__}, which lowbit does not support",
+                                  "supported: Dense, Conv2d, MaxPool2d, Flatten")
             where = f"layer {i} ({layer.kind})"
             try:
                 shape = layer.out_shape(shape)

@@ -1,0 +1,99 @@
+"""Whole quantized networks in gateware against the integer reference (Amaranth simulator)."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import signed, unsigned
+
+from lowbit.hw.network import ChunkPacker, Network, Replay, im2col_sequence, maxpool_sequence
+from lowbit.sim.streams import run_sim, stream_get, stream_put
+from lowbit.sw import arith
+from lowbit.sw.digits import digits_split, train_cnn, train_mlp
+from lowbit.sw.errors import LowbitError
+from lowbit.sw.intref import run
+from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.rom import pack_chunks
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_split()
+
+
+def input_stream(model, codes):
+    flat = codes.reshape(-1)
+    return [int(v) for v in ((flat > 0).astype(int) if model.input_q.binary else flat)]
+
+
+def run_network(model, arrays, codes, idle=0.2, stall=0.2):
+    dut = Network(model, arrays)
+    ref = run(model, codes)
+    got = []
+
+    async def source(ctx):
+        for img in codes:
+            await stream_put(ctx, dut.i, input_stream(model, img), idle=idle, rng=random.Random(2))
+
+    async def sink(ctx):
+        got.extend(await stream_get(ctx, dut.o, ref.size, stall=stall, rng=random.Random(3)))
+
+    run_sim(dut, source, sink)
+    return np.array(got).reshape(ref.shape), ref
+
+
+@pytest.mark.parametrize("kind,bits,arrays", [
+    ("mlp", 4, [(8, 8), (4, 2)]), ("mlp", 1, [(16, 4), (8, 5)]), ("mlp", 8, [(3, 5), (7, 3)]),
+    ("cnn", 4, [(3, 4), (8, 2)]), ("cnn", 1, [(9, 8), (4, 4)]),
+])
+def test_digits_networks_are_bit_exact(digits, kind, bits, arrays):
+    xtr, ytr, xte, _ = digits
+    net = (train_mlp if kind == "mlp" else train_cnn)(xtr, ytr)
+    model = quantize_net(net, xtr, weight_bits=bits, act_bits=bits)
+    got, ref = run_network(model, arrays, model.quantize_input(xte[:5]))
+    assert np.array_equal(got, ref)
+
+
+def test_chunk_packer_pads_the_last_chunk():
+    dut = ChunkPacker(signed(4), rows=3, k=7, pad=0)
+    codes = [1, -2, 3, -4, 5, -6, 7] * 2
+    got = []
+
+    async def source(ctx):
+        await stream_put(ctx, dut.i, codes, idle=0.3)
+
+    async def sink(ctx):
+        got.extend(await stream_get(ctx, dut.o, 6, stall=0.4))
+
+    run_sim(dut, source, sink)
+    assert got == pack_chunks(codes[:7], 3, 4) * 2
+
+
+def test_replay_im2col_and_maxpool_orders():
+    rng = np.random.default_rng(0)
+    fmap = rng.integers(0, 16, (1, 4, 5, 2))
+    seq = im2col_sequence(4, 5, 2, (3, 3), (1, 2), (1, 1))
+    expected = arith.im2col(fmap, (3, 3), (1, 2), (1, 1), pad_value=9).ravel().tolist()
+    pool = maxpool_sequence(4, 5, 2, (2, 2), None)
+    pooled = arith.maxpool2d(fmap, (2, 2)).ravel().tolist()
+    for dut, want in ((Replay(unsigned(4), 40, seq, pad=9), expected),
+                      (Replay(unsigned(4), 40, pool, window=4), pooled)):
+        got = []
+
+        async def source(ctx, dut=dut):
+            await stream_put(ctx, dut.i, fmap.ravel().tolist() * 2, idle=0.2)
+
+        async def sink(ctx, dut=dut, n=len(want)):
+            got.extend(await stream_get(ctx, dut.o, 2 * n, stall=0.3))
+
+        run_sim(dut, source, sink)
+        assert got == want * 2
+
+
+def test_unsupported_layer_is_refused(digits):
+    from lowbit.hw.network import plan_network
+    xtr, ytr, _, _ = digits
+    model = quantize_net(train_mlp(xtr, ytr, epochs=1), xtr)
+    model.layers.insert(1, object())
+    with pytest.raises(LowbitError):
+        plan_network(model, [(1, 1), (1, 1)])
