@@ -1,0 +1,44 @@
+"""A simulated board: the real board core behind a host-side UART pair and byte FIFOs.
+
+The host side of a real board is a USB-UART; here it is gateware too (:class:`lowbit.hw.serial.UARTTx`
+into the core's ``rx`` pin, :class:`~lowbit.hw.serial.UARTRx` from its ``tx`` pin), with FIFOs so that
+a testbench only moves bytes: ``h_w_*`` queues bytes to send, ``h_r_*`` takes received bytes (``h_r_data`` is valid while ``h_r_rdy``; ``h_r_en`` pops). Every
+bit still crosses the core's UART pins at the configured clocks per bit.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..hw.serial import UARTRx, UARTTx
+
+__all__ = ["BoardHarness"]
+
+
+class BoardHarness(wiring.Component):
+    def __init__(self, core, divisor: int, depth: int = 2048):
+        self.core, self.divisor, self.depth = core, divisor, depth
+        super().__init__({
+            "h_w_data": In(8), "h_w_en": In(1), "h_w_level": Out(range(depth + 1)),
+            "h_r_data": Out(8), "h_r_rdy": Out(1), "h_r_en": In(1), "h_r_level": Out(range(depth + 1)),
+            "leds": Out(2),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.host_tx = htx = UARTTx(self.divisor)
+        m.submodules.host_rx = hrx = UARTRx(self.divisor)
+        m.submodules.wq = wq = SyncFIFOBuffered(width=8, depth=self.depth)
+        m.submodules.rq = rq = SyncFIFOBuffered(width=8, depth=self.depth)
+        m.d.comb += [wq.w_data.eq(self.h_w_data), wq.w_en.eq(self.h_w_en), self.h_w_level.eq(wq.level),
+                     htx.i.payload.eq(wq.r_data), htx.i.valid.eq(wq.r_rdy), wq.r_en.eq(htx.i.ready),
+                     core.rx.eq(htx.tx), hrx.rx.eq(core.tx),
+                     rq.w_data.eq(hrx.o.payload), rq.w_en.eq(hrx.o.valid), hrx.o.ready.eq(rq.w_rdy),
+                     self.h_r_data.eq(rq.r_data), self.h_r_rdy.eq(rq.r_rdy), rq.r_en.eq(self.h_r_en),
+                     self.h_r_level.eq(rq.level),
+                     self.leds.eq(core.leds)]
+        return m

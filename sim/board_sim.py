@@ -1,0 +1,99 @@
+"""Run inputs through the RTL of a whole board (UART pins included) with Verilator + cocotb.
+
+:func:`simulate_board` writes the Verilog of :class:`lowbit.sim.board_harness.BoardHarness` around an
+:class:`lowbit.hw.accel.AccelCore`, builds it once per design with Verilator, and runs the cocotb test
+``lowbit.sim.tb_board``, in which the ordinary :class:`lowbit.sw.host.Device` talks to the simulated
+board through :class:`CocotbTransport` from a cocotb bridge thread. Results come back through files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import verilog
+
+from ..sw.errors import LowbitError
+from .board_harness import BoardHarness
+from .verilator import cocotb_run
+
+__all__ = ["CocotbTransport", "write_board_verilog", "simulate_board"]
+
+
+class CocotbTransport:
+    """Byte transport into a running cocotb simulation of :class:`BoardHarness` (use from a thread
+    started with ``cocotb.task.bridge``). ``read`` timeouts are in the board's seconds (cycles / clk_hz)."""
+
+    def __init__(self, dut, clk_period_ns: float, byte_cycles: int, clk_hz: float):
+        from cocotb.task import resume
+        self.dut, self.period, self.byte_cycles, self.clk_hz = dut, clk_period_ns, byte_cycles, clk_hz
+        self.write = resume(self._write)
+        self.read = resume(self._read)
+
+    # Signals are written just after a falling edge and sampled in the ReadOnly phase of a falling
+    # edge; the design is rising-edge triggered, so what is sampled is what the next edge will see.
+    async def _write(self, data: bytes) -> None:
+        from cocotb.triggers import FallingEdge
+        dut = self.dut
+        for b in data:
+            await FallingEdge(dut.clk)
+            dut.h_w_data.value = b
+            dut.h_w_en.value = 1
+        await FallingEdge(dut.clk)
+        dut.h_w_en.value = 0
+
+    async def _read(self, max_bytes: int, timeout_s: float) -> bytes:
+        from cocotb.triggers import FallingEdge, ReadOnly, Timer
+        dut = self.dut
+        out = bytearray()
+        waited, step = 0.0, self.byte_cycles * self.period
+        budget_ns = timeout_s * self.clk_hz * self.period
+        while True:
+            await FallingEdge(dut.clk)
+            dut.h_r_en.value = 0
+            await ReadOnly()
+            if int(dut.h_r_rdy.value) and len(out) < max_bytes:
+                out.append(int(dut.h_r_data.value))
+                await Timer(1, unit="ns")          # leave ReadOnly; pop at the next rising edge
+                dut.h_r_en.value = 1
+                continue
+            if out or waited >= budget_ns:
+                break
+            await Timer(step, unit="ns")           # idle: wait a byte time without per-cycle work
+            waited += step
+        await FallingEdge(dut.clk)
+        dut.h_r_en.value = 0
+        return bytes(out)
+
+
+def write_board_verilog(core, path) -> None:
+    Path(path).write_text(verilog.convert(BoardHarness(core, core.divisor), name="board"))
+
+
+def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0, faults=None) -> dict:
+    """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
+    simulated cycles and wall time. ``faults`` (optional) is a list of raw byte strings sent before
+    each INFER frame (fault injection)."""
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    src = build_dir / "board.v"
+    text = verilog.convert(BoardHarness(core, core.divisor), name="board")
+    if not src.exists() or src.read_text() != text:   # an unchanged design reuses the Verilator build
+        src.write_text(text)
+    job = build_dir / "job.npz"
+    result = build_dir / "result.json"
+    result.unlink(missing_ok=True)
+    np.savez(job, codes=np.asarray(codes, dtype=np.int64), batch=batch, clk_mhz=clk_mhz,
+             byte_cycles=10 * core.divisor)
+    t0 = time.monotonic()
+    tests, failed = cocotb_run([src], "board", "lowbit.sim.tb_board", build_dir / "sim_build",
+                               extra_env={"LOWBIT_JOB": str(job), "LOWBIT_RESULT": str(result)})
+    wall = time.monotonic() - t0
+    if failed or not result.exists():
+        log = build_dir / "sim_build" / "sim.log"
+        raise LowbitError(f"the board simulation failed ({failed} of {tests} tests)", f"see {log}")
+    out = json.loads(result.read_text())
+    out["wall_seconds"] = round(wall, 2)
+    return out
