@@ -81,6 +81,7 @@ class CostModel:
     lc_per_mac: dict
     lc_per_column: int
     lc_per_layer: int
+    lc_system: int = 0           # once per design: UART, frame handler, buffers
     logic_budget: float = 0.85   # fraction of the device's logic a fold may use (routing needs slack)
 
     def pe_cost(self, a: int, w: int, binary: bool) -> float:
@@ -102,16 +103,17 @@ class CostModel:
         return weights
 
 
-# Coefficients: starting points from synthesis of LUT multipliers with Yosys' booth pass (iCE40: a 4x4
-# signed product measured at ~39 LUTs incl. its share of the adder chain); `lowbit bench` measures the
-# real array and these are to be refit from its table.
+# Coefficients measured with `lowbit.sw.bench.synth_core` on a UP5K (Yosys 0.70 with booth, nextpnr
+# 0.11), engine alone, 64x32 layer, LUT multipliers: 1x1 array 914 LCs (the per-engine cost: sequencer,
+# buffers, requantizer with its 16-bit multiplier); 4x4 4-bit 1909; 16x1 4-bit 1966; 8x8 2-bit 2617
+# -> about 62 LCs per 4-bit PE and 27 per 2-bit PE. 1- and 8-bit PEs are scaled from these. The UART,
+# frame handler and output FIFO of a board core add about 1400 LCs once (`lc_system`). ECP5 LUT4 counts
+# are taken as equal (not yet measured separately).
 COST_MODELS = {
-    "ice40": CostModel("ice40", "ICESTORM_LC",
-                       {(1, 1): 3, (2, 2): 10, (4, 4): 45, (8, 8): 150, (4, 2): 22, (8, 4): 80},
-                       lc_per_column=40, lc_per_layer=250),
-    "ecp5": CostModel("ecp5", "TRELLIS_COMB",
-                      {(1, 1): 3, (2, 2): 10, (4, 4): 45, (8, 8): 150, (4, 2): 22, (8, 4): 80},
-                      lc_per_column=40, lc_per_layer=250),
+    family: CostModel(family, resource,
+                      {(1, 1): 6, (2, 2): 27, (4, 2): 40, (4, 4): 62, (8, 4): 110, (8, 8): 200},
+                      lc_per_column=30, lc_per_layer=900, lc_system=1400)
+    for family, resource in (("ice40", "ICESTORM_LC"), ("ecp5", "TRELLIS_COMB"))
 }
 
 
@@ -140,9 +142,11 @@ class Folding:
     logic_resource: str
     notes: list = field(default_factory=list)
 
+    system_logic: int = 0
+
     @property
     def logic(self) -> int:
-        return sum(f.logic for f in self.layers)
+        return sum(f.logic for f in self.layers) + self.system_logic
 
     @property
     def brams(self) -> int:
@@ -186,7 +190,7 @@ def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, m
     if not shapes:
         raise LowbitError("the model has no Dense or Conv2d layer to put on the array",
                           "lowbit accelerates networks with at least one Dense or Conv2d layer")
-    budget = int(logic_capacity * model.logic_budget)
+    budget = int(logic_capacity * model.logic_budget) - model.lc_system
 
     def make(shape, r, c):
         return LayerFold(shape, r, c, model.layer_logic(shape, r, c), model.layer_brams(shape, r, c))
@@ -197,7 +201,8 @@ def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, m
     if total_logic > budget or total_brams > bram_capacity:
         raise LowbitError(
             f"the model does not fit {device_name} even fully folded (1x1 arrays): estimate "
-            f"{total_logic} {model.logic_resource} of {budget} usable ({logic_capacity} total) and "
+            f"{total_logic + model.lc_system} {model.logic_resource} of {budget + model.lc_system} usable "
+            f"({logic_capacity} total) and "
             f"{total_brams} block RAMs of {bram_capacity}",
             "use fewer or smaller layers, fewer weight bits, or a bigger device (e.g. ulx3s-85f)")
     while True:
@@ -222,4 +227,4 @@ def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, m
         if best is None:
             break  # the bottleneck cannot grow within budget: the network's rate is set
         folds[i] = best[1]
-    return Folding(folds, logic_capacity, bram_capacity, model.logic_resource)
+    return Folding(folds, logic_capacity, bram_capacity, model.logic_resource, system_logic=model.lc_system)

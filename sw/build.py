@@ -1,0 +1,192 @@
+"""``lowbit build``: a quantized model -> a bitstream for a board, with ROM images and a report.
+
+Steps: fold the network onto the device (:mod:`lowbit.sw.fold`, refusing before synthesis if it cannot
+fit), measure cycles per inference by simulating the network (Amaranth's simulator, a few inputs),
+build the board top (:mod:`lowbit.boards.targets`) through Yosys and nextpnr, and write everything
+into the output folder atomically (a failed build leaves no folder a later command could trust):
+
+``model.lbm``, ``build.json`` (board, arrays, clock, baud: what ``run`` and ``reweight`` need),
+``core.v`` (Verilog of the accelerator core), ``top.il``/``top.pcf|lpf``/``top.json`` and the bitstream
+``top.bin`` (iCE40) or ``top.bit`` (ECP5), ``roms/`` (one ``.hex`` file per memory, one word per line,
+most significant digit first; layouts in :mod:`lowbit.sw.rom`), ``report.json`` and ``summary.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LowbitError
+from .fold import COST_MODELS, LayerShape, fold
+from .model import Conv2d, Dense, Model
+from .outputs import atomic_dir
+
+__all__ = ["layer_shapes", "fold_model", "measure_cycles", "rom_images", "build", "load_build", "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 1_000_000
+
+
+def layer_shapes(model: Model) -> list[LayerShape]:
+    shapes, shape = [], tuple(model.input_shape)
+    in_q = model.input_q
+    for i, layer in enumerate(model.layers):
+        out = layer.out_shape(shape)
+        if isinstance(layer, (Dense, Conv2d)):
+            positions = out[0] * out[1] if isinstance(layer, Conv2d) else 1
+            shapes.append(LayerShape(f"layer{i}", layer.k, layer.n, positions, 1 if in_q.binary else in_q.bits,
+                                     1 if layer.weight_q.binary else layer.weight_q.bits, in_q.binary))
+            in_q = layer.out_q or in_q
+        shape = out
+    return shapes
+
+
+def fold_model(model: Model, dev):
+    """Array sizes for ``model`` on ``dev`` (a :class:`lowbit.sw.synth.Device`); LowbitError if it cannot fit."""
+    cost = COST_MODELS[dev.family]
+    logic = dev.capacity.get(cost.logic_resource, 10 ** 9)
+    brams = dev.capacity.get("ICESTORM_RAM" if dev.family == "ice40" else "DP16KD", 10 ** 6)
+    return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name)
+
+
+def measure_cycles(model: Model, arrays, samples: int = 8) -> dict:
+    """Steady-state cycles per inference of the network alone, measured in Amaranth's simulator with
+    ``samples`` back-to-back random inputs: (cycle of the last output - cycle of the first output) /
+    (samples - 1), plus the latency of the first."""
+    from ..hw.network import Network
+    from ..sim.streams import run_sim, stream_get, stream_put
+    dut = Network(model, arrays)
+    rng = np.random.default_rng(0)
+    lo, hi = model.input_q.range
+    n_in = int(np.prod(model.input_shape))
+    n_out = int(np.prod(model.output_shape))
+    inputs = rng.integers(0, 2, (samples, n_in)) if model.input_q.binary else rng.integers(lo, hi + 1, (samples, n_in))
+    marks = {}
+
+    async def source(ctx):
+        await stream_put(ctx, dut.i, [int(v) for v in inputs.ravel()])
+
+    async def sink(ctx):
+        cycle = 0
+        got = 0
+        ctx.set(dut.o.ready, 1)
+        while got < samples * n_out:
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            cycle += 1
+            if valid:
+                got += 1
+                if got == n_out:
+                    marks["first"] = cycle
+                if got == samples * n_out:
+                    marks["last"] = cycle
+                    marks["mac"] = ctx.get(dut.mac_cycles)
+
+    run_sim(dut, source, sink)
+    per = (marks["last"] - marks["first"]) / (samples - 1)
+    return {"cycles_per_inference": round(per, 1), "latency_cycles": marks["first"],
+            "mac_cycles_per_inference": marks["mac"] / samples}
+
+
+def rom_images(core) -> dict[str, list[int]]:
+    """Contents of every weight and parameter ROM of an AccelCore, by a stable name."""
+    from ..hw.dense import DenseEngine
+    from ..hw.network import plan_network
+    images = {}
+    for plan in plan_network(core.model, core.arrays):
+        if plan.kind == "engine":
+            engine = DenseEngine(plan.config, plan.params)
+            images[f"layer{plan.layer_index}_weights"] = engine.weight_words()
+            images[f"layer{plan.layer_index}_params"] = engine.param_words()
+            engine._MustUse__silence = True
+    return images
+
+
+def _write_roms(core, folder: Path):
+    folder.mkdir()
+    from ..hw.network import plan_network
+    widths = {}
+    for plan in plan_network(core.model, core.arrays):
+        if plan.kind == "engine":
+            from ..hw.dense import DenseEngine
+            e = DenseEngine(plan.config, plan.params)
+            e._MustUse__silence = True
+            widths[f"layer{plan.layer_index}_weights"] = plan.config.weight_word_bits if not plan.config.binary \
+                else plan.config.rows * plan.config.cols
+            widths[f"layer{plan.layer_index}_params"] = sum(b for _, b in e.param_fields())
+    for name, words in rom_images(core).items():
+        digits = max(1, (widths[name] + 3) // 4)
+        (folder / f"{name}.hex").write_text("".join(f"{w:0{digits}x}\n" for w in words))
+
+
+def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
+          progress=lambda msg: None, seed: int = 1) -> dict:
+    """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``)."""
+    from amaranth.back import verilog
+
+    from ..boards.targets import board_device, build_board, platform_class
+    from ..hw.accel import AccelCore
+    t_start = time.monotonic()
+    platform = platform_class(board)()
+    dev = board_device(platform)
+    clk_hz = platform.default_clk_frequency
+    progress(f"folding the network onto {dev.name}")
+    folding = fold_model(model, dev)
+    arrays = [(f.rows, f.cols) for f in folding.layers]
+    core = AccelCore(model, arrays, clk_hz, baud, max_batch)     # validates the baud rate early
+    core._MustUse__silence = True
+    progress(f"arrays {arrays}; measuring cycles per inference in simulation")
+    cycles = measure_cycles(model, arrays)
+    with atomic_dir(outdir) as tmp:
+        model.save(tmp / "model.lbm")
+        (tmp / "core.v").write_text(verilog.convert(AccelCore(model, arrays, clk_hz, baud, max_batch), name="lowbit_core"))
+        _write_roms(core, tmp / "roms")
+        result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch), tmp,
+                             progress=progress, seed=seed)
+        if not result.timing_met:
+            raise LowbitError(f"timing failed: Fmax {result.fmax_mhz:.1f} MHz is below the {clk_hz / 1e6:g} MHz "
+                              f"board clock", "use smaller arrays or fewer bits; nothing was written")
+        per = cycles["cycles_per_inference"]
+        util = result.utilization
+        macs = sum(s.macs for s in layer_shapes(model))
+        report = {
+            "board": board, "device": dev.name, "fmax_mhz": round(result.fmax_mhz, 2),
+            "clock_mhz": clk_hz / 1e6, "timing_met": result.timing_met, "baud": baud, "max_batch": max_batch,
+            "arrays": arrays, "cycles_per_inference": per, "latency_cycles": cycles["latency_cycles"],
+            "inferences_per_s": round(clk_hz / per, 1),
+            "utilization_pe": round(macs / (sum(r * c for r, c in arrays) * per), 4),
+            "utilization": util,
+            "estimate": folding.as_dict()["estimate"],
+            "actual": {folding.logic_resource: util.get(folding.logic_resource, {}).get("used"),
+                       "brams": util.get("ICESTORM_RAM" if dev.family == "ice40" else "DP16KD", {}).get("used")},
+            "bitstream": result.bitstream.name, "seconds": round(time.monotonic() - t_start, 1),
+        }
+        (tmp / "build.json").write_text(json.dumps({"board": board, "arrays": arrays, "clock_hz": clk_hz,
+                                                    "baud": baud, "max_batch": max_batch}, indent=1))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1))
+        (tmp / "summary.txt").write_text(summary_text(report))
+    return report
+
+
+def summary_text(r: dict) -> str:
+    lut = "ICESTORM_LC" if "ICESTORM_LC" in r["utilization"] else "TRELLIS_COMB"
+    bram = "ICESTORM_RAM" if lut == "ICESTORM_LC" else "DP16KD"
+    dsp = "ICESTORM_DSP" if lut == "ICESTORM_LC" else "MULT18X18D"
+    u = r["utilization"]
+    return "\n".join([
+        f"board {r['board']} ({r['device']}), arrays {r['arrays']}",
+        f"{lut}: {u[lut]['used']} / {u[lut]['available']} (estimate {r['estimate'].get(lut)})",
+        f"{bram}: {u[bram]['used']} / {u[bram]['available']}   {dsp}: {u.get(dsp, {}).get('used', 0)}",
+        f"Fmax {r['fmax_mhz']} MHz at a {r['clock_mhz']} MHz clock: timing {'met' if r['timing_met'] else 'FAILED'}",
+        f"{r['cycles_per_inference']} cycles per inference -> {r['inferences_per_s']} inferences/s; "
+        f"PE utilisation {r['utilization_pe']:.1%}",
+    ]) + "\n"
+
+
+def load_build(folder) -> tuple[Model, dict]:
+    """The model and build settings of a build folder; LowbitError if it is not a complete build."""
+    folder = Path(folder)
+    if not (folder / "build.json").is_file() or not (folder / "model.lbm").is_file():
+        raise LowbitError(f"{folder} is not a lowbit build folder", "run 'lowbit build MODEL --board B -o DIR' first")
+    return Model.load(folder / "model.lbm"), json.loads((folder / "build.json").read_text())

@@ -1,0 +1,27 @@
+"""``lowbit build``: a quantized model -> bitstream, ROM images and report for a board."""
+
+import sys
+
+from ..build import DEFAULT_BAUD, build, summary_text
+from ..cli import emit
+from ..loaders import load_model
+
+NAME = "build"
+HELP = "build a bitstream for a board (icebreaker, ulx3s-85f or any amaranth-boards name)"
+
+
+def add_arguments(p):
+    p.add_argument("model", help="quantized model (.lbm)")
+    p.add_argument("--board", required=True)
+    p.add_argument("-o", "--output", required=True, help="output folder (replaced only if the build succeeds)")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args):
+    model = load_model(args.model)
+    progress = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"[lowbit] {m}\n"))
+    report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress)
+    emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
+    return 0

@@ -1,0 +1,66 @@
+"""``lowbit run``: send a data set through a board (serial port) or a simulated board, check it."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..build import load_build
+from ..cli import emit
+from ..errors import LowbitError
+from ..intref import run as reference
+from ..loaders import load_data
+
+NAME = "run"
+HELP = "run a data set through a built board (--port) or its RTL simulation (--sim), compare with the reference"
+
+
+def add_arguments(p):
+    p.add_argument("build", help="build folder written by 'lowbit build'")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
+    target.add_argument("--sim", action="store_true", help="simulate the board's RTL (Verilator + cocotb)")
+    p.add_argument("--data", required=True, help=".npz with inputs x and optional labels y")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args):
+    model, settings = load_build(args.build)
+    x, y = load_data(args.data)
+    codes = model.quantize_input(x)
+    ref = reference(model, codes).reshape(len(x), -1)
+    flat = codes.reshape(len(x), -1)
+    if args.sim:
+        from ...hw.accel import AccelCore
+        from ...sim.board_sim import simulate_board
+        clk = settings["clock_hz"]
+        # The simulated board runs its UART at 4 clocks per bit (the fastest the UART allows).
+        core = AccelCore(model, settings["arrays"], clk, clk / 4, settings["max_batch"])
+        if not args.json:
+            sys.stderr.write(f"[lowbit] simulating {len(x)} inputs through the board RTL (UART at 4 clocks/bit)\n")
+        res = simulate_board(core, Path(args.build) / "sim", flat, batch=min(args.batch, settings["max_batch"]),
+                             clk_mhz=clk / 1e6)
+        values, argmax = np.array(res["values"]), np.array(res["argmax"])
+        counters, extra = res["counters"], {"wall_seconds": res["wall_seconds"], "sim_cycles": res["sim_cycles"]}
+    else:
+        from ..host import Device, SerialTransport
+        device = Device(SerialTransport(args.port, settings["baud"]), timeout_s=2.0)
+        values, argmax = device.infer(flat, batch=args.batch)
+        counters, extra = device.read_counters(), {}
+    mismatches = int(np.sum(np.any(values != ref, axis=1)))
+    last_batch = len(x) % args.batch or args.batch
+    result = {"n": int(len(x)), "mismatches": mismatches, "bit_exact": mismatches == 0,
+              "cycles_per_inference": round(counters["cycles"] / min(last_batch, settings["max_batch"]), 1),
+              "link_errors": counters["errors"], **extra}
+    if y is not None:
+        result["accuracy"] = float(np.mean(argmax == y))
+        result["reference_accuracy"] = float(np.mean(np.argmax(ref, axis=1) == y))
+    text = [f"{len(x)} inputs, {mismatches} outputs differ from the integer reference"
+            f"{' (bit-exact)' if mismatches == 0 else ''}"]
+    if y is not None:
+        text.append(f"hardware accuracy {result['accuracy']:.2%}, reference {result['reference_accuracy']:.2%}")
+    emit(result, args.json, "\n".join(text))
+    if mismatches:
+        raise LowbitError(f"{mismatches} of {len(x)} outputs differ from the reference", "this is a lowbit bug: please report it")
+    return 0

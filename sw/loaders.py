@@ -1,0 +1,71 @@
+"""Loading what users hand the CLI: data sets (.npz with x and optional y) and models of any kind.
+
+Every failure is a one-line :class:`LowbitError` naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LowbitError
+
+__all__ = ["load_data", "load_float_net", "load_model"]
+
+FLOAT_SUFFIXES = (".npz",)
+
+
+def load_data(path, need_labels: bool = False):
+    """``(x, y)`` from an .npz holding ``x`` (N, ...) floats and optionally ``y`` (N,) integer labels."""
+    path = Path(path)
+    if not path.is_file():
+        raise LowbitError(f"data file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            if "x" not in files:
+                raise LowbitError(f"{path} has no array 'x' (it has {', '.join(sorted(files)) or 'nothing'})",
+                                  "save inputs as x (and labels as y) with numpy.savez")
+            x = z["x"]
+            y = z["y"] if "y" in files else None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise LowbitError(f"{path} is not a readable .npz file ({type(exc).__name__})") from None
+    if x.dtype.kind not in "fiu" or x.ndim < 2 or len(x) == 0:
+        raise LowbitError(f"{path}: x must be a non-empty numeric array of shape (N, ...), got {x.dtype} {x.shape}")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise LowbitError(f"{path}: x contains NaN or infinity")
+    if y is not None:
+        if y.dtype.kind not in "iu" or y.shape != (len(x),):
+            raise LowbitError(f"{path}: y must be {len(x)} integer labels, got {y.dtype} {y.shape}")
+        y = y.astype(np.int64)
+    elif need_labels:
+        raise LowbitError(f"{path} has no labels 'y'", "accuracy needs integer labels y")
+    return x, y
+
+
+def load_float_net(path):
+    from .floatnet import FloatNet
+    path = Path(path)
+    if not path.is_file():
+        raise LowbitError(f"model file {path} does not exist")
+    if path.suffix == ".npz":
+        return FloatNet.load_npz(path)
+    raise LowbitError(f"cannot read a float model from {path.name}",
+                      "supported: .npz float models (docs/model-format.md); quantized models are .lbm")
+
+
+def load_model(path, calib=None, **ptq):
+    """A quantized Model from an ``.lbm``, or from a float model quantized with calibration data ``calib``."""
+    from .model import Model
+    path = Path(path)
+    if path.suffix == ".lbm":
+        return Model.load(path)
+    net = load_float_net(path)
+    if calib is None:
+        raise LowbitError(f"{path.name} is a float model and needs calibration data to be quantized",
+                          "pass --calib-data D.npz (inputs x of a few hundred samples)")
+    from .posttrain import quantize_net
+    return quantize_net(net, calib, **ptq)
