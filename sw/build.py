@@ -134,7 +134,10 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     progress(f"folding the network onto {dev.name}")
     folding = fold_model(model, dev)
     arrays = [(f.rows, f.cols) for f in folding.layers]
-    core = AccelCore(model, arrays, clk_hz, baud, max_batch)     # validates the baud rate early
+    try:
+        core = AccelCore(model, arrays, clk_hz, baud, max_batch)     # validates the baud rate early
+    except ValueError as exc:
+        raise LowbitError(f"{board}: {exc}", "choose another --baud") from None
     core._MustUse__silence = True
     progress(f"arrays {arrays}; measuring cycles per inference in simulation")
     cycles = measure_cycles(model, arrays)

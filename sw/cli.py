@@ -17,7 +17,7 @@ __all__ = ["main", "build_parser", "emit"]
 class _Parser(argparse.ArgumentParser):
     # argparse prints usage plus an error; we want one line that says what to do.
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.stderr.write(f"lowbit: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
 
 

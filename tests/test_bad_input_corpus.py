@@ -2,7 +2,7 @@
 
 Each case runs the real ``lowbit`` executable in a subprocess (so an uncaught exception shows up as a
 traceback, exactly as a user would see it) and checks: non-zero exit status, exactly one line on
-stderr, no traceback, the expected words, and that no output file or folder was left behind.
+stderr (besides "[lowbit]" progress lines), no traceback, the expected words, and that no output file or folder was left behind.
 Cases are added here as commands land; ``CASES`` is the corpus.
 """
 
@@ -35,10 +35,120 @@ def _write(name, content):
     return setup
 
 
+def _float_model(tmp):
+    from lowbit.sw.digits import digits_split, train_mlp
+    xtr, ytr, _, _ = digits_split()
+    train_mlp(xtr, ytr, epochs=1).save_npz(tmp / "m.npz")
+    import numpy as np
+    np.savez(tmp / "calib.npz", x=xtr[:50])
+    np.savez(tmp / "test.npz", x=xtr[:5], y=ytr[:5])
+
+
+def _lbm(tmp):
+    _float_model(tmp)
+    from lowbit.sw.loaders import load_model
+    import numpy as np
+    load_model(tmp / "m.npz", np.load(tmp / "calib.npz")["x"]).save(tmp / "m.lbm")
+
+
+def _npz(name, **arrays):
+    def setup(tmp):
+        import numpy as np
+        _float_model(tmp)
+        np.savez(tmp / name, **arrays)
+    return setup
+
+
+def _spec_npz(spec, **arrays):
+    def setup(tmp):
+        import json
+        import numpy as np
+        _float_model(tmp)
+        np.savez(tmp / "bad.npz", spec=np.array(json.dumps(spec)), **arrays)
+    return setup
+
+
+import numpy as _np
+
+_DENSE = {"input_shape": [64], "layers": [{"type": "dense"}]}
+
 CASES = [
     Case("unknown-subcommand", ["frobnicate"], "invalid choice: 'frobnicate'"),
     Case("no-subcommand", [], "the following arguments are required: COMMAND"),
     Case("doctor-bad-flag", ["doctor", "--fast"], "unrecognized arguments: --fast"),
+    # model files
+    Case("missing-model", ["eval", "nope.lbm", "--data", "test.npz"], "model file nope.lbm does not exist", _float_model),
+    Case("truncated-lbm", ["eval", "t.lbm", "--data", "test.npz"], "not a readable lowbit model",
+         lambda t: (_lbm(t), (t / "t.lbm").write_bytes((t / "m.lbm").read_bytes()[:300]))),
+    Case("garbage-lbm", ["eval", "g.lbm", "--data", "test.npz"], "not a readable lowbit model",
+         lambda t: (_float_model(t), (t / "g.lbm").write_bytes(b"\x00garbage" * 10))),
+    Case("float-model-wrong-suffix", ["quantize", "m.onnx", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "model file m.onnx does not exist", _float_model, outputs=("o.lbm",)),
+    Case("unsupported-float-format", ["quantize", "m.h5", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "cannot read a float model from m.h5", lambda t: (_float_model(t), (t / "m.h5").write_text("x")),
+         outputs=("o.lbm",)),
+    Case("truncated-float-npz", ["quantize", "cut.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "not a readable .npz file", lambda t: (_float_model(t), (t / "cut.npz").write_bytes((t / "m.npz").read_bytes()[:100])),
+         outputs=("o.lbm",)),
+    Case("float-npz-without-spec", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "has no 'spec' entry", _npz("bad.npz", w=_np.zeros(3)), outputs=("o.lbm",)),
+    Case("unknown-layer-type", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "unsupported type 'lstm'", _spec_npz({"input_shape": [64], "layers": [{"type": "lstm"}]}), outputs=("o.lbm",)),
+    Case("missing-weight-array", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "missing array '0.weight'", _spec_npz(_DENSE), outputs=("o.lbm",)),
+    Case("nan-weights", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "NaN or infinite weights",
+         _spec_npz(_DENSE, **{"0.weight": _np.full((64, 10), _np.nan), "0.bias": _np.zeros(10)}), outputs=("o.lbm",)),
+    Case("weight-shape-mismatch", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "shape mismatch", _spec_npz(_DENSE, **{"0.weight": _np.zeros((63, 10)), "0.bias": _np.zeros(10)}),
+         outputs=("o.lbm",)),
+    Case("relu-first", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "ReLU must directly follow", _spec_npz({"input_shape": [64], "layers": [{"type": "relu"}, {"type": "dense"}]},
+                                                **{"1.weight": _np.zeros((64, 10)), "1.bias": _np.zeros(10)}),
+         outputs=("o.lbm",)),
+    Case("batchnorm-first", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "BatchNorm must follow a Dense or Conv2d",
+         _spec_npz({"input_shape": [64], "layers": [{"type": "batchnorm"}]},
+                   **{f"0.{k}": _np.ones(64) for k in ("gamma", "beta", "mean", "var")}), outputs=("o.lbm",)),
+    # quantization options
+    Case("bits-too-many", ["quantize", "m.npz", "--calib-data", "calib.npz", "--weight-bits", "9", "-o", "o.lbm"],
+         "weight bit-width 9 is not supported", _float_model, outputs=("o.lbm",)),
+    Case("bits-zero", ["quantize", "m.npz", "--calib-data", "calib.npz", "--act-bits", "0", "-o", "o.lbm"],
+         "activation bit-width 0 is not supported", _float_model, outputs=("o.lbm",)),
+    Case("binary-mixed", ["quantize", "m.npz", "--calib-data", "calib.npz", "--weight-bits", "1", "-o", "o.lbm"],
+         "use --weight-bits 1 --act-bits 1", _float_model, outputs=("o.lbm",)),
+    Case("bits-not-a-number", ["quantize", "m.npz", "--calib-data", "calib.npz", "--weight-bits", "four", "-o", "o.lbm"],
+         "invalid int value: 'four'", _float_model, outputs=("o.lbm",)),
+    Case("bad-calibration-method", ["quantize", "m.npz", "--calib-data", "calib.npz", "--calib", "kl", "-o", "o.lbm"],
+         "invalid choice: 'kl'", _float_model, outputs=("o.lbm",)),
+    Case("missing-calib-option", ["quantize", "m.npz", "-o", "o.lbm"], "--calib-data", _float_model, outputs=("o.lbm",)),
+    Case("output-not-lbm", ["quantize", "m.npz", "--calib-data", "calib.npz", "-o", "o.txt"], "should end in .lbm",
+         _float_model, outputs=("o.txt",)),
+    # data files
+    Case("missing-data", ["eval", "m.lbm", "--data", "nope.npz"], "data file nope.npz does not exist", _lbm),
+    Case("data-without-x", ["eval", "m.lbm", "--data", "d.npz"], "has no array 'x'", _npz("d.npz", inputs=_np.zeros((2, 64)))),
+    Case("data-wrong-shape", ["eval", "m.lbm", "--data", "d.npz"], "the model expects (8, 8, 1)",
+         lambda t: (_lbm(t), _np.savez(t / "d.npz", x=_np.zeros((3, 7))))),
+    Case("data-nan", ["eval", "m.lbm", "--data", "d.npz"], "x contains NaN or infinity",
+         lambda t: (_lbm(t), _np.savez(t / "d.npz", x=_np.full((3, 64), _np.nan)))),
+    Case("labels-wrong-length", ["eval", "m.lbm", "--data", "d.npz"], "y must be 3 integer labels",
+         lambda t: (_lbm(t), _np.savez(t / "d.npz", x=_np.zeros((3, 64)), y=_np.zeros(2, int)))),
+    Case("labels-float", ["eval", "m.lbm", "--data", "d.npz"], "y must be 3 integer labels",
+         lambda t: (_lbm(t), _np.savez(t / "d.npz", x=_np.zeros((3, 64)), y=_np.zeros(3)))),
+    Case("empty-data", ["eval", "m.lbm", "--data", "d.npz"], "must be a non-empty numeric array",
+         lambda t: (_lbm(t), _np.savez(t / "d.npz", x=_np.zeros((0, 64))))),
+    Case("calib-nan", ["quantize", "m.npz", "--calib-data", "c.npz", "-o", "o.lbm"], "x contains NaN or infinity",
+         lambda t: (_float_model(t), _np.savez(t / "c.npz", x=_np.full((3, 64), _np.inf))), outputs=("o.lbm",)),
+    # boards and builds
+    Case("unknown-board", ["build", "m.lbm", "--board", "icebreakr", "-o", "out"], "unknown board 'icebreakr'", _lbm,
+         outputs=("out",)),
+    Case("board-without-open-flow", ["build", "m.lbm", "--board", "arty-a7-35", "-o", "out"],
+         "has no open Yosys/nextpnr flow", _lbm, outputs=("out",)),
+    Case("baud-too-fast", ["build", "m.lbm", "--board", "icebreaker", "--baud", "6000000", "-o", "out"],
+         "needs at least 4 clocks per bit", _lbm, outputs=("out",)),
+    Case("run-not-a-build", ["run", ".", "--sim", "--data", "test.npz"], "is not a lowbit build folder", _float_model),
+    Case("run-needs-target", ["run", ".", "--data", "test.npz"], "one of the arguments --port --sim is required",
+         _float_model),
 ]
 
 
@@ -51,7 +161,8 @@ def test_bad_input_gives_one_clear_line(case, tmp_path):
     proc = subprocess.run(LOWBIT + argv, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0, proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    # Progress lines ("[lowbit] ...") may come first; the error itself is exactly one line.
+    lines = [l for l in proc.stderr.strip().splitlines() if not l.startswith("[lowbit] ")]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("lowbit: error: ") and case.expect in lines[0], lines[0]
     for rel in case.outputs:

@@ -1,0 +1,54 @@
+"""The CLI end to end: quantize -> eval -> build (iCEBreaker) -> run --sim, with --json outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lowbit.sw.digits import digits_split, train_mlp
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("flow")
+    xtr, ytr, xte, yte = digits_split()
+    train_mlp(xtr, ytr).save_npz(d / "mlp.npz")
+    np.savez(d / "calib.npz", x=xtr[:300])
+    np.savez(d / "test.npz", x=xte[:40], y=yte[:40])
+    return d
+
+
+def test_quantize_then_eval(cli, files):
+    code, out, err = cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "calib.npz"),
+                         "--per-channel", "--report", "--json", "-o", str(files / "m4.lbm"))
+    assert code == 0, err
+    rep = json.loads(out)["report"]
+    assert len(rep) == 2 and all(r["sqnr_db"] > 10 for r in rep)
+    code, out, err = cli("eval", str(files / "m4.lbm"), "--data", str(files / "test.npz"), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["n"] == 40 and 0.85 <= result["accuracy"] <= 1.0
+    assert sum(v["n"] for v in result["per_class"].values()) == 40
+
+
+def test_eval_float_model_needs_calibration(cli, files):
+    code, out, err = cli("eval", str(files / "mlp.npz"), "--data", str(files / "test.npz"))
+    assert code == 2 and "needs calibration data" in err
+
+
+def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
+    code, out, err = cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "calib.npz"),
+                         "--per-channel", "-o", str(files / "m.lbm"))
+    assert code == 0, err
+    code, out, err = cli("build", str(files / "m.lbm"), "--board", "icebreaker", "-o", str(files / "b"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    for key in ("board", "device", "fmax_mhz", "clock_mhz", "timing_met", "cycles_per_inference",
+                "inferences_per_s", "utilization"):
+        assert key in report
+    assert report["timing_met"] and report["utilization"]["ICESTORM_LC"]["used"] <= 5280
+    assert (files / "b" / "top.bin").exists() and list((files / "b" / "roms").glob("*.hex"))
+    code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(files / "test.npz"), "--json")
+    result = json.loads(out)
+    assert code == 0, err
+    assert result["n"] == 40 and result["mismatches"] == 0 and result["accuracy"] == result["reference_accuracy"]
+    assert result["cycles_per_inference"] > 0
