@@ -19,7 +19,7 @@ from ..sw.errors import LowbitError
 from .board_harness import BoardHarness
 from .verilator import cocotb_run
 
-__all__ = ["CocotbTransport", "write_board_verilog", "simulate_board"]
+__all__ = ["CocotbTransport", "write_board_verilog", "simulate_board", "inject_faults"]
 
 
 class CocotbTransport:
@@ -72,24 +72,20 @@ def write_board_verilog(core, path) -> None:
     Path(path).write_text(verilog.convert(BoardHarness(core, core.divisor), name="board"))
 
 
-def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0, faults=None) -> dict:
-    """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
-    simulated cycles and wall time. ``faults`` (optional) is a list of raw byte strings sent before
-    each INFER frame (fault injection)."""
+def _run_bench(core, build_dir, bench: str, **job) -> dict:
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "board.v"
     text = verilog.convert(BoardHarness(core, core.divisor), name="board")
     if not src.exists() or src.read_text() != text:   # an unchanged design reuses the Verilator build
         src.write_text(text)
-    job = build_dir / "job.npz"
-    result = build_dir / "result.json"
+    job_file = build_dir / f"{bench}_job.npz"
+    result = build_dir / f"{bench}_result.json"
     result.unlink(missing_ok=True)
-    np.savez(job, codes=np.asarray(codes, dtype=np.int64), batch=batch, clk_mhz=clk_mhz,
-             byte_cycles=10 * core.divisor)
+    np.savez(job_file, byte_cycles=10 * core.divisor, **job)
     t0 = time.monotonic()
-    tests, failed = cocotb_run([src], "board", "lowbit.sim.tb_board", build_dir / "sim_build",
-                               extra_env={"LOWBIT_JOB": str(job), "LOWBIT_RESULT": str(result)})
+    tests, failed = cocotb_run([src], "board", f"lowbit.sim.{bench}", build_dir / "sim_build",
+                               extra_env={"LOWBIT_JOB": str(job_file), "LOWBIT_RESULT": str(result)})
     wall = time.monotonic() - t0
     if failed or not result.exists():
         log = build_dir / "sim_build" / "sim.log"
@@ -97,3 +93,16 @@ def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 1
     out = json.loads(result.read_text())
     out["wall_seconds"] = round(wall, 2)
     return out
+
+
+def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0) -> dict:
+    """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
+    simulated cycles and wall time."""
+    return _run_bench(core, build_dir, "tb_board", codes=np.asarray(codes, dtype=np.int64), batch=batch,
+                      clk_mhz=clk_mhz)
+
+
+def inject_faults(core, build_dir, codes, reference, count: int, seed: int = 0, clk_mhz: float = 12.0) -> dict:
+    """Fault injection (:mod:`lowbit.sim.faults`) on the simulated board's link; returns the counts."""
+    return _run_bench(core, build_dir, "tb_faults", codes=np.asarray(codes, dtype=np.int64),
+                      reference=np.asarray(reference, dtype=np.int64), count=count, seed=seed, clk_mhz=clk_mhz)
