@@ -1,0 +1,77 @@
+"""The tables behind ``lowbit bench``: cycles and utilisation of the demo models and of Dense layers
+(GEMV) of growing size, measured in simulation; synthesis figures of engines on UP5K and ECP5-85F."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import arith
+from .model import Dense, Model, QuantSpec, Requant
+
+__all__ = ["random_dense_model", "cycle_rows", "synth_rows", "GEMMS", "SYNTH_CONFIGS"]
+
+#: (name, K, N, rows, cols) of the Dense-layer rows.
+GEMMS = [("gemv-64x32", 64, 32, 8, 8), ("gemv-128x64", 128, 64, 8, 8), ("gemv-256x64", 256, 64, 8, 8),
+         ("gemv-256x128", 256, 128, 16, 8), ("gemv-100x30", 100, 30, 8, 8)]
+#: (device, rows, cols, bits) of the synthesis rows.
+SYNTH_CONFIGS = [("ice40-up5k", 4, 4, 4), ("ice40-up5k", 4, 4, 2), ("ice40-up5k", 8, 8, 4), ("ice40-up5k", 8, 8, 2),
+                 ("ecp5-85f", 16, 16, 4)]
+
+
+def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bool = False) -> Model:
+    rng = np.random.default_rng(seed)
+    lo, hi = arith.int_range(bits, True)
+    w = rng.integers(lo, hi + 1, (k, n))
+    b = rng.integers(-100, 100, n)
+    if requant:
+        mult, shift = arith.quantize_multiplier(np.full(n, 0.01))
+        layer = Dense(w, b, QuantSpec(bits, True), QuantSpec(bits, False), Requant(mult, shift, 0, 0, (1 << bits) - 1, True))
+    else:
+        layer = Dense(w, b, QuantSpec(bits, True), None, None)
+    return Model((k,), QuantSpec(bits, False), [layer], f"dense{k}x{n}").validate()
+
+
+def cycle_rows(progress=lambda m: None) -> list[dict]:
+    from .build import fold_model, layer_shapes, measure_cycles
+    from .digits import digits_split, train_cnn, train_mlp
+    from .posttrain import quantize_net
+    from .synth import device
+    rows = []
+    xtr, ytr, _, _ = digits_split()
+    for name, trainer in (("digits-mlp-4bit", train_mlp), ("digits-cnn-4bit", train_cnn)):
+        progress(f"simulating {name}")
+        model = quantize_net(trainer(xtr, ytr), xtr, per_channel=True)
+        arrays = [(f.rows, f.cols) for f in fold_model(model, device("ice40-up5k")).layers]
+        cyc = measure_cycles(model, arrays)
+        macs = sum(s.macs for s in layer_shapes(model))
+        pes = sum(r * c for r, c in arrays)
+        rows.append({"name": name, "arrays": arrays, "macs": macs, "cycles": cyc["cycles_per_inference"],
+                     "utilization": round(macs / (pes * cyc["cycles_per_inference"]), 4),
+                     "latency_cycles": cyc["latency_cycles"]})
+    for name, k, n, r, c in GEMMS:
+        progress(f"simulating {name} on a {r}x{c} array")
+        cyc = measure_cycles(random_dense_model(k, n), [(r, c)])
+        rows.append({"name": name, "arrays": [(r, c)], "macs": k * n, "cycles": cyc["cycles_per_inference"],
+                     "utilization": round(k * n / (r * c * cyc["cycles_per_inference"]), 4),
+                     "latency_cycles": cyc["latency_cycles"]})
+    return rows
+
+
+def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
+    from pathlib import Path
+
+    from ..hw.config import ArrayConfig
+    from ..hw.dense import DenseEngine, EngineParams
+    from .bench import synth_core
+    rows = []
+    for dev, r, c, bits in SYNTH_CONFIGS:
+        progress(f"synthesising a {r}x{c} {bits}-bit engine for {dev}")
+        model = random_dense_model(8 * r, 4 * c, bits, requant=True)
+        layer = model.layers[0]
+        cfg = ArrayConfig(rows=r, cols=c, act_bits=bits, weight_bits=bits, act_signed=False, weight_signed=True,
+                          max_k=layer.k)
+        row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev,
+                         Path(outdir) / f"{dev}_{r}x{c}_{bits}b", clock_mhz=12 if dev.startswith("ice40") else 25)
+        rows.append({"name": f"engine-{r}x{c}-{bits}bit", "rows": r, "cols": c, "bits": bits,
+                     "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
+    return rows

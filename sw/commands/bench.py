@@ -1,0 +1,34 @@
+"""``lowbit bench``: cycles and utilisation tables (simulation), optionally synthesis figures."""
+
+import sys
+import tempfile
+
+from ..benchmarks import cycle_rows, synth_rows
+from ..cli import emit
+
+NAME = "bench"
+HELP = "cycles and PE utilisation of the demo models and of Dense layers; --synth adds LCs and Fmax"
+
+
+def add_arguments(p):
+    p.add_argument("--synth", action="store_true", help="also synthesise engines for UP5K and ECP5-85F (minutes)")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args):
+    progress = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"[lowbit] {m}\n"))
+    rows = cycle_rows(progress)
+    result = {"rows": rows}
+    lines = [f"{'name':<18} {'arrays':<22} {'MACs':>7} {'cycles':>8} {'util':>7}"]
+    lines += [f"{r['name']:<18} {str(r['arrays']):<22} {r['macs']:>7} {r['cycles']:>8} {r['utilization']:>7.1%}"
+              for r in rows]
+    if args.synth:
+        with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:
+            srows = synth_rows(tmp, progress)
+        result["synthesis"] = srows
+        lines.append("")
+        lines.append(f"{'engine':<20} {'device':<11} {'logic':>6} {'/MAC':>6} {'BRAM':>5} {'DSP':>4} {'Fmax MHz':>9}")
+        lines += [f"{r['name']:<20} {r['device']:<11} {r['logic']:>6} {r['lcs_per_mac']:>6} {r['bram']:>5} "
+                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" for r in srows]
+    emit(result, args.json, "\n".join(lines))
+    return 0

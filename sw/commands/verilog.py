@@ -1,0 +1,73 @@
+"""``lowbit verilog``: Verilog of a layer engine (array + sequencing + requantizer) or of a model's core."""
+
+import numpy as np
+
+from ..cli import emit
+from ..errors import LowbitError
+from ..outputs import atomic_file
+
+NAME = "verilog"
+HELP = "write Verilog: an R x C layer engine for a random layer, or (given a .lbm) the model's accelerator core"
+
+
+def add_arguments(p):
+    p.add_argument("model", nargs="?", help="quantized model (.lbm): write its board core instead")
+    p.add_argument("--rows", type=int, default=4)
+    p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--act-bits", type=int, default=4)
+    p.add_argument("--weight-bits", type=int, default=4)
+    p.add_argument("--binary", action="store_true", help="±1 activations and weights (XNOR-popcount)")
+    p.add_argument("--k", type=int, help="layer inputs (default 4 x rows)")
+    p.add_argument("--n", type=int, help="layer outputs (default 4 x cols)")
+    p.add_argument("--board", default="icebreaker", help="with a model: board whose device sizes the arrays")
+    p.add_argument("--lint", action="store_true", help="lint the result with Verilator (documented waivers)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args):
+    from amaranth.back import verilog
+
+    from ...hw.config import ArrayConfig
+    if args.model:
+        from ...boards.targets import board_device, platform_class
+        from ...hw.accel import AccelCore
+        from ..build import DEFAULT_BAUD, fold_model
+        from ..loaders import load_model
+        model = load_model(args.model)
+        platform = platform_class(args.board)()
+        arrays = [(f.rows, f.cols) for f in fold_model(model, board_device(platform)).layers]
+        top, name = AccelCore(model, arrays, platform.default_clk_frequency, DEFAULT_BAUD), "lowbit_core"
+        what = f"accelerator core of {args.model} with arrays {arrays}"
+    else:
+        from ...hw.dense import DenseEngine, EngineParams
+        from ..benchmarks import random_dense_model
+        from ..model import Dense, QuantSpec, Thresholds
+        bits_a, bits_w = (1, 1) if args.binary else (args.act_bits, args.weight_bits)
+        try:
+            cfg = ArrayConfig(rows=args.rows, cols=args.cols, act_bits=bits_a, weight_bits=bits_w,
+                              binary=args.binary, max_k=args.k or 4 * args.rows)
+        except ValueError as exc:
+            raise LowbitError(str(exc)) from None
+        k, n = args.k or 4 * args.rows, args.n or 4 * args.cols
+        if args.binary:
+            rng = np.random.default_rng(0)
+            b = QuantSpec(1, True, binary=True)
+            layer, in_q = Dense(rng.choice([-1, 1], (k, n)), np.zeros(n, np.int64), b, b,
+                                Thresholds(np.zeros((n, 1), np.int64), -1, 2)), b
+        else:
+            model = random_dense_model(k, n, bits_w, requant=True)
+            layer = model.layers[0]
+            in_q = QuantSpec(bits_a, False)
+        top, name = DenseEngine(cfg, EngineParams.from_layer(layer, in_q)), "lowbit_engine"
+        what = f"{args.rows}x{args.cols} engine for a random {k}x{n} layer"
+    text = verilog.convert(top, name=name)
+    with atomic_file(args.output, "w") as f:
+        f.write(text)
+    result = {"output": args.output, "top": name, "bytes": len(text), "what": what}
+    if args.lint:
+        from ...sim.verilator import lint
+        lint(args.output, name)
+        result["lint"] = "clean (documented waivers)"
+    emit(result, args.json, f"wrote {args.output}: {what}" + (" (lints clean)" if args.lint else ""))
+    return 0
