@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from .errors import LowbitError
 
-__all__ = ["LayerShape", "CostModel", "COST_MODELS", "LayerFold", "Folding", "fold", "layer_cycles",
+__all__ = ["LayerShape", "CostModel", "COST_MODELS", "LayerFold", "Folding", "fold", "layer_cycles", "predict_cycles",
            "rom_blocks"]
 
 
@@ -228,3 +228,19 @@ def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, m
             break  # the bottleneck cannot grow within budget: the network's rate is set
         folds[i] = best[1]
     return Folding(folds, logic_capacity, bram_capacity, model.logic_resource, system_logic=model.lc_system)
+
+
+def predict_cycles(shapes, arrays) -> int:
+    """Steady-state cycles per inference of a chain of Dense engines (one code per beat between them).
+
+    Each engine needs ``max(ceil(K/R) * ceil(N/C), K, N)`` cycles per vector: the array's chunks, the K
+    input codes arriving one per cycle, and the N results leaving the requantizer one per cycle; the
+    pipeline runs at its slowest engine. Conv2d/MaxPool stages (their Replay buffers do not overlap
+    loading and replaying) are not modelled.
+    """
+    worst = 0
+    for shape, (r, c) in zip(shapes, arrays):
+        if shape.positions != 1:
+            raise ValueError("predict_cycles models Dense layers only")
+        worst = max(worst, layer_cycles(shape, r, c), shape.k, shape.n)
+    return worst

@@ -1,0 +1,26 @@
+import json
+
+
+def test_verilog_engine_and_binary_lint_clean(cli, tmp_path):
+    code, out, err = cli("verilog", "--rows", "3", "--cols", "2", "--act-bits", "2", "--weight-bits", "8",
+                         "--lint", "--json", "-o", str(tmp_path / "e.v"))
+    assert code == 0, err
+    assert json.loads(out)["lint"].startswith("clean") and "module lowbit_engine" in (tmp_path / "e.v").read_text()
+    code, out, err = cli("verilog", "--binary", "--rows", "8", "--cols", "4", "--lint", "-o", str(tmp_path / "b.v"))
+    assert code == 0, err
+
+
+def test_verilog_rejects_bad_config(cli, tmp_path):
+    code, out, err = cli("verilog", "--act-bits", "9", "-o", str(tmp_path / "x.v"))
+    assert code == 2 and "act_bits must be an integer from 1 to 8" in err
+    assert not (tmp_path / "x.v").exists()
+
+
+def test_bench_json_rows(cli):
+    code, out, err = cli("bench", "--json")
+    rows = json.loads(out)["rows"]
+    assert code == 0
+    for row in rows:
+        assert {"name", "macs", "cycles", "utilization"} <= set(row)
+        assert 0 < row["utilization"] <= 1
+    assert any(r["name"].startswith("digits-mlp") for r in rows)

@@ -1,0 +1,37 @@
+"""The analytic cycle model equals cycles measured in simulation; utilisation of large layers."""
+
+import numpy as np
+import pytest
+
+from lowbit.sw.benchmarks import random_dense_model
+from lowbit.sw.build import layer_shapes, measure_cycles
+from lowbit.sw.fold import predict_cycles
+from lowbit.sw.model import Model
+
+
+@pytest.mark.parametrize("k,n,arrays", [
+    (128, 64, [(8, 8)]),    # compute-bound
+    (256, 64, [(8, 8)]),
+    (64, 32, [(8, 8)]),     # input-bound: 64 codes arrive one per cycle
+    (100, 30, [(8, 8)]),    # K, N not multiples of R, C
+    (20, 40, [(2, 4)]),     # output-bound
+])
+def test_model_equals_simulation_single_layer(k, n, arrays):
+    model = random_dense_model(k, n)
+    measured = measure_cycles(model, arrays)["cycles_per_inference"]
+    assert measured == predict_cycles(layer_shapes(model), arrays)
+
+
+def test_model_equals_simulation_three_layer_chain():
+    a = random_dense_model(48, 24, requant=True, seed=1)
+    b = random_dense_model(24, 16, requant=True, seed=2)
+    c = random_dense_model(16, 10, seed=3)
+    model = Model((48,), a.input_q, [a.layers[0], b.layers[0], c.layers[0]]).validate()
+    for arrays in ([(4, 4), (2, 2), (2, 1)], [(8, 2), (3, 3), (1, 1)]):
+        assert measure_cycles(model, arrays)["cycles_per_inference"] == predict_cycles(layer_shapes(model), arrays)
+
+
+def test_steady_state_utilisation_of_a_large_dense_layer_is_at_least_97_percent():
+    k, n, (r, c) = 256, 64, (8, 8)
+    cycles = measure_cycles(random_dense_model(k, n), [(r, c)])["cycles_per_inference"]
+    assert k * n / (r * c * cycles) >= 0.97
