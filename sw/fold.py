@@ -127,7 +127,10 @@ class LayerFold:
 
     @property
     def cycles(self) -> int:
-        return layer_cycles(self.shape, self.rows, self.cols)
+        # The array's chunks, but never fewer than the cycles to receive the K inputs and emit the N
+        # outputs of each position one code per cycle (widening past that only costs area).
+        s = self.shape
+        return max(layer_cycles(s, self.rows, self.cols), s.k * s.positions, s.n * s.positions)
 
     @property
     def utilization(self) -> float:
@@ -242,5 +245,5 @@ def predict_cycles(shapes, arrays) -> int:
     for shape, (r, c) in zip(shapes, arrays):
         if shape.positions != 1:
             raise ValueError("predict_cycles models Dense layers only")
-        worst = max(worst, layer_cycles(shape, r, c), shape.k, shape.n)
+        worst = max(worst, LayerFold(shape, r, c, 0, 0).cycles)
     return worst
