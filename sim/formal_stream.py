@@ -67,18 +67,19 @@ class StreamStageSpec(Elaboratable):
         with m.If(cycle <= flip_at):
             m.d.comb += Assert(a.o.valid == b.o.valid)
 
-        # Stable while stalled.
+        # Stable while stalled. Payloads are compared as raw bits (signed outputs included).
+        out_bits = Value.cast(a.o.payload).as_unsigned()
         prev_stall = Signal()
-        prev_out = Signal(len(Value.cast(a.o.payload)))
-        m.d.sync += [prev_stall.eq(a.o.valid & ~a.o.ready), prev_out.eq(a.o.payload)]
+        prev_out = Signal(len(out_bits))
+        m.d.sync += [prev_stall.eq(a.o.valid & ~a.o.ready), prev_out.eq(out_bits)]
         with m.If(prev_stall & ~Initial()):
-            m.d.comb += [Assert(a.o.valid), Assert(Value.cast(a.o.payload) == prev_out)]
+            m.d.comb += [Assert(a.o.valid), Assert(out_bits == prev_out)]
 
         # Tracked beat: record input beat number `pick`, compare with output beat number `pick`.
         n_in = Signal(self.count_bits)
         n_out = Signal(self.count_bits)
         pick = AnyConst(self.count_bits)
-        tracked = Signal(len(Value.cast(a.o.payload)))
+        tracked = Signal(len(out_bits))     # the model's value, truncated to the payload's bits
         have = Signal()
         in_fire = a.i.valid & a.i.ready
         out_fire = a.o.valid & a.o.ready
@@ -96,5 +97,5 @@ class StreamStageSpec(Elaboratable):
             m.d.sync += n_out.eq(n_out + 1)
             m.d.comb += Assert(n_out < n_in + in_fire)   # never more beats out than in (no duplicates)
             with m.If(n_out == pick):
-                m.d.comb += [Assert(have | arriving), Assert(Value.cast(a.o.payload) == expected)]
+                m.d.comb += [Assert(have | arriving), Assert(out_bits == expected)]
         return m
