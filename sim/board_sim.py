@@ -73,7 +73,7 @@ def write_board_verilog(core, path) -> None:
 
 
 def _run_bench(core, build_dir, bench: str, **job) -> dict:
-    build_dir = Path(build_dir)
+    build_dir = Path(build_dir).resolve()   # the simulator runs in its own working directory
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "board.v"
     text = verilog.convert(BoardHarness(core, core.divisor), name="board")
