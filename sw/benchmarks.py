@@ -8,7 +8,7 @@ import numpy as np
 from . import arith
 from .model import Dense, Model, QuantSpec, Requant
 
-__all__ = ["random_dense_model", "cycle_rows", "synth_rows", "GEMMS", "SYNTH_CONFIGS"]
+__all__ = ["random_dense_model", "cycle_rows", "synth_rows", "reference_rows", "GEMMS", "SYNTH_CONFIGS"]
 
 #: (name, K, N, rows, cols) of the Dense-layer rows.
 GEMMS = [("gemv-64x32", 64, 32, 8, 8), ("gemv-128x64", 128, 64, 8, 8), ("gemv-256x64", 256, 64, 8, 8),
@@ -74,4 +74,25 @@ def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
                          Path(outdir) / f"{dev}_{r}x{c}_{bits}b", clock_mhz=12 if dev.startswith("ice40") else 25)
         rows.append({"name": f"engine-{r}x{c}-{bits}bit", "rows": r, "cols": c, "bits": bits,
                      "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
+    return rows
+
+
+def reference_rows(repeats: int = 5) -> list[dict]:
+    """Inferences per second of the integer reference on the digits test split (one batch of 540)."""
+    import time
+
+    from .digits import digits_split, train_cnn, train_mlp
+    from .intref import run
+    from .posttrain import quantize_net
+    xtr, ytr, xte, _ = digits_split()
+    rows = []
+    for name, trainer in (("digits-mlp-4bit", train_mlp), ("digits-cnn-4bit", train_cnn)):
+        model = quantize_net(trainer(xtr, ytr), xtr, per_channel=True)
+        codes = model.quantize_input(xte)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(model, codes)
+            best = min(best, time.perf_counter() - t0)
+        rows.append({"name": name, "batch": len(codes), "inferences_per_s": round(len(codes) / best, 1)})
     return rows

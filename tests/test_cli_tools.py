@@ -24,3 +24,4 @@ def test_bench_json_rows(cli):
         assert {"name", "macs", "cycles", "utilization"} <= set(row)
         assert 0 < row["utilization"] <= 1
     assert any(r["name"].startswith("digits-mlp") for r in rows)
+    assert all(r["inferences_per_s"] > 0 for r in json.loads(out)["reference"])

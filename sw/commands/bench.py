@@ -3,11 +3,12 @@
 import sys
 import tempfile
 
-from ..benchmarks import cycle_rows, synth_rows
+from ..benchmarks import cycle_rows, reference_rows, synth_rows
 from ..cli import emit
 
 NAME = "bench"
-HELP = "cycles and PE utilisation of the demo models and of Dense layers; --synth adds LCs and Fmax"
+HELP = ("cycles and PE utilisation of the demo models and Dense layers, integer-reference speed; "
+        "--synth adds LCs and Fmax")
 
 
 def add_arguments(p):
@@ -22,6 +23,11 @@ def run(args):
     lines = [f"{'name':<18} {'arrays':<22} {'MACs':>7} {'cycles':>8} {'util':>7}"]
     lines += [f"{r['name']:<18} {str(r['arrays']):<22} {r['macs']:>7} {r['cycles']:>8} {r['utilization']:>7.1%}"
               for r in rows]
+    ref = reference_rows()
+    result["reference"] = ref
+    lines.append("")
+    lines += [f"integer reference {r['name']}: {r['inferences_per_s']:.0f} inferences/s (NumPy, batch {r['batch']})"
+              for r in ref]
     if args.synth:
         with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:
             srows = synth_rows(tmp, progress)
