@@ -53,19 +53,23 @@ def load_float_net(path):
         raise LowbitError(f"model file {path} does not exist")
     if path.suffix == ".npz":
         return FloatNet.load_npz(path)
+    if path.suffix == ".onnx":
+        from .onnx_import import load_onnx
+        return load_onnx(path)
     raise LowbitError(f"cannot read a float model from {path.name}",
-                      "supported: .npz float models (docs/model-format.md); quantized models are .lbm")
+                      "supported: .npz float models (docs/model-format.md) and float .onnx; quantized models are .lbm")
 
 
-def load_model(path, calib=None, **ptq):
-    """A quantized Model from an ``.lbm``, or from a float model quantized with calibration data ``calib``."""
+def load_model(path, calib_x=None, **ptq):
+    """A quantized Model from an ``.lbm``, or from a float model quantized with calibration inputs
+    ``calib_x`` (``ptq`` are :func:`lowbit.sw.posttrain.quantize_net` options)."""
     from .model import Model
     path = Path(path)
     if path.suffix == ".lbm":
         return Model.load(path)
     net = load_float_net(path)
-    if calib is None:
+    if calib_x is None:
         raise LowbitError(f"{path.name} is a float model and needs calibration data to be quantized",
                           "pass --calib-data D.npz (inputs x of a few hundred samples)")
     from .posttrain import quantize_net
-    return quantize_net(net, calib, **ptq)
+    return quantize_net(net, calib_x, **ptq)

@@ -1,0 +1,148 @@
+"""Import float ONNX models into a :class:`lowbit.sw.floatnet.FloatNet` (then quantize with calibration).
+
+Supported nodes, in a single chain from the graph input to its output: ``Gemm`` (``transB``, ``alpha``
+and ``beta`` of 1), ``MatMul`` with a constant weight (optionally followed by an ``Add`` of a constant
+bias), ``Conv`` (2-D, one group, symmetric pads, no dilation), ``Relu``, ``MaxPool`` (2-D, no pads),
+``Flatten``/``Reshape`` to a vector, and ``BatchNormalization`` (folded into the layer before it).
+Weights must be initializers. ONNX is NCHW; lowbit is NHWC, so convolution weights are transposed and
+the rows of the first Dense layer after a flattened feature map are permuted from (c, h, w) order to
+lowbit's (h, w, c) order. Inputs given to lowbit are NHWC: ``(N, H, W, C)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LowbitError
+from .floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+
+__all__ = ["load_onnx", "SUPPORTED_OPS"]
+
+SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Conv", "Relu", "MaxPool", "Flatten", "Reshape", "BatchNormalization")
+
+
+def _attrs(node):
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def load_onnx(path) -> FloatNet:
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise LowbitError("the onnx package is not installed", "pip install onnx") from None
+    path = Path(path)
+    if not path.is_file():
+        raise LowbitError(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises protobuf DecodeError and others for damaged files
+        raise LowbitError(f"{path} is not a readable ONNX model ({type(exc).__name__})",
+                          "the file is truncated or not ONNX") from None
+    graph = model.graph
+    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise LowbitError(f"{path.name}: the graph has {len(inputs)} inputs, lowbit needs exactly one")
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
+    if any(d <= 0 for d in dims):
+        raise LowbitError(f"{path.name}: input shape {dims} is not fully known", "export with a fixed input shape")
+    if len(dims) == 3:          # NCHW -> HWC
+        shape = (dims[1], dims[2], dims[0])
+        chw = (dims[0], dims[1], dims[2])
+    elif len(dims) == 1:
+        shape, chw = (dims[0],), None
+    else:
+        raise LowbitError(f"{path.name}: input rank {len(dims) + 1} is not supported", "use (N, C, H, W) or (N, K)")
+
+    layers = []
+    current = inputs[0].name
+    pending_flatten_chw = None     # the (C, H, W) of a feature map flattened before the next Dense
+    nodes = list(graph.node)
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        op = node.op_type
+        if current not in node.input:
+            raise LowbitError(f"{path.name}: node {i} ({op} '{node.name}') does not follow the previous one",
+                              "lowbit imports a single chain of layers")
+        attrs = _attrs(node)
+        const = [inits[n] for n in node.input if n in inits]
+        if op == "Gemm":
+            if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+                raise LowbitError(f"{path.name}: Gemm '{node.name}' with alpha/beta != 1 or transA is not supported")
+            w = inits.get(node.input[1])
+            if w is None:
+                raise LowbitError(f"{path.name}: Gemm '{node.name}' weight is not an initializer")
+            w = w.T if attrs.get("transB", 0) else w
+            b = inits.get(node.input[2], np.zeros(w.shape[1])) if len(node.input) > 2 else np.zeros(w.shape[1])
+            layers.append(FDense(_permute_rows(w, pending_flatten_chw), np.broadcast_to(b, (w.shape[1],)).copy()))
+            pending_flatten_chw = None
+        elif op == "MatMul":
+            if len(const) != 1 or node.input[1] not in inits:
+                raise LowbitError(f"{path.name}: MatMul '{node.name}' needs a constant weight as second input")
+            w = inits[node.input[1]]
+            b = np.zeros(w.shape[1])
+            if i + 1 < len(nodes) and nodes[i + 1].op_type == "Add" and node.output[0] in nodes[i + 1].input:
+                add = nodes[i + 1]
+                bias = [inits[n] for n in add.input if n in inits]
+                if len(bias) != 1:
+                    raise LowbitError(f"{path.name}: Add '{add.name}' after MatMul needs one constant bias")
+                b = np.broadcast_to(bias[0], (w.shape[1],)).copy()
+                node = add
+                i += 1
+            layers.append(FDense(_permute_rows(w, pending_flatten_chw), b))
+            pending_flatten_chw = None
+        elif op == "Conv":
+            w = inits.get(node.input[1])
+            if w is None or w.ndim != 4:
+                raise LowbitError(f"{path.name}: Conv '{node.name}' needs a constant 2-D kernel")
+            if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
+                raise LowbitError(f"{path.name}: Conv '{node.name}' with groups or dilation is not supported")
+            pads = attrs.get("pads", [0, 0, 0, 0])
+            if pads[0] != pads[2] or pads[1] != pads[3]:
+                raise LowbitError(f"{path.name}: Conv '{node.name}' has asymmetric pads {pads}")
+            b = inits.get(node.input[2], np.zeros(w.shape[0])) if len(node.input) > 2 else np.zeros(w.shape[0])
+            layers.append(FConv2d(w.transpose(2, 3, 1, 0), b, tuple(attrs.get("strides", [1, 1])), (pads[0], pads[1])))
+        elif op == "Relu":
+            layers.append(FReLU())
+        elif op == "MaxPool":
+            if any(attrs.get("pads", [0, 0, 0, 0])):
+                raise LowbitError(f"{path.name}: MaxPool '{node.name}' with padding is not supported")
+            k = tuple(attrs["kernel_shape"])
+            layers.append(FMaxPool2d(k, tuple(attrs.get("strides", k))))
+        elif op in ("Flatten", "Reshape"):
+            probe = np.zeros((1, *shape))
+            for layer in layers:          # shape of the map being flattened (layers are not modified)
+                probe = layer.forward(probe)
+            net_shape = probe.shape[1:]
+            if len(net_shape) == 3:
+                h, w_, c = net_shape
+                pending_flatten_chw = (c, h, w_)
+            layers.append(FFlatten())
+        elif op == "BatchNormalization":
+            scale, bias, mean, var = (inits.get(n) for n in node.input[1:5])
+            if any(v is None for v in (scale, bias, mean, var)):
+                raise LowbitError(f"{path.name}: BatchNormalization '{node.name}' parameters must be initializers")
+            layers.append(FBatchNorm(scale, bias, mean, var, float(attrs.get("epsilon", 1e-5))))
+        else:
+            raise LowbitError(f"{path.name}: unsupported ONNX operator {op} (node '{node.name}')",
+                              f"supported: {', '.join(SUPPORTED_OPS)}")
+        current = node.output[0]
+        i += 1
+    if current != graph.output[0].name:
+        raise LowbitError(f"{path.name}: the chain of nodes does not end at the graph output")
+    return FloatNet(shape, layers, path.stem)
+
+
+def _permute_rows(w, chw):
+    """Rows of a Dense weight after flattening a (C, H, W) map, reordered to lowbit's (H, W, C)."""
+    if chw is None:
+        return w
+    c, h, wd = chw
+    if w.shape[0] != c * h * wd:
+        raise LowbitError(f"Dense layer expects {w.shape[0]} inputs after a flattened {c}x{h}x{wd} map")
+    return w.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(c * h * wd, -1)
