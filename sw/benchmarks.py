@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import arith
+from .errors import LowbitError
 from .model import Dense, Model, QuantSpec, Requant
 
 __all__ = ["random_dense_model", "cycle_rows", "synth_rows", "reference_rows", "GEMMS", "SYNTH_CONFIGS"]
@@ -70,9 +71,16 @@ def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
         layer = model.layers[0]
         cfg = ArrayConfig(rows=r, cols=c, act_bits=bits, weight_bits=bits, act_signed=False, weight_signed=True,
                           max_k=layer.k)
-        row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev,
-                         Path(outdir) / f"{dev}_{r}x{c}_{bits}b", clock_mhz=12 if dev.startswith("ice40") else 25)
-        rows.append({"name": f"engine-{r}x{c}-{bits}bit", "rows": r, "cols": c, "bits": bits,
+        name = f"engine-{r}x{c}-{bits}bit"
+        try:
+            row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev,
+                             Path(outdir) / f"{dev}_{r}x{c}_{bits}b", clock_mhz=12 if dev.startswith("ice40") else 25)
+        except LowbitError as exc:          # a configuration that does not fit is a result too
+            rows.append({"name": name, "device": dev, "rows": r, "cols": c, "bits": bits, "fits": False,
+                         "error": exc.message, "logic": None, "lcs_per_mac": None, "bram": None, "dsp": None,
+                         "fmax_mhz": None})
+            continue
+        rows.append({"name": name, "rows": r, "cols": c, "bits": bits, "fits": True,
                      "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
     return rows
 

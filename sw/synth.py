@@ -241,7 +241,17 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
             args += ["--lpf", _local_copy(constraints, outdir)]
         else:
             args += ["--lpf-allow-unconstrained"]
-    proc = run_tool(f"nextpnr-{dev.family}", args, cwd=outdir, log=outdir / "nextpnr.log")
+    try:
+        proc = run_tool(f"nextpnr-{dev.family}", args, cwd=outdir, log=outdir / "nextpnr.log")
+    except LowbitError:
+        # The pre-place estimate counts LUTs and flip-flops; packing can still need more cells.
+        log = (outdir / "nextpnr.log").read_text() if (outdir / "nextpnr.log").exists() else ""
+        m = re.search(r"Failed to expand region .* of (\d+) (\w+)", log)
+        if m:
+            raise LowbitError(f"the design does not fit: placement needs {m.group(1)} {m.group(2)} but {dev.name} "
+                              f"has {dev.capacity.get(m.group(2), '?')}",
+                              "use fewer PEs (--rows/--cols), fewer bits, or a bigger device") from None
+        raise
     seconds["nextpnr"] = round(time.monotonic() - t0, 2)
     util, fmax = parse_nextpnr_report(report, proc.stdout + proc.stderr)
     worst = min(fmax.values()) if fmax else None

@@ -35,6 +35,7 @@ def run(args):
         lines.append("")
         lines.append(f"{'engine':<20} {'device':<11} {'logic':>6} {'/MAC':>6} {'BRAM':>5} {'DSP':>4} {'Fmax MHz':>9}")
         lines += [f"{r['name']:<20} {r['device']:<11} {r['logic']:>6} {r['lcs_per_mac']:>6} {r['bram']:>5} "
-                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" for r in srows]
+                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" if r["fits"] else f"{r['name']:<20} {r['device']:<11} {r['error']}"
+                  for r in srows]
     emit(result, args.json, "\n".join(lines))
     return 0
