@@ -1,0 +1,76 @@
+"""The serial-port path of the driver (pyserial) against a software board on a pseudo-terminal.
+
+The board side speaks the protocol of lowbit.sw.frames and answers INFER from the integer reference;
+it corrupts the first INFER response's CRC so the driver's retry path runs too.
+"""
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from lowbit.hw.accel import identity_for
+from lowbit.sw import frames
+from lowbit.sw.digits import digits_split, train_mlp
+from lowbit.sw.host import Device, SerialTransport
+from lowbit.sw.intref import run
+from lowbit.sw.posttrain import quantize_net
+
+serial = pytest.importorskip("serial")
+
+
+def software_board(fd, model, identity, stop):
+    parser = frames.FrameParser()
+    corrupted = False
+    while not stop.is_set():
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            return
+        for op, body in parser.feed(data):
+            if op == frames.IDENTIFY:
+                reply = frames.encode_frame(op | 0x80, identity.pack())
+            elif op == frames.COUNTERS:
+                reply = frames.encode_frame(op | 0x80, bytes(12))
+            elif op == frames.INFER:
+                codes = np.frombuffer(body, dtype=np.uint8).astype(np.int64).reshape(-1, *model.input_shape)
+                out = run(model, codes).reshape(len(codes), -1)
+                payload = b"".join(b"".join(int(v).to_bytes(4, "little", signed=True) for v in row)
+                                   + bytes([int(np.argmax(row))]) for row in out)
+                reply = bytearray(frames.encode_frame(op | 0x80, payload))
+                if not corrupted:            # first answer damaged in transit: the host must retry
+                    reply[-1] ^= 0xFF
+                    corrupted = True
+                reply = bytes(reply)
+            else:
+                reply = frames.encode_frame(frames.ERROR, bytes([frames.BAD_OPCODE]))
+            os.write(fd, reply)
+
+
+def test_driver_over_a_serial_port(tmp_path):
+    xtr, ytr, xte, _ = digits_split()
+    model = quantize_net(train_mlp(xtr, ytr, epochs=5), xtr)
+    identity = identity_for(model, [(16, 1), (2, 1)], max_batch=8)
+    master, slave = os.openpty()
+    stop = threading.Event()
+    board = threading.Thread(target=software_board, args=(master, model, identity, stop), daemon=True)
+    board.start()
+    try:
+        device = Device(SerialTransport(os.ttyname(slave), 1_000_000), timeout_s=0.5)
+        assert device.identify() == identity
+        codes = model.quantize_input(xte[:20]).reshape(20, -1)
+        values, argmax = device.infer(codes, batch=8)
+        ref = run(model, codes.reshape(20, *model.input_shape))
+        assert np.array_equal(values, ref) and np.array_equal(argmax, ref.argmax(1))
+        assert device.read_counters()["errors"] == 0
+    finally:
+        stop.set()
+        os.close(slave)
+        os.close(master)
+
+
+def test_missing_port_is_a_clear_error():
+    from lowbit.sw.errors import LowbitError
+    with pytest.raises(LowbitError, match="cannot open serial port /dev/nonexistent-lowbit"):
+        SerialTransport("/dev/nonexistent-lowbit", 115200)
