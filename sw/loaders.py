@@ -46,7 +46,9 @@ def load_data(path, need_labels: bool = False):
     return x, y
 
 
-def load_float_net(path):
+def load_float_net(path, input_shape=None):
+    """A FloatNet from ``.npz`` (lowbit's float format), ``.onnx``, or ``.pt``/``.pth`` (a pickled
+    ``nn.Sequential``, which needs ``input_shape`` as ``(C, H, W)`` or ``(K,)``)."""
     from .floatnet import FloatNet
     path = Path(path)
     if not path.is_file():
@@ -56,8 +58,15 @@ def load_float_net(path):
     if path.suffix == ".onnx":
         from .onnx_import import load_onnx
         return load_onnx(path)
+    if path.suffix in (".pt", ".pth"):
+        if not input_shape:
+            raise LowbitError(f"{path.name} is a PyTorch model and needs its input shape",
+                              "pass --input-shape C,H,W (or K for vectors)")
+        from .torch_import import load_torch
+        return load_torch(path, input_shape)
     raise LowbitError(f"cannot read a float model from {path.name}",
-                      "supported: .npz float models (docs/model-format.md) and float .onnx; quantized models are .lbm")
+                      "supported: .npz float models (docs/model-format.md), float .onnx, PyTorch .pt; "
+                      "quantized models are .lbm")
 
 
 def load_model(path, calib_x=None, **ptq):

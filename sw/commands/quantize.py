@@ -10,7 +10,8 @@ HELP = "post-training quantization of a float model into a lowbit model (.lbm)"
 
 
 def add_arguments(p):
-    p.add_argument("model", help="float model (.npz, see docs/model-format.md)")
+    p.add_argument("model", help="float model: .npz (docs/model-format.md), .onnx, or PyTorch .pt")
+    p.add_argument("--input-shape", help="input shape of a PyTorch model, C,H,W or K")
     p.add_argument("--calib-data", required=True, help=".npz with calibration inputs x")
     p.add_argument("--weight-bits", type=int, default=4)
     p.add_argument("--act-bits", type=int, default=4)
@@ -24,7 +25,13 @@ def add_arguments(p):
 def run(args):
     if not args.output.endswith(".lbm"):
         raise LowbitError(f"output {args.output} should end in .lbm", "lowbit model files are .lbm")
-    net = load_float_net(args.model)
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise LowbitError(f"--input-shape {args.input_shape!r} is not a list of integers", "e.g. 1,8,8") from None
+    net = load_float_net(args.model, shape)
     x, _ = load_data(args.calib_data)
     model = quantize_net(net, x, weight_bits=args.weight_bits, act_bits=args.act_bits,
                          per_channel=args.per_channel, calib=args.calib)
