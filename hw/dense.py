@@ -19,7 +19,7 @@ Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``
 
 Arithmetic (``docs/arithmetic.md``): accumulators are ``ArrayConfig.acc_bits`` wide; the requantizer adds
 the folded bias (``arith.fold_zero_point``; binary layers add ``bias - K`` to ``2 * popcount``), then
-either multiplies by the 16-bit ``mult``, rounds half up by ``shift`` and clamps around the zero point,
+either multiplies by ``mult`` (as wide as the layer's largest, at most 24 bits), rounds half up by ``shift`` and clamps around the zero point,
 or counts thresholds reached, or passes ``acc + bias`` through. Per-channel parameters come from a ROM.
 """
 
@@ -161,6 +161,7 @@ class DenseEngine(wiring.Component):
             raise LowbitError(f"layer logits need {self.total_bits} bits, more than {LOGIT_BITS}",
                               "reduce the bias range or requantize the last layer")
         self.const_shift = None
+        self.mult_bits = max(1, int(np.max(p.mult)).bit_length()) if p.mode == "requant" else 0
         if p.mode == "requant":
             if np.all(p.shift == p.shift[0]):
                 self.const_shift = int(p.shift[0])   # one shift for all channels: no barrel shifter
@@ -172,7 +173,7 @@ class DenseEngine(wiring.Component):
         """Fields of one parameter-ROM word, from bit 0 up (see :func:`lowbit.sw.rom.pack_fields`)."""
         fields = [("bias", self.bias_bits)]
         if self.params.mode == "requant":
-            fields.append(("mult", arith.MULT_BITS))
+            fields.append(("mult", self.mult_bits))
             if self.const_shift is None:
                 fields.append(("shift", 6))
         elif self.params.mode == "thresholds":
@@ -347,14 +348,14 @@ class DenseEngine(wiring.Component):
         r3_valid = Signal()
         r3_y = Signal(self.o.payload.shape())
         if p.mode == "requant":
-            r2_mult = Signal(unsigned(arith.MULT_BITS))
+            r2_mult = Signal(unsigned(self.mult_bits))
             r2_shift = Signal(6)
             with m.If(adv):
                 m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(value + field("bias", True)),
                              r2_mult.eq(field("mult"))]
                 if self.const_shift is None:
                     m.d.sync += r2_shift.eq(field("shift"))
-            prod_bits = self.total_bits + arith.MULT_BITS + 1
+            prod_bits = self.total_bits + self.mult_bits + 1
             r3p_valid = Signal()
             r3_prod = Signal(signed(prod_bits))
             r3_shift = Signal(6)

@@ -15,15 +15,18 @@ import math
 import numpy as np
 
 __all__ = [
-    "MULT_BITS", "MAX_SHIFT", "BIAS_BITS",
+    "MULT_BITS", "DEFAULT_MULT_BITS", "MAX_SHIFT", "BIAS_BITS",
     "int_range", "check_int_range", "signed_bits_for",
     "dot_acc", "fold_zero_point", "binary_encode", "binary_decode",
     "round_shift", "requantize", "multithreshold", "quantize_multiplier",
     "im2col", "conv2d_out_shape", "conv2d_acc", "maxpool2d",
 ]
 
-#: Width of the unsigned fixed-point requantization multiplier ``M`` (``0 < M < 2**MULT_BITS``).
-MULT_BITS = 16
+#: Widest unsigned fixed-point requantization multiplier ``M`` (``0 <= M < 2**MULT_BITS``). Hardware
+#: sizes its multiplier from the largest ``M`` a layer actually uses.
+MULT_BITS = 24
+#: Precision :func:`quantize_multiplier` uses unless asked for more (post-training quantization).
+DEFAULT_MULT_BITS = 16
 #: Largest right shift ``s`` of the requantization (``0 <= s <= MAX_SHIFT``).
 MAX_SHIFT = 47
 #: Bias is a signed integer of this many bits (int32, as in TFLite and ONNX QLinear ops).
@@ -175,13 +178,15 @@ def multithreshold(acc, thresholds, out_lo, out_step=1) -> np.ndarray:
     return np.int64(out_lo) + np.int64(out_step) * counts
 
 
-def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
+def quantize_multiplier(real, bits: int = DEFAULT_MULT_BITS) -> tuple[np.ndarray, np.ndarray]:
     """Integer ``(mult, shift)`` with ``mult / 2**shift`` nearest to each positive ``real`` factor.
 
-    ``mult`` is normalised into ``[2**(MULT_BITS-1), 2**MULT_BITS)`` for the largest precision, and
-    ``shift`` is in ``[0, MAX_SHIFT]``. Factors too large (``>= 2**MULT_BITS``) or too small to represent
-    raise ``ValueError``; a factor of exactly 0 gives ``(0, 0)``.
+    ``mult`` is normalised into ``[2**(bits-1), 2**bits)`` for the largest precision (``bits`` up to
+    :data:`MULT_BITS`), and ``shift`` is in ``[0, MAX_SHIFT]``. Factors too large (``>= 2**bits``)
+    raise ``ValueError``; factors too small for full precision keep fewer bits; 0 gives ``(0, 0)``.
     """
+    if not 2 <= bits <= MULT_BITS:
+        raise ValueError(f"multiplier precision must be 2 to {MULT_BITS} bits, not {bits}")
     real = np.atleast_1d(np.asarray(real, dtype=np.float64))
     mult = np.zeros(real.shape, dtype=np.int64)
     shift = np.zeros(real.shape, dtype=np.int64)
@@ -191,13 +196,13 @@ def quantize_multiplier(real) -> tuple[np.ndarray, np.ndarray]:
         if r == 0:
             continue
         mant, exp = math.frexp(r)  # r = mant * 2**exp, mant in [0.5, 1)
-        s = MULT_BITS - exp
-        m = round(mant * (1 << MULT_BITS))
-        if m == 1 << MULT_BITS:  # rounding carried out of the mantissa
+        s = bits - exp
+        m = round(mant * (1 << bits))
+        if m == 1 << bits:  # rounding carried out of the mantissa
             m >>= 1
             s -= 1
         if s < 0:
-            raise ValueError(f"requantization factor {r:g} is too large (must be below 2**{MULT_BITS})")
+            raise ValueError(f"requantization factor {r:g} is too large (must be below 2**{bits})")
         if s > MAX_SHIFT:
             # Too small for full precision: use fewer mantissa bits rather than fail, down to zero.
             m = round(r * (1 << MAX_SHIFT))

@@ -57,6 +57,10 @@ def load_float_net(path, input_shape=None):
         return FloatNet.load_npz(path)
     if path.suffix == ".onnx":
         from .onnx_import import load_onnx
+        from .qdq_import import is_qdq
+        if is_qdq(path):
+            raise LowbitError(f"{path.name} is an already-quantized QDQ model",
+                              "use it directly with lowbit eval/build/verilog; it needs no re-quantization")
         return load_onnx(path)
     if path.suffix in (".pt", ".pth"):
         if not input_shape:
@@ -76,6 +80,10 @@ def load_model(path, calib_x=None, **ptq):
     path = Path(path)
     if path.suffix == ".lbm":
         return Model.load(path)
+    if path.suffix == ".onnx" and path.is_file():
+        from .qdq_import import is_qdq, load_qdq
+        if is_qdq(path):
+            return load_qdq(path)
     net = load_float_net(path)
     if calib_x is None:
         raise LowbitError(f"{path.name} is a float model and needs calibration data to be quantized",

@@ -136,3 +136,15 @@ def test_conv_shape_errors_are_clear():
         conv2d_acc(np.zeros((1, 2, 2, 1), int), np.zeros((3, 3, 1, 1), int))
     with pytest.raises(ValueError, match="input has 2 channels but the weights expect 1"):
         conv2d_acc(np.zeros((1, 4, 4, 2), int), np.zeros((3, 3, 1, 1), int))
+
+
+@given(st.floats(1e-6, 100.0, allow_nan=False), st.integers(8, 24))
+def test_quantize_multiplier_precision_is_selectable(real, bits):  # factors below 2**bits
+    m, s = quantize_multiplier(real, bits=bits)
+    assert 2 ** (bits - 1) <= int(m[0]) < 2 ** bits
+    assert abs(int(m[0]) / 2 ** int(s[0]) - real) <= real * 2.0 ** -bits
+
+
+def test_quantize_multiplier_rejects_unsupported_precision():
+    with pytest.raises(ValueError, match="multiplier precision must be 2 to 24 bits"):
+        quantize_multiplier(0.5, bits=25)

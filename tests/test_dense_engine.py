@@ -148,3 +148,14 @@ def test_random_layers(k, n, rows, cols, bits, a_signed, mode, product_reg, seed
 def test_vector_count_reported(capsys):
     # Not an assertion on results: prints how many vectors the module ran (see the issue note).
     print(f"dense engine vectors checked so far in this worker: {VECTORS['count']}")
+
+
+@pytest.mark.parametrize("bits", [8, 24])
+def test_requantizer_multiplier_width_follows_the_parameters(bits):
+    rng = np.random.default_rng(bits)
+    layer, in_q = make_layer(rng, 9, 5, 4, False, 4, True)
+    mult, shift = arith.quantize_multiplier(rng.uniform(0.002, 0.3, 5), bits=bits)
+    layer = Dense(layer.weight, layer.bias, layer.weight_q, layer.out_q, Requant(mult, shift, 3, 0, 15, False))
+    cfg = ArrayConfig(rows=3, cols=2, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=9)
+    assert DenseEngine(cfg, EngineParams.from_layer(layer, in_q)).mult_bits == bits
+    check_engine(cfg, layer, in_q, rng.integers(0, 16, (4, 9)))
