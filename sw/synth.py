@@ -246,10 +246,11 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
     except LowbitError:
         # The pre-place estimate counts LUTs and flip-flops; packing can still need more cells.
         log = (outdir / "nextpnr.log").read_text() if (outdir / "nextpnr.log").exists() else ""
-        m = re.search(r"Failed to expand region .* of (\d+) (\w+)", log)
+        m = re.search(r"Failed to expand region .* of (\d+) (\w+?)s?$", log, re.M)
         if m:
-            raise LowbitError(f"the design does not fit: placement needs {m.group(1)} {m.group(2)} but {dev.name} "
-                              f"has {dev.capacity.get(m.group(2), '?')}",
+            have = dev.capacity.get(m.group(2))
+            raise LowbitError(f"the design does not fit: placement needs {m.group(1)} {m.group(2)}"
+                              + (f" but {dev.name} has {have}" if have else f" on {dev.name}"),
                               "use fewer PEs (--rows/--cols), fewer bits, or a bigger device") from None
         raise
     seconds["nextpnr"] = round(time.monotonic() - t0, 2)
