@@ -58,6 +58,19 @@ def engine_out_shape(params) -> "Shape":
     return _shape(params.out_bits, params.out_signed)
 
 
+def _common_shift(mult, shift):
+    """Per-channel ``(mult, shift)`` rewritten to one shift where the multipliers stay within
+    ``arith.MULT_BITS``: ``round_shift(v * m * 2**d, s + d) == round_shift(v * m, s)`` exactly, so the
+    results are identical and the hardware needs no variable (barrel) shifter on its critical path."""
+    mult = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    top = int(shift.max())
+    wide = mult << (top - shift)
+    if int(wide.max()) < (1 << arith.MULT_BITS):
+        return wide, np.full_like(shift, top)
+    return mult.copy(), shift.copy()
+
+
 @dataclass(frozen=True)
 class EngineParams:
     """Everything a :class:`DenseEngine` computes with, all integers (built by :meth:`from_layer`).
@@ -95,8 +108,8 @@ class EngineParams:
             bias = arith.fold_zero_point(layer.bias, w, in_q.zero_point)
         rq = layer.requant
         if isinstance(rq, Requant):
-            return cls(k, n, w, bias, "requant", layer.out_q.bits, layer.out_q.signed,
-                       mult=np.broadcast_to(rq.mult, (n,)).copy(), shift=np.broadcast_to(rq.shift, (n,)).copy(),
+            mult, shift = _common_shift(np.broadcast_to(rq.mult, (n,)), np.broadcast_to(rq.shift, (n,)))
+            return cls(k, n, w, bias, "requant", layer.out_q.bits, layer.out_q.signed, mult=mult, shift=shift,
                        zero_point=rq.zero_point, lo=max(rq.lo, rq.zero_point) if rq.relu else rq.lo, hi=rq.hi)
         if isinstance(rq, Thresholds):
             t = np.broadcast_to(rq.thresholds, (n, rq.thresholds.shape[1])).copy()

@@ -178,12 +178,15 @@ def multithreshold(acc, thresholds, out_lo, out_step=1) -> np.ndarray:
     return np.int64(out_lo) + np.int64(out_step) * counts
 
 
-def quantize_multiplier(real, bits: int = DEFAULT_MULT_BITS) -> tuple[np.ndarray, np.ndarray]:
+def quantize_multiplier(real, bits: int = DEFAULT_MULT_BITS, common_shift: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Integer ``(mult, shift)`` with ``mult / 2**shift`` nearest to each positive ``real`` factor.
 
     ``mult`` is normalised into ``[2**(bits-1), 2**bits)`` for the largest precision (``bits`` up to
     :data:`MULT_BITS`), and ``shift`` is in ``[0, MAX_SHIFT]``. Factors too large (``>= 2**bits``)
     raise ``ValueError``; factors too small for full precision keep fewer bits; 0 gives ``(0, 0)``.
+
+    ``common_shift=True`` gives every factor the shift of the largest one (which keeps full precision;
+    the others get ``round(real * 2**shift)``), so hardware needs no per-channel variable shifter.
     """
     if not 2 <= bits <= MULT_BITS:
         raise ValueError(f"multiplier precision must be 2 to {MULT_BITS} bits, not {bits}")
@@ -208,6 +211,11 @@ def quantize_multiplier(real, bits: int = DEFAULT_MULT_BITS) -> tuple[np.ndarray
             m = round(r * (1 << MAX_SHIFT))
             s = MAX_SHIFT
         mult[i], shift[i] = m, s
+    if common_shift and np.any(real > 0):
+        s = int(shift[real == real.max()][0])
+        mult = np.array([math.floor(r * (1 << s) + 0.5) for r in real.ravel()], dtype=np.int64).reshape(real.shape)
+        mult = np.minimum(mult, (1 << bits) - 1)
+        shift = np.full(real.shape, s, dtype=np.int64)
     return mult, shift
 
 

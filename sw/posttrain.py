@@ -186,7 +186,8 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
                 else:
                     _, s, zp = quantize_tensor(y_float, act_bits, symmetric=False)
                     out_q = QuantSpec(act_bits, False, int(zp), (float(s),))
-                mult, shift = arith.quantize_multiplier(acc_scale / out_q.scale[0])
+                # One shift per layer: no variable shifter on the hardware's critical path.
+                mult, shift = arith.quantize_multiplier(acc_scale / out_q.scale[0], common_shift=True)
                 lo, hi = out_q.range
                 rq = Requant(mult, shift, out_q.zero_point, lo, hi, relu=fuse_relu)
             if isinstance(layer, FDense):

@@ -148,3 +148,11 @@ def test_quantize_multiplier_precision_is_selectable(real, bits):  # factors bel
 def test_quantize_multiplier_rejects_unsupported_precision():
     with pytest.raises(ValueError, match="multiplier precision must be 2 to 24 bits"):
         quantize_multiplier(0.5, bits=25)
+
+
+def test_common_shift_keeps_the_largest_factor_exact_and_the_rest_rounded():
+    real = np.array([0.5, 0.01, 1e-9, 0.25])
+    m, s = quantize_multiplier(real, common_shift=True)
+    assert len(set(s.tolist())) == 1
+    assert (m[0], s[0]) == tuple(int(v[0]) for v in quantize_multiplier(0.5))
+    assert np.all(np.abs(m / 2.0 ** s - real) <= 2.0 ** -(s[0] + 1))

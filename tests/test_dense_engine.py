@@ -157,5 +157,22 @@ def test_requantizer_multiplier_width_follows_the_parameters(bits):
     mult, shift = arith.quantize_multiplier(rng.uniform(0.002, 0.3, 5), bits=bits)
     layer = Dense(layer.weight, layer.bias, layer.weight_q, layer.out_q, Requant(mult, shift, 3, 0, 15, False))
     cfg = ArrayConfig(rows=3, cols=2, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=9)
-    assert DenseEngine(cfg, EngineParams.from_layer(layer, in_q)).mult_bits == bits
+    params = EngineParams.from_layer(layer, in_q)
+    assert DenseEngine(cfg, params).mult_bits == int(params.mult.max()).bit_length() >= bits
     check_engine(cfg, layer, in_q, rng.integers(0, 16, (4, 9)))
+
+
+def test_per_channel_shifts_become_one_shift_with_identical_results():
+    from lowbit.hw.dense import _common_shift
+    rng = np.random.default_rng(11)
+    mult, shift = arith.quantize_multiplier(rng.uniform(0.001, 0.5, 8))
+    assert len(set(shift.tolist())) > 1
+    m2, s2 = _common_shift(mult, shift)
+    assert len(set(s2.tolist())) == 1 and m2.max() < 2 ** arith.MULT_BITS
+    acc = rng.integers(-10**6, 10**6, (1000, 8))
+    assert np.array_equal(arith.round_shift(acc * m2, s2), arith.round_shift(acc * mult, shift))
+    layer, in_q = make_layer(rng, 10, 8, 4, False, 4, True)
+    layer = Dense(layer.weight, layer.bias, layer.weight_q, layer.out_q, Requant(mult, shift, 3, 0, 15, True))
+    cfg = ArrayConfig(rows=4, cols=3, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=10)
+    assert DenseEngine(cfg, EngineParams.from_layer(layer, in_q)).const_shift is not None
+    check_engine(cfg, layer, in_q, rng.integers(0, 16, (4, 10)))
