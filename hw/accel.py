@@ -36,6 +36,8 @@ def architecture(model: Model, arrays) -> dict:
                          requant=type(layer.requant).__name__)
             if isinstance(layer, Conv2d):
                 entry.update(stride=list(layer.stride), padding=list(layer.padding))
+            if type(layer.requant).__name__ == "Thresholds":
+                entry.update(thresholds=int(layer.requant.thresholds.shape[1]))
         layers.append(entry)
     return {"input_shape": list(model.input_shape),
             "input": [model.input_q.bits, model.input_q.signed, model.input_q.binary],
@@ -71,7 +73,8 @@ class AccelCore(wiring.Component):
     """
 
     def __init__(self, model: Model, arrays, clk_hz: float, baud: float, max_batch: int = 8,
-                 timeout_bytes: int = 32):
+                 timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None):
+        self.reweightable, self.rom_init = reweightable, rom_init
         self.model, self.arrays = model, [tuple(a) for a in arrays]
         self.divisor = divisor_for(clk_hz, baud)
         self.max_batch = max_batch
@@ -81,7 +84,8 @@ class AccelCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.net = net = Network(self.model, self.arrays)
+        m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
+                                         rom_init=self.rom_init)
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.tx = tx = UARTTx(self.divisor)
         m.submodules.link = link = HostLink(self.identity, _code_shape(self.model.input_q),

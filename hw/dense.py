@@ -137,11 +137,18 @@ class DenseEngine(wiring.Component):
         Cycles in which the array accumulated a chunk (for utilisation).
     """
 
-    def __init__(self, config: ArrayConfig, params: EngineParams):
+    def __init__(self, config: ArrayConfig, params: EngineParams, *, reweightable: bool = False,
+                 rom_init: dict | None = None):
         if params.k > config.max_k:
             raise LowbitError(f"layer has K={params.k} but the array was configured for max_k={config.max_k}")
         self.config = config
         self.params = params
+        # Reweightable: the netlist must not depend on weight values (icebram/ecpbram patch the ROMs
+        # later), so parameter widths are the widest the contract allows, the shift lives in the ROM,
+        # ROMs are block RAM padded to whole 256-word blocks, and `rom_init` ({"weights", "params"})
+        # replaces their contents (random placeholders at build time).
+        self.reweightable = reweightable
+        self.rom_init = rom_init or {}
         R, C = config.rows, config.cols
         self.kc = math.ceil(params.k / R)
         self.groups = math.ceil(params.n / C)
@@ -167,20 +174,26 @@ class DenseEngine(wiring.Component):
             value_lo, value_hi = min(0, p.k * plo), max(0, p.k * phi)
             self.acc_bits = cfg.replace(max_k=max(p.k, 1)).acc_bits
         blo, bhi = int(p.bias.min()), int(p.bias.max())
+        if self.reweightable:
+            blo, bhi = -(1 << (arith.BIAS_BITS - 1)), (1 << (arith.BIAS_BITS - 1)) - 1
         self.bias_bits = arith.signed_bits_for(min(blo, 0), max(bhi, 0))
         self.total_lo, self.total_hi = value_lo + blo, value_hi + bhi
         self.total_bits = arith.signed_bits_for(self.total_lo, self.total_hi)
-        if p.mode == "logits" and self.total_bits > LOGIT_BITS:
+        if p.mode == "logits" and self.total_bits > LOGIT_BITS and not self.reweightable:
             raise LowbitError(f"layer logits need {self.total_bits} bits, more than {LOGIT_BITS}",
                               "reduce the bias range or requantize the last layer")
         self.const_shift = None
         self.mult_bits = max(1, int(np.max(p.mult)).bit_length()) if p.mode == "requant" else 0
-        if p.mode == "requant":
+        if self.reweightable and p.mode == "requant":
+            self.mult_bits = arith.MULT_BITS
+        if p.mode == "requant" and not self.reweightable:
             if np.all(p.shift == p.shift[0]):
                 self.const_shift = int(p.shift[0])   # one shift for all channels: no barrel shifter
         if p.mode == "thresholds":
             t = p.thresholds
             self.thr_bits = arith.signed_bits_for(min(int(t.min()), 0), max(int(t.max()), 0)) if t.size else 1
+            if self.reweightable:
+                self.thr_bits = arith.BIAS_BITS + 2
 
     def param_fields(self):
         """Fields of one parameter-ROM word, from bit 0 up (see :func:`lowbit.sw.rom.pack_fields`)."""
@@ -242,7 +255,7 @@ class DenseEngine(wiring.Component):
                 m.d.sync += wptr.eq(wptr + 1)
 
         # Weight ROM: G * KC words of R x C weights.
-        m.submodules.wmem = wmem = Memory(shape=unsigned(R * C * wbits), depth=G * KC, init=self.weight_words())
+        m.submodules.wmem = wmem = self._rom("weights", R * C * wbits, self.weight_words())
         wr = wmem.read_port()
 
         # Sequencer: (group g, chunk c) over the full bank.
@@ -312,6 +325,24 @@ class DenseEngine(wiring.Component):
         self._requantizer(m, res, res_full, res_clr, res_g)
         return m
 
+    def rom_geometry(self) -> dict:
+        """``{name: (width, depth)}`` of the weight and parameter ROMs as built."""
+        fields = self.param_fields()
+        geo = {"weights": (self.config.rows * self.config.cols * (1 if self.config.binary else self.config.weight_bits),
+                           self.groups * self.kc),
+               "params": (sum(b for _, b in fields), self.params.n)}
+        if self.reweightable:
+            geo = {k: (-(-w // 4) * 4, -(-d // 256) * 256) for k, (w, d) in geo.items()}
+        return geo
+
+    def _rom(self, name, width, words):
+        if self.reweightable:
+            width, depth = self.rom_geometry()[name]
+            words = list(self.rom_init.get(name, words)) + [0] * (depth - len(self.rom_init.get(name, words)))
+            return Memory(shape=unsigned(width), depth=depth, init=words,
+                          attrs={"ram_style": "block", "rom_style": "block"})
+        return Memory(shape=unsigned(width), depth=len(words), init=words)
+
     def _product(self, x, w):
         if self.config.binary:
             return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
@@ -322,7 +353,7 @@ class DenseEngine(wiring.Component):
         C, G = cfg.cols, self.groups
         fields = self.param_fields()
         width = sum(b for _, b in fields)
-        m.submodules.pmem = pmem = Memory(shape=unsigned(width), depth=p.n, init=self.param_words())
+        m.submodules.pmem = pmem = self._rom("params", width, self.param_words())
         pr = pmem.read_port()
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)

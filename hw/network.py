@@ -209,8 +209,10 @@ class Network(wiring.Component):
     """The chained stages of :func:`plan_network`: ``i`` takes input codes one per beat (NHWC order),
     ``o`` gives the model's outputs one per beat; ``mac_cycles`` sums the engines' counters."""
 
-    def __init__(self, model: Model, arrays):
+    def __init__(self, model: Model, arrays, *, reweightable: bool = False, rom_init: dict | None = None):
         self.model = model
+        self.reweightable = reweightable
+        self.rom_init = rom_init or {}      # {"layer{i}": {"weights": [...], "params": [...]}}
         self.plans = plan_network(model, arrays)
         self.in_shape = _code_shape(model.input_q)
         last = [p for p in self.plans if p.kind == "engine"][-1]
@@ -240,7 +242,8 @@ class Network(wiring.Component):
                 m.submodules[f"pack{s}"] = packer = ChunkPacker(code, cfg.rows, layer.k, pad=0)
                 wiring.connect(m, upstream, packer.i)
                 upstream = packer.o
-                stage = DenseEngine(cfg, plan.params)
+                stage = DenseEngine(cfg, plan.params, reweightable=self.reweightable,
+                                    rom_init=self.rom_init.get(f"layer{plan.layer_index}"))
                 counters.append(stage.mac_cycles)
                 if layer.out_q is not None:
                     q = layer.out_q

@@ -120,9 +120,21 @@ def _write_roms(core, folder: Path):
         (folder / f"{name}.hex").write_text("".join(f"{w:0{digits}x}\n" for w in words))
 
 
+def check_reweightable(model: Model, arrays) -> None:
+    """The value-dependent limits a reweightable build cannot adapt to (LowbitError otherwise)."""
+    from ..hw.dense import DenseEngine
+    from ..hw.network import plan_network
+    for plan in plan_network(model, arrays):
+        if plan.kind == "engine":
+            DenseEngine(plan.config, plan.params)._MustUse__silence = True   # raises if logits overflow
+
+
 def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
-          progress=lambda msg: None, seed: int = 1) -> dict:
-    """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``)."""
+          progress=lambda msg: None, seed: int = 1, reweightable: bool = False, rom_seed: int = 1) -> dict:
+    """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``).
+
+    ``reweightable`` builds keep their ROMs patchable by ``lowbit reweight`` (see :mod:`lowbit.sw.reweight`).
+    """
     from amaranth.back import verilog
 
     from ..boards.targets import board_device, build_board, platform_class
@@ -131,6 +143,9 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     platform = platform_class(board)()
     dev = board_device(platform)
     clk_hz = platform.default_clk_frequency
+    if reweightable and dev.family != "ice40":
+        raise LowbitError(f"reweightable builds need an iCE40 board for now, {board} is {dev.family}",
+                          "drop --reweightable, or use an iCE40 board such as icebreaker")
     progress(f"folding the network onto {dev.name}")
     folding = fold_model(model, dev)
     arrays = [(f.rows, f.cols) for f in folding.layers]
@@ -141,12 +156,32 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     core._MustUse__silence = True
     progress(f"arrays {arrays}; measuring cycles per inference in simulation")
     cycles = measure_cycles(model, arrays)
+    core_args = {}
+    if reweightable:
+        from .reweight import random_contents, rom_contents, rom_init
+        check_reweightable(model, arrays)
+        placeholder = random_contents(model, arrays, rom_seed)
+        core_args = {"reweightable": True, "rom_init": rom_init(placeholder)}
     with atomic_dir(outdir) as tmp:
         model.save(tmp / "model.lbm")
-        (tmp / "core.v").write_text(verilog.convert(AccelCore(model, arrays, clk_hz, baud, max_batch), name="lowbit_core"))
-        _write_roms(core, tmp / "roms")
-        result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch), tmp,
-                             progress=progress, seed=seed)
+        (tmp / "core.v").write_text(verilog.convert(AccelCore(model, arrays, clk_hz, baud, max_batch, **core_args),
+                                                    name="lowbit_core"))
+        if reweightable:
+            (tmp / "roms").mkdir()
+            for name, (width, words) in rom_contents(model, arrays).items():
+                (tmp / "roms" / f"{name}.hex").write_text("".join(f"{w:0{width // 4}x}\n" for w in words))
+        else:
+            _write_roms(core, tmp / "roms")
+        result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch, **core_args), tmp,
+                             progress=progress, seed=seed, pack=not reweightable)
+        if reweightable:
+            from .toolchain import run_tool
+            from .reweight import patch_asc
+            progress("patching the real weights into the placed design (icebram)")
+            (tmp / "top.random.asc").write_bytes((tmp / "top.asc").read_bytes())
+            patch_asc(tmp, "top.random.asc", "top.patched.asc", placeholder, rom_contents(model, arrays))
+            run_tool("icepack", ["top.patched.asc", "top.bin"], cwd=tmp)
+            result.bitstream = tmp / "top.bin"
         if not result.timing_met:
             raise LowbitError(f"timing failed: Fmax {result.fmax_mhz:.1f} MHz is below the {clk_hz / 1e6:g} MHz "
                               f"board clock", "use smaller arrays or fewer bits; nothing was written")
@@ -166,7 +201,8 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
             "bitstream": result.bitstream.name, "seconds": round(time.monotonic() - t_start, 1),
         }
         (tmp / "build.json").write_text(json.dumps({"board": board, "arrays": arrays, "clock_hz": clk_hz,
-                                                    "baud": baud, "max_batch": max_batch}, indent=1))
+                                                    "baud": baud, "max_batch": max_batch,
+                                                    "reweightable": reweightable, "rom_seed": rom_seed}, indent=1))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "summary.txt").write_text(summary_text(report))
     return report

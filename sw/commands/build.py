@@ -16,12 +16,15 @@ def add_arguments(p):
     p.add_argument("-o", "--output", required=True, help="output folder (replaced only if the build succeeds)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--reweightable", action="store_true",
+                   help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40; wider requantizers)")
     p.add_argument("--json", action="store_true")
 
 
 def run(args):
     model = load_model(args.model)
     progress = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"[lowbit] {m}\n"))
-    report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress)
+    report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
+                   reweightable=args.reweightable)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0
