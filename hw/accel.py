@@ -54,8 +54,15 @@ def identity_for(model: Model, arrays, max_batch: int) -> frames.Identity:
     out_bytes = 4 if last.requant is None else 1
     out_signed = last.out_q is None or (last.out_q.signed and not last.out_q.binary)
     q = model.input_q
+    layers, in_q = [], q
+    for layer, (rows, cols) in zip(model.compute_layers(), arrays):
+        layers.append({"kind": 2 if isinstance(layer, Conv2d) else 1, "k": layer.k, "n": layer.n,
+                       "in_bits": in_q.bits, "weight_bits": layer.weight_q.bits,
+                       "out_bits": 0 if layer.out_q is None else layer.out_q.bits,
+                       "binary": int(layer.weight_q.binary), "rows": rows, "cols": cols})
+        in_q = layer.out_q or in_q
     return frames.Identity(architecture_hash(model, arrays), int(np.prod(model.input_shape)),
-                           out_count, out_bytes, q.bits, q.signed, q.binary, max_batch, out_signed)
+                           out_count, out_bytes, q.bits, q.signed, q.binary, max_batch, out_signed, tuple(layers))
 
 
 class AccelCore(wiring.Component):

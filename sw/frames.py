@@ -10,7 +10,8 @@ over opcode, length and payload. Requests and their responses (response opcode =
 =========  ======  =====================================  ============================================
 request    opcode  request payload                        response payload
 =========  ======  =====================================  ============================================
-IDENTIFY   0x01    none                                   :data:`IDENTIFY_FIELDS` (20 bytes)
+IDENTIFY   0x01    none                                   :data:`IDENTIFY_FIELDS` (20 bytes), then one
+                                                          byte L and L layer records (:data:`LAYER_FIELDS`)
 INFER      0x02    B x ``input_count`` codes, 1 byte each  B x (``output_count`` values of ``output_bytes``
                    (two's complement; binary: 1 = +1)      bytes, then 1 byte argmax)
 COUNTERS   0x03    none                                   cycles of the last INFER (4), MAC cycles (4),
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from .errors import LowbitError
 
 __all__ = ["SYNC", "IDENTIFY", "INFER", "COUNTERS", "ERROR", "RESPONSE", "BAD_CRC", "BAD_LENGTH", "BAD_OPCODE",
-           "TIMEOUT", "ERROR_NAMES", "IDENTIFY_FIELDS", "crc16", "encode_frame", "FrameParser", "Identity",
+           "TIMEOUT", "ERROR_NAMES", "IDENTIFY_FIELDS", "LAYER_FIELDS", "crc16", "encode_frame", "FrameParser", "Identity",
            "pack_inputs", "unpack_outputs", "HEADER_BYTES", "OVERHEAD_BYTES"]
 
 SYNC = 0xA5
@@ -49,6 +50,11 @@ IDENTIFY_FIELDS = (("magic", "4s"), ("version", "B"), ("config_hash", "I"), ("in
                    ("output_count", "H"), ("output_bytes", "B"), ("input_bits", "B"), ("input_signed", "B"),
                    ("input_binary", "B"), ("max_batch", "B"), ("output_signed", "B"))
 _IDENTIFY_STRUCT = "<" + "".join(f for _, f in IDENTIFY_FIELDS)
+#: One compute layer in the IDENTIFY response: kind (1 Dense, 2 Conv2d), K, N, input bits, weight bits,
+#: output bits (0 for integer logits), binary flag, array rows and columns.
+LAYER_FIELDS = (("kind", "B"), ("k", "H"), ("n", "H"), ("in_bits", "B"), ("weight_bits", "B"),
+                ("out_bits", "B"), ("binary", "B"), ("rows", "B"), ("cols", "B"))
+_LAYER_STRUCT = "<" + "".join(f for _, f in LAYER_FIELDS)
 MAGIC = b"LWBT"
 PROTOCOL_VERSION = 1
 
@@ -119,23 +125,30 @@ class Identity:
     input_binary: bool
     max_batch: int
     output_signed: bool = True
+    layers: tuple = ()      # one dict per compute layer, keys of LAYER_FIELDS
 
     def pack(self) -> bytes:
-        return struct.pack(_IDENTIFY_STRUCT, MAGIC, PROTOCOL_VERSION, self.config_hash, self.input_count,
+        head = struct.pack(_IDENTIFY_STRUCT, MAGIC, PROTOCOL_VERSION, self.config_hash, self.input_count,
                            self.output_count, self.output_bytes, self.input_bits, int(self.input_signed),
                            int(self.input_binary), self.max_batch, int(self.output_signed))
+        return head + bytes([len(self.layers)]) + b"".join(
+            struct.pack(_LAYER_STRUCT, *(int(layer[n]) for n, _ in LAYER_FIELDS)) for layer in self.layers)
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Identity":
-        if len(payload) != struct.calcsize(_IDENTIFY_STRUCT):
-            raise LowbitError(f"IDENTIFY response has {len(payload)} bytes, expected "
-                              f"{struct.calcsize(_IDENTIFY_STRUCT)}", "is this a lowbit bitstream?")
-        f = dict(zip((n for n, _ in IDENTIFY_FIELDS), struct.unpack(_IDENTIFY_STRUCT, payload)))
+        head = struct.calcsize(_IDENTIFY_STRUCT)
+        per = struct.calcsize(_LAYER_STRUCT)
+        if len(payload) < head + 1 or len(payload) != head + 1 + payload[head] * per:
+            raise LowbitError(f"IDENTIFY response has {len(payload)} bytes, which is not a lowbit identity",
+                              "is this a lowbit bitstream?")
+        f = dict(zip((n for n, _ in IDENTIFY_FIELDS), struct.unpack(_IDENTIFY_STRUCT, payload[:head])))
+        layers = tuple(dict(zip((n for n, _ in LAYER_FIELDS), struct.unpack_from(_LAYER_STRUCT, payload, head + 1 + i * per)))
+                       for i in range(payload[head]))
         if f["magic"] != MAGIC or f["version"] != PROTOCOL_VERSION:
             raise LowbitError(f"board speaks protocol {f['magic']!r} v{f['version']}, expected {MAGIC!r} "
                               f"v{PROTOCOL_VERSION}", "rebuild the bitstream with this lowbit")
         return cls(f["config_hash"], f["input_count"], f["output_count"], f["output_bytes"], f["input_bits"],
-                   bool(f["input_signed"]), bool(f["input_binary"]), f["max_batch"], bool(f["output_signed"]))
+                   bool(f["input_signed"]), bool(f["input_binary"]), f["max_batch"], bool(f["output_signed"]), layers)
 
 
 def pack_inputs(codes) -> bytes:

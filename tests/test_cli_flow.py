@@ -52,3 +52,5 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     assert code == 0, err
     assert result["n"] == 40 and result["mismatches"] == 0 and result["accuracy"] == result["reference_accuracy"]
     assert result["cycles_per_inference"] > 0
+    # IDENTIFY, answered by the simulated board, describes every compute layer
+    assert [(l["k"], l["n"], l["weight_bits"]) for l in result["layers"]] == [(64, 32, 4), (32, 10, 4)]

@@ -42,12 +42,13 @@ def run(args):
         res = simulate_board(core, Path(args.build) / "sim", flat, batch=min(args.batch, settings["max_batch"]),
                              clk_mhz=clk / 1e6)
         values, argmax = np.array(res["values"]), np.array(res["argmax"])
-        counters, extra = res["counters"], {"wall_seconds": res["wall_seconds"], "sim_cycles": res["sim_cycles"]}
+        counters, extra = res["counters"], {"wall_seconds": res["wall_seconds"], "sim_cycles": res["sim_cycles"],
+                                            "layers": list(res["identity"]["layers"])}
     else:
         from ..host import Device, SerialTransport
         device = Device(SerialTransport(args.port, settings["baud"]), timeout_s=2.0)
         values, argmax = device.infer(flat, batch=args.batch)
-        counters, extra = device.read_counters(), {}
+        counters, extra = device.read_counters(), {"layers": list(device.identify().layers)}
     mismatches = int(np.sum(np.any(values != ref, axis=1)))
     last_batch = len(x) % args.batch or args.batch
     result = {"n": int(len(x)), "mismatches": mismatches, "bit_exact": mismatches == 0,
