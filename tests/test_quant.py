@@ -140,3 +140,17 @@ def test_per_channel_weights_get_their_own_scale(mlp_and_data):
     assert np.allclose(np.asarray(first.weight_q.scale), np.abs(w).max(axis=0) / 7)
     tensor = quantize_net(net, xtr, weight_bits=4, act_bits=8, per_channel=False, calib="minmax")
     assert len(set(tensor.compute_layers()[0].weight_q.scale)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="known: quantize_net gives the final layer per-channel weight scales, so "
+                                       "its integer logits are in different units per class and their argmax "
+                                       "is not the argmax of the dequantized logits (fix: one scale there)")
+def test_final_integer_logits_share_one_scale(mlp_and_data):
+    from lowbit.sw.intref import predict
+    net, xtr, xte = mlp_and_data
+    model = quantize_net(net, xtr, weight_bits=8, act_bits=8, per_channel=True, calib="mse")
+    last = model.compute_layers()[-1]
+    out, pred = predict(model, xte)
+    real = out * np.asarray(last.weight_q.scale)        # the dequantized logits (common input scale dropped)
+    assert np.array_equal(pred, np.argmax(real, axis=1))
+    assert len(set(last.weight_q.scale)) == 1
