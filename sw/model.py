@@ -234,6 +234,10 @@ class Model:
                 raise LowbitError(f"layer {i} is a {type(layer).__name__}, which lowbit does not support",
                                   "supported: Dense, Conv2d, MaxPool2d, Flatten")
             where = f"layer {i} ({layer.kind})"
+            for field in ("stride", "kernel"):
+                value = getattr(layer, field, None)
+                if value is not None and (len(value) != 2 or any(int(v) < 1 for v in value)):
+                    raise LowbitError(f"{where}: {field} {tuple(value)} must be two integers >= 1")
             try:
                 shape = layer.out_shape(shape)
             except LowbitError as exc:
@@ -360,11 +364,18 @@ class Model:
                               f"version {FORMAT_VERSION}", "re-create it with this version of lowbit")
         try:
             layers = [_layer_from_json(i, e, arrays) for i, e in enumerate(header["layers"])]
+            meta = header.get("meta", {})
+            if not isinstance(meta, dict):
+                raise LowbitError(f"{path}: 'meta' must be an object, not {type(meta).__name__}", "the file is corrupt")
             model = cls(tuple(header["input_shape"]), QuantSpec.from_json(header["input_q"]), layers,
-                        header.get("name", path.stem), header.get("meta", {}))
-        except (KeyError, TypeError) as exc:
+                        header.get("name", path.stem), meta)
+            return model.validate()
+        except KeyError as exc:
             raise LowbitError(f"{path}: model description is missing {exc}", "the file is corrupt") from None
-        return model.validate()
+        except (TypeError, ValueError, AttributeError, ZeroDivisionError, IndexError) as exc:
+            # Values of the wrong type or range that reached NumPy or the arithmetic.
+            raise LowbitError(f"{path}: malformed model description ({type(exc).__name__}: {exc})",
+                              "the file is corrupt; write it again with 'lowbit quantize'") from None
 
 
 def _check(arr, what, lo, hi):

@@ -165,7 +165,10 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
                 s_w = np.broadcast_to(s_w, (n,))
                 w_q = QuantSpec(1, True, 0, tuple(s_w), binary=True)
             else:
-                clip = _weight_scale(w, weight_bits, per_channel, calib)
+                # The final layer outputs integer logits, compared by argmax: they must share one unit,
+                # so its weights get one scale even when the others are per channel.
+                final = i == last_compute
+                clip = _weight_scale(w, weight_bits, per_channel and not final, calib)
                 codes, s_w, _ = quantize_tensor(w, weight_bits, per_channel=True, clip=clip)
                 s_w = np.asarray(s_w)
                 w_q = QuantSpec(weight_bits, True, 0, tuple(s_w))

@@ -47,9 +47,6 @@ def test_eval_accuracy_is_the_reference_accuracy(cli, files):
     assert json.loads(out)["accuracy"] == float(np.mean(predict(Model.load(files / "m8.lbm"), xte)[1] == yte))
 
 
-@pytest.mark.xfail(strict=True, reason="known: 'lowbit quantize' defaults to per-tensor weights (--per-channel is "
-                                       "opt-in) while 'lowbit eval FLOAT --calib-data' uses quantize_net's "
-                                       "per_channel=True default, so the two give different models")
 def test_eval_of_a_float_model_equals_quantize_then_eval(cli, files):
     code, _, err = cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "train.npz"),
                        "-o", str(files / "default.lbm"))

@@ -142,9 +142,6 @@ def test_per_channel_weights_get_their_own_scale(mlp_and_data):
     assert len(set(tensor.compute_layers()[0].weight_q.scale)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="known: quantize_net gives the final layer per-channel weight scales, so "
-                                       "its integer logits are in different units per class and their argmax "
-                                       "is not the argmax of the dequantized logits (fix: one scale there)")
 def test_final_integer_logits_share_one_scale(mlp_and_data):
     from lowbit.sw.intref import predict
     net, xtr, xte = mlp_and_data

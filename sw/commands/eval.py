@@ -20,7 +20,8 @@ def add_arguments(p):
 def run(args):
     x, y = load_data(args.data)
     calib = load_data(args.calib_data)[0] if args.calib_data else None
-    model = load_model(args.model, calib)
+    # A float model is quantized with 'lowbit quantize''s defaults (per-tensor weights), so the two agree.
+    model = load_model(args.model, calib, per_channel=False)
     _, pred = predict(model, x)
     result = {"n": int(len(x)), "predictions": np.bincount(pred, minlength=1).tolist()}
     text = [f"{len(x)} inputs"]
