@@ -44,7 +44,18 @@ def unpack_lanes(word: int, bits: int, count: int, signed: bool) -> list[int]:
     return out
 
 
-class StreamSource:
+class _StreamEnd:
+    """The three flattened signals of stream port ``name`` of ``dut``, the clock and a seeded RNG."""
+
+    def __init__(self, dut, name: str, clk, seed: int):
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.clk = clk
+        self.rng = random.Random(seed)
+
+
+class StreamSource(_StreamEnd):
     """Drives ``<name>__valid``/``__payload`` of ``dut``; ``idle`` is the probability of an idle cycle
     between beats.
 
@@ -54,12 +65,8 @@ class StreamSource:
     """
 
     def __init__(self, dut, name: str, clk, idle: float = 0.0, seed: int = 0):
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.clk = clk
+        super().__init__(dut, name, clk, seed)
         self.idle = idle
-        self.rng = random.Random(seed)
         self.valid.value = 0
 
     async def send(self, words):
@@ -79,17 +86,13 @@ class StreamSource:
         self.valid.value = 0
 
 
-class StreamSink:
+class StreamSink(_StreamEnd):
     """Takes beats from ``<name>__valid``/``__payload``, driving ``__ready``; ``stall`` is the
     probability of refusing a beat in a cycle. Same falling-edge timing as :class:`StreamSource`."""
 
     def __init__(self, dut, name: str, clk, stall: float = 0.0, seed: int = 1):
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.clk = clk
+        super().__init__(dut, name, clk, seed)
         self.stall = stall
-        self.rng = random.Random(seed)
         self.ready.value = 0
 
     async def receive(self, count: int, timeout_cycles: int = 1_000_000) -> list[int]:
