@@ -116,6 +116,40 @@ class _PackerData(_DataSpec):
                 m.d.comb += Assert(o_payload[r * b:(r + 1) * b] == self.pad)
 
 
+class _ReplayData(_DataSpec):
+    """Output beat number ``pick`` must be the input code at ``sequence[pick % L]`` of its frame, or the
+    pad code for a padded tap."""
+
+    def __init__(self, depth, sequence, bits, pad):
+        self.depth, self.sequence, self.pad = depth, sequence, pad
+        super().__init__(lambda: Replay(unsigned(bits), depth, sequence, pad=pad), bits)
+
+    def check(self, m, dut, i_payload, o_payload):
+        from amaranth import Array, Const
+        L, D = len(self.sequence), self.depth
+        pick = AnyConst(3)
+        frame, j = pick // L, pick % L
+        addrs = Array([Const(a or 0, 4) for a in self.sequence])
+        pads = Array([Const(a is None, 1) for a in self.sequence])
+        rec, have = Signal(self.bits), Signal()
+        with m.If(self.in_fire & (self.n_in == frame * D + addrs[j])):
+            m.d.sync += [rec.eq(i_payload), have.eq(1)]
+        with m.If(self.out_fire & (self.n_out == pick)):
+            with m.If(pads[j]):
+                m.d.comb += Assert(o_payload == self.pad)
+            with m.Else():
+                m.d.comb += [Assert(have), Assert(o_payload == rec)]
+
+
+def test_replay_data_for_every_input_and_stall_pattern(tmp_path):
+    # 3-code map replayed as [2, pad, 0, 1]: two frames fit the 20-cycle bound.
+    result = check_formal(_ReplayData(3, [2, None, 0, 1], bits=2, pad=3), tmp_path, depth=20)
+    assert result.passed, result.summary
+    wrong = _ReplayData(3, [2, None, 0, 1], bits=2, pad=3)
+    wrong.pad = 2                                   # expect the wrong pad code: the proof must fail
+    assert not check_formal(wrong, tmp_path / "wrong", depth=20).passed
+
+
 def test_chunk_packer_data_for_every_input_and_stall_pattern(tmp_path):
     result = check_formal(_PackerData(rows=3, k=5, bits=3, pad=6), tmp_path, depth=24)
     assert result.passed, result.summary
