@@ -80,8 +80,9 @@ class AccelCore(wiring.Component):
     """
 
     def __init__(self, model: Model, arrays, clk_hz: float, baud: float, max_batch: int = 8,
-                 timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None):
-        self.reweightable, self.rom_init = reweightable, rom_init
+                 timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None,
+                 rom_block: int = 256):
+        self.reweightable, self.rom_init, self.rom_block = reweightable, rom_init, rom_block
         self.model, self.arrays = model, [tuple(a) for a in arrays]
         self.divisor = divisor_for(clk_hz, baud)
         self.max_batch = max_batch
@@ -92,7 +93,7 @@ class AccelCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
-                                         rom_init=self.rom_init)
+                                         rom_init=self.rom_init, rom_block=self.rom_block)
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.tx = tx = UARTTx(self.divisor)
         m.submodules.link = link = HostLink(self.identity, _code_shape(self.model.input_q),

@@ -138,16 +138,19 @@ class DenseEngine(wiring.Component):
     """
 
     def __init__(self, config: ArrayConfig, params: EngineParams, *, reweightable: bool = False,
-                 rom_init: dict | None = None):
+                 rom_init: dict | None = None, rom_block: int = 256):
         if params.k > config.max_k:
             raise LowbitError(f"layer has K={params.k} but the array was configured for max_k={config.max_k}")
         self.config = config
         self.params = params
         # Reweightable: the netlist must not depend on weight values (icebram/ecpbram patch the ROMs
         # later), so parameter widths are the widest the contract allows, the shift lives in the ROM,
-        # ROMs are block RAM padded to whole 256-word blocks, and `rom_init` ({"weights", "params"})
-        # replaces their contents (random placeholders at build time).
-        self.reweightable = reweightable
+        # ROMs are block RAM padded to whole `rom_block`-word blocks (the slice length the patch tool
+        # matches: 256 for icebram, 512 for ecpbram), and `rom_init` ({"weights", "params"}) replaces
+        # their contents (random placeholders at build time).
+        if rom_block not in (256, 512):
+            raise ValueError(f"rom_block must be 256 (iCE40) or 512 (ECP5), not {rom_block!r}")
+        self.reweightable, self.rom_block = reweightable, rom_block
         self.rom_init = rom_init or {}
         R, C = config.rows, config.cols
         self.kc = math.ceil(params.k / R)
@@ -332,7 +335,8 @@ class DenseEngine(wiring.Component):
                            self.groups * self.kc),
                "params": (sum(b for _, b in fields), self.params.n)}
         if self.reweightable:
-            geo = {k: (-(-w // 4) * 4, -(-d // 256) * 256) for k, (w, d) in geo.items()}
+            b = self.rom_block
+            geo = {k: (-(-w // 4) * 4, -(-d // b) * b) for k, (w, d) in geo.items()}
         return geo
 
     def _rom(self, name, width, words):

@@ -209,9 +209,10 @@ class Network(wiring.Component):
     """The chained stages of :func:`plan_network`: ``i`` takes input codes one per beat (NHWC order),
     ``o`` gives the model's outputs one per beat; ``mac_cycles`` sums the engines' counters."""
 
-    def __init__(self, model: Model, arrays, *, reweightable: bool = False, rom_init: dict | None = None):
+    def __init__(self, model: Model, arrays, *, reweightable: bool = False, rom_init: dict | None = None,
+                 rom_block: int = 256):
         self.model = model
-        self.reweightable = reweightable
+        self.reweightable, self.rom_block = reweightable, rom_block
         self.rom_init = rom_init or {}      # {"layer{i}": {"weights": [...], "params": [...]}}
         self.plans = plan_network(model, arrays)
         self.in_shape = _code_shape(model.input_q)
@@ -242,7 +243,7 @@ class Network(wiring.Component):
                 m.submodules[f"pack{s}"] = packer = ChunkPacker(code, cfg.rows, layer.k, pad=0)
                 wiring.connect(m, upstream, packer.i)
                 upstream = packer.o
-                stage = DenseEngine(cfg, plan.params, reweightable=self.reweightable,
+                stage = DenseEngine(cfg, plan.params, reweightable=self.reweightable, rom_block=self.rom_block,
                                     rom_init=self.rom_init.get(f"layer{plan.layer_index}"))
                 counters.append(stage.mac_cycles)
                 if layer.out_q is not None:

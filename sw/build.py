@@ -143,9 +143,10 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     platform = platform_class(board)()
     dev = board_device(platform)
     clk_hz = platform.default_clk_frequency
-    if reweightable and dev.family != "ice40":
-        raise LowbitError(f"reweightable builds need an iCE40 board for now, {board} is {dev.family}",
-                          "drop --reweightable, or use an iCE40 board such as icebreaker")
+    rom_block = None
+    if reweightable:
+        from .reweight import rom_block_for
+        rom_block = rom_block_for(dev.family)
     progress(f"folding the network onto {dev.name}")
     folding = fold_model(model, dev)
     arrays = [(f.rows, f.cols) for f in folding.layers]
@@ -160,28 +161,36 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     if reweightable:
         from .reweight import random_contents, rom_contents, rom_init
         check_reweightable(model, arrays)
-        placeholder = random_contents(model, arrays, rom_seed)
-        core_args = {"reweightable": True, "rom_init": rom_init(placeholder)}
+        placeholder = random_contents(model, arrays, rom_seed, rom_block)
+        real = rom_contents(model, arrays, rom_block)
+        core_args = {"reweightable": True, "rom_init": rom_init(placeholder), "rom_block": rom_block}
     with atomic_dir(outdir) as tmp:
         model.save(tmp / "model.lbm")
         (tmp / "core.v").write_text(verilog.convert(AccelCore(model, arrays, clk_hz, baud, max_batch, **core_args),
                                                     name="lowbit_core"))
         if reweightable:
             (tmp / "roms").mkdir()
-            for name, (width, words) in rom_contents(model, arrays).items():
+            for name, (width, words) in real.items():
                 (tmp / "roms" / f"{name}.hex").write_text("".join(f"{w:0{width // 4}x}\n" for w in words))
         else:
             _write_roms(core, tmp / "roms")
         result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch, **core_args), tmp,
                              progress=progress, seed=seed, pack=not reweightable)
         if reweightable:
+            from .reweight import patch_asc, patch_config
             from .toolchain import run_tool
-            from .reweight import patch_asc
-            progress("patching the real weights into the placed design (icebram)")
-            (tmp / "top.random.asc").write_bytes((tmp / "top.asc").read_bytes())
-            patch_asc(tmp, "top.random.asc", "top.patched.asc", placeholder, rom_contents(model, arrays))
-            run_tool("icepack", ["top.patched.asc", "top.bin"], cwd=tmp)
-            result.bitstream = tmp / "top.bin"
+            if dev.family == "ice40":
+                progress("patching the real weights into the placed design (icebram)")
+                (tmp / "top.random.asc").write_bytes((tmp / "top.asc").read_bytes())
+                patch_asc(tmp, "top.random.asc", "top.patched.asc", placeholder, real)
+                run_tool("icepack", ["top.patched.asc", "top.bin"], cwd=tmp)
+                result.bitstream = tmp / "top.bin"
+            else:
+                progress("patching the real weights into the placed design (ecpbram)")
+                (tmp / "top.random.config").write_bytes((tmp / "top.config").read_bytes())
+                patch_config(tmp, "top.random.config", "top.patched.config", placeholder, real)
+                run_tool("ecppack", ["--input", "top.patched.config", "--bit", "top.bit"], cwd=tmp)
+                result.bitstream = tmp / "top.bit"
         if not result.timing_met:
             raise LowbitError(f"timing failed: Fmax {result.fmax_mhz:.1f} MHz is below the {clk_hz / 1e6:g} MHz "
                               f"board clock", "use smaller arrays or fewer bits; nothing was written")
@@ -202,7 +211,8 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         }
         (tmp / "build.json").write_text(json.dumps({"board": board, "arrays": arrays, "clock_hz": clk_hz,
                                                     "baud": baud, "max_batch": max_batch,
-                                                    "reweightable": reweightable, "rom_seed": rom_seed}, indent=1))
+                                                    "reweightable": reweightable, "rom_seed": rom_seed,
+                                                    "family": dev.family, "rom_block": rom_block}, indent=1))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "summary.txt").write_text(summary_text(report))
     return report

@@ -1,15 +1,18 @@
-"""Re-weighting a built bitstream without synthesis or place-and-route (icebram).
+"""Re-weighting a built bitstream without synthesis or place-and-route (icebram / ecpbram).
 
 A ``--reweightable`` build makes the netlist independent of the weights: every weight and parameter ROM
-is block RAM, padded to whole 256-word blocks, with fixed-width fields (32-bit bias, 24-bit multiplier,
-shift in the ROM), and is synthesised with seeded *random* contents, which icebram can find again bit
-slice by bit slice. The placed design with random contents is kept (``top.random.asc``); the real
-weights are patched in (random -> real) to make ``top.bin``. ``lowbit reweight`` patches the same
-``top.random.asc`` with another model's weights in seconds — and because the netlist never saw the
-weights, a fresh reweightable build of that model yields the same ``top.random.asc`` and therefore
-the same bitstream, byte for byte (that is how the tests prove it).
+is block RAM, padded to whole blocks of the patch tool's slice length (256 words for iCE40's icebram,
+512 for ECP5's ecpbram), with fixed-width fields (32-bit bias, 24-bit multiplier, shift in the ROM), and
+is synthesised with seeded *random* contents, which the patch tool can find again bit slice by bit
+slice. The placed design with random contents is kept (``top.random.asc`` or ``top.random.config``);
+the real weights are patched in (random -> real) and packed to make ``top.bin`` / ``top.bit``.
+``lowbit reweight`` patches the same placed design with another model's weights in seconds — and
+because the netlist never saw the weights, a fresh reweightable build of that model yields the same
+placed design and therefore the same bitstream, byte for byte (that is how the tests prove it).
 
-Only iCE40 boards are supported for now; ECP5 (ecpbram) is not implemented.
+The build itself runs the real tools (icebram, ecpbram); ``reweight`` uses one-pass Python
+re-implementations of their slice matching (:func:`patch_asc_fast`, :func:`patch_config_fast`, each
+tested equal to its tool), because the WebAssembly tools take seconds per ROM.
 """
 
 from __future__ import annotations
@@ -26,23 +29,33 @@ from .errors import LowbitError
 from .outputs import atomic_file
 from .toolchain import run_tool, tool
 
-__all__ = ["rom_contents", "random_contents", "patch_asc", "patch_asc_fast", "reweight"]
+__all__ = ["rom_contents", "random_contents", "patch_asc", "patch_asc_fast", "patch_config", "patch_config_fast",
+           "rom_block_for", "reweight"]
+
+#: Slice length (words) the patch tool of each FPGA family matches; ROM depths are padded to it.
+ROM_BLOCK = {"ice40": 256, "ecp5": 512}
 
 
-def _engines(model, arrays, **kw):
+def rom_block_for(family: str) -> int:
+    if family not in ROM_BLOCK:
+        raise LowbitError(f"re-weighting is not available for {family} devices", "use an iCE40 or ECP5 board")
+    return ROM_BLOCK[family]
+
+
+def _engines(model, arrays, rom_block, **kw):
     from ..hw.dense import DenseEngine
     from ..hw.network import plan_network
     for plan in plan_network(model, arrays):
         if plan.kind == "engine":
-            engine = DenseEngine(plan.config, plan.params, reweightable=True, **kw)
+            engine = DenseEngine(plan.config, plan.params, reweightable=True, rom_block=rom_block, **kw)
             engine._MustUse__silence = True
             yield f"layer{plan.layer_index}", engine
 
 
-def rom_contents(model, arrays) -> dict:
+def rom_contents(model, arrays, rom_block: int = 256) -> dict:
     """``{"layer{i}_weights" | "layer{i}_params": (width, [words padded to the ROM depth])}``."""
     out = {}
-    for name, engine in _engines(model, arrays):
+    for name, engine in _engines(model, arrays, rom_block):
         geo = engine.rom_geometry()
         for kind, words in (("weights", engine.weight_words()), ("params", engine.param_words())):
             width, depth = geo[kind]
@@ -50,11 +63,11 @@ def rom_contents(model, arrays) -> dict:
     return out
 
 
-def random_contents(model, arrays, seed: int = 1) -> dict:
+def random_contents(model, arrays, seed: int = 1, rom_block: int = 256) -> dict:
     """Random placeholder contents of the same geometry (distinct per ROM and seed)."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, (width, words) in sorted(rom_contents(model, arrays).items()):
+    for name, (width, words) in sorted(rom_contents(model, arrays, rom_block).items()):
         out[name] = (width, [int.from_bytes(rng.bytes((width + 7) // 8), "little") & ((1 << width) - 1)
                              for _ in words])
     return out
@@ -96,27 +109,41 @@ def patch_asc(folder: Path, asc_in: str, asc_out: str, old: dict, new: dict) -> 
 _SUBIDX = {0: (0,), 1: (0, 1), 2: (0, 2, 1, 3), 3: (0, 4, 2, 6, 1, 5, 3, 7)}
 
 
-def _slices(width, words):
-    """icebram's bit slices of a hexfile: for each bit column, 256 consecutive words (as bytes keys)."""
+def _slices(width, words, block: int = 256):
+    """The patch tools' bit slices of a hexfile: for each bit column, ``block`` consecutive words (as
+    bytes keys; 256 for icebram, 512 for ecpbram)."""
     bits = np.array([[(w >> b) & 1 for b in range(width)] for w in words], dtype=np.uint8)
     out = []
     for i in range(width):
-        for blk in range(0, len(words), 256):
-            out.append(np.packbits(bits[blk:blk + 256, i]).tobytes())
+        for blk in range(0, len(words), block):
+            out.append(np.packbits(bits[blk:blk + block, i]).tobytes())
     return out
+
+
+def _patterns(old: dict, new: dict, block: int):
+    pattern, owner = {}, {}
+    for name in sorted(old):
+        width = old[name][0]
+        for f, t in zip(_slices(width, old[name][1], block), _slices(width, new[name][1], block)):
+            if f in pattern:
+                raise LowbitError(f"ROM {name} repeats a {block}-word bit slice", "rebuild with another ROM seed")
+            pattern[f], owner[f] = t, name
+    return pattern, owner
+
+
+def _check_counts(counts: dict, owner: dict) -> None:
+    found = set(counts.values())
+    if len(found) != 1 or 0 in found:
+        missing = sorted({owner[k] for k, c in counts.items() if c == 0})
+        raise LowbitError(f"ROM contents not found in the bitstream: {', '.join(missing) or 'some slices'}",
+                          "the ROM may not be in block RAM, or this build is not the one it claims")
 
 
 def patch_asc_fast(asc_text: str, old: dict, new: dict) -> str:
     """The algorithm of icebram (slice matching in every initialised iCE40 BRAM), for all ROMs in one
     pass over the ``.asc`` text. Every slice of every ROM must be found the same number of times (at
     least once), as icebram requires; tests check the result against icebram's own output."""
-    pattern, owner = {}, {}
-    for name in sorted(old):
-        width = old[name][0]
-        for f, t in zip(_slices(width, old[name][1]), _slices(width, new[name][1])):
-            if f in pattern:
-                raise LowbitError(f"ROM {name} repeats a 256-word bit slice", "rebuild with another ROM seed")
-            pattern[f], owner[f] = t, name
+    pattern, owner = _patterns(old, new, 256)
     counts = dict.fromkeys(pattern, 0)
     lines = asc_text.split("\n")
     data_line, config_line = {}, {}
@@ -150,11 +177,97 @@ def patch_asc_fast(asc_text: str, old: dict, new: dict) -> str:
             value = int("".join("1" if b else "0" for b in data[::-1]), 2)
             for j in range(16):
                 lines[dl + 1 + j] = f"{(value >> (256 * j)) & ((1 << 256) - 1):064x}"
-    found = set(counts.values())
-    if len(found) != 1 or 0 in found:
-        missing = sorted({owner[k] for k, c in counts.items() if c == 0})
-        raise LowbitError(f"ROM contents not found in the bitstream: {', '.join(missing) or 'some slices'}",
-                          "the ROM may not be in block RAM, or this build is not the one it claims")
+    _check_counts(counts, owner)
+    return "\n".join(lines)
+
+
+def patch_config(folder: Path, cfg_in: str, cfg_out: str, old: dict, new: dict) -> None:
+    """Replace every ROM's ``old`` contents by ``new`` in an ECP5 textual ``.config`` (ecpbram, one ROM a
+    run). ecpbram does not say whether it found anything, so its block RAM contents are checked against
+    :func:`patch_config_fast` (which does count)."""
+    folder = Path(folder)
+    current = cfg_in
+    for i, name in enumerate(sorted(old)):
+        width = old[name][0]
+        (folder / f"{name}.from.hex").write_text(_hex(width, old[name][1]))
+        (folder / f"{name}.to.hex").write_text(_hex(width, new[name][1]))
+        target = cfg_out if i == len(old) - 1 else f"patch{i}.config"
+        try:
+            run_tool("ecpbram", ["-i", current, "-o", target, "-f", f"{name}.from.hex", "-t", f"{name}.to.hex"],
+                     cwd=folder)
+        except LowbitError as exc:
+            raise LowbitError(f"ecpbram could not patch ROM {name}: {exc.args[0]}",
+                              "the ROM may not have been mapped to block RAM") from None
+        current = target
+    expected = read_config_brams(patch_config_fast((folder / cfg_in).read_text(), old, new))
+    if read_config_brams((folder / cfg_out).read_text()) != expected:
+        raise LowbitError("ecpbram's patched block RAMs differ from the expected contents",
+                          "report this: the build's ROM placeholders may have been altered")
+
+
+# ECP5 DP16KD data as ecpbram sees it: 2048 words of 9 bits; for each port width W (1, 2, 4, 9, 18,
+# 36) the block holds B 512-bit slices, slice j's bit k at bit number k*W + j%W + (j//W)*512*W, which
+# is word bn // NW, bit bn % NW (NW = 8 for the narrow widths, 9 for the others).
+_ECP5_MODES = ((1, 8, 32), (2, 8, 32), (4, 8, 32), (9, 9, 36), (18, 9, 36), (36, 9, 36))
+
+
+def _ecp5_index():
+    out = []
+    k = np.arange(512)
+    for W, NW, B in _ECP5_MODES:
+        rows = []
+        for j in range(B):
+            bn = k * W + j % W + (j // W) * 512 * W
+            rows.append((bn // NW) * 9 + bn % NW)      # index into the block's 2048 x 9 bits
+        out.append(np.array(rows))
+    return out
+
+
+def read_config_brams(text: str) -> dict:
+    """``{bram number: [2048 nine-bit words]}`` from the ``.bram_init`` sections of a textual config."""
+    lines = text.split("\n")
+    out = {}
+    for n, line in enumerate(lines):
+        if line.startswith(".bram_init"):
+            words, j = [], n + 1
+            while j < len(lines) and lines[j] and not lines[j].startswith("."):
+                words.extend(int(v, 16) for v in lines[j].split())
+                j += 1
+            out[int(line.split()[1])] = words
+    return out
+
+
+def patch_config_fast(cfg_text: str, old: dict, new: dict) -> str:
+    """The algorithm of ecpbram (slice matching in every initialised DP16KD, in its order of port widths),
+    for all ROMs in one pass over the ``.config`` text; tests check it against ecpbram's own output.
+    Every slice must be found the same number of times (at least once)."""
+    pattern, owner = _patterns(old, new, 512)
+    counts = dict.fromkeys(pattern, 0)
+    index = _ecp5_index()
+    lines = cfg_text.split("\n")
+    for n, line in enumerate(lines):
+        if not line.startswith(".bram_init"):
+            continue
+        end = n + 1
+        while end < len(lines) and lines[end] and not lines[end].startswith("."):
+            end += 1
+        words = np.array([int(v, 16) for l in lines[n + 1:end] for v in l.split()], dtype=np.int64)
+        if len(words) != 2048:
+            raise LowbitError(f"{line.strip()}: {len(words)} words, expected 2048", "the .config file is damaged")
+        bits = ((words[:, None] >> np.arange(9)) & 1).astype(np.uint8).reshape(-1)
+        changed = False
+        for idx in index:
+            keys = np.packbits(bits[idx], axis=1)
+            for j, key in enumerate(map(bytes, keys)):
+                to = pattern.get(key)
+                if to is not None:
+                    bits[idx[j]] = np.unpackbits(np.frombuffer(to, dtype=np.uint8))
+                    counts[key] += 1
+                    changed = True
+        if changed:
+            words = (bits.reshape(2048, 9).astype(np.int64) << np.arange(9)).sum(axis=1)
+            lines[n + 1:end] = [" ".join(f"{w:03x}" for w in words[i:i + 8]) for i in range(0, 2048, 8)]
+    _check_counts(counts, owner)
     return "\n".join(lines)
 
 
@@ -174,18 +287,31 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
                           "output modes or thresholds)", "re-weighting needs the same architecture: run lowbit build")
     from .build import check_reweightable
     check_reweightable(new_model, arrays)
-    progress("patching the ROMs (icebram's slice matching, one pass)")
-    random = random_contents(old_model, arrays, settings["rom_seed"])
+    family = settings.get("family", "ice40")
+    block = settings.get("rom_block", ROM_BLOCK["ice40"])
+    tool_name = "icebram" if family == "ice40" else "ecpbram"
+    progress(f"patching the ROMs ({tool_name}'s slice matching, one pass)")
+    random = random_contents(old_model, arrays, settings["rom_seed"], block)
+    new_roms = rom_contents(new_model, arrays, block)
     work = build_dir / "reweight"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    asc = patch_asc_fast((build_dir / "top.random.asc").read_text(), random, rom_contents(new_model, arrays))
-    (work / "top.asc").write_text(asc)
-    run_tool("icepack", ["top.asc", "top.bin"], cwd=work)
-    with atomic_file(build_dir / "top.bin") as f:
-        f.write((work / "top.bin").read_bytes())
+    if family == "ice40":
+        asc = patch_asc_fast((build_dir / "top.random.asc").read_text(), random, new_roms)
+        (work / "top.asc").write_text(asc)
+        progress("packing the bitstream (icepack)")
+        run_tool("icepack", ["top.asc", "top.bin"], cwd=work)
+        bitstream = "top.bin"
+    else:
+        cfg = patch_config_fast((build_dir / "top.random.config").read_text(), random, new_roms)
+        (work / "top.config").write_text(cfg)
+        progress("packing the bitstream (ecppack)")
+        run_tool("ecppack", ["--input", "top.config", "--bit", "top.bit"], cwd=work)
+        bitstream = "top.bit"
+    with atomic_file(build_dir / bitstream) as f:
+        f.write((work / bitstream).read_bytes())
     new_model.save(build_dir / "model.lbm")
-    for name, (width, words) in rom_contents(new_model, arrays).items():
+    for name, (width, words) in new_roms.items():
         (build_dir / "roms" / f"{name}.hex").write_text(_hex(width, words))
     shutil.rmtree(work, ignore_errors=True)
     seconds = round(time.monotonic() - t0, 2)

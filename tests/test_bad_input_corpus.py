@@ -51,6 +51,22 @@ def _lbm(tmp):
     load_model(tmp / "m.npz", np.load(tmp / "calib.npz")["x"]).save(tmp / "m.lbm")
 
 
+def _fake_reweightable_build(tmp):
+    """An ECP5 build folder whose placed design does not hold the ROM placeholders it claims."""
+    import json
+    from lowbit.sw.build import fold_model
+    from lowbit.sw.model import Model
+    from lowbit.sw.synth import device
+    _lbm(tmp)
+    folding = fold_model(Model.load(tmp / "m.lbm"), device("ecp5-85f"))
+    (tmp / "b").mkdir()
+    (tmp / "b" / "model.lbm").write_bytes((tmp / "m.lbm").read_bytes())
+    (tmp / "b" / "build.json").write_text(json.dumps({
+        "board": "ulx3s-85f", "arrays": [[f.rows, f.cols] for f in folding.layers], "reweightable": True,
+        "rom_seed": 1, "family": "ecp5", "rom_block": 512}))
+    (tmp / "b" / "top.random.config").write_text(".device LFE5U-85F\n.bram_init 0\n" + ("000 " * 7 + "000\n") * 256)
+
+
 def _npz(name, **arrays):
     def setup(tmp):
         import numpy as np
@@ -152,8 +168,8 @@ CASES = [
                              "o.lbm"], "is not a list of integers", _float_model, outputs=("o.lbm",)),
     Case("reweight-not-a-build", ["reweight", ".", "m.lbm"], "is not a lowbit build folder", _lbm),
     Case("reweight-missing-model", ["reweight", ".", "nope.lbm"], "model file nope.lbm does not exist", _float_model),
-    Case("reweightable-on-ecp5", ["build", "m.lbm", "--board", "ulx3s-85f", "--reweightable", "-o", "out"],
-         "reweightable builds need an iCE40 board", _lbm, outputs=("out",)),
+    Case("reweight-foreign-placed-design", ["reweight", "b", "m.lbm"], "ROM contents not found in the bitstream",
+         lambda t: _fake_reweightable_build(t), outputs=("b/top.bit",)),
     Case("run-not-a-build", ["run", ".", "--sim", "--data", "test.npz"], "is not a lowbit build folder", _float_model),
     Case("run-needs-target", ["run", ".", "--data", "test.npz"], "one of the arguments --port --sim is required",
          _float_model),

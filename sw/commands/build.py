@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--reweightable", action="store_true",
-                   help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40; wider requantizers)")
+                   help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40 and ECP5; wider requantizers)")
     p.add_argument("--json", action="store_true")
 
 
