@@ -26,7 +26,8 @@ from amaranth.lib import io
 from ..sw.errors import LowbitError
 from ..sw.synth import DEVICES, Device, implement
 
-__all__ = ["board_names", "platform_class", "board_device", "BoardTop", "prepare_board", "build_board"]
+__all__ = ["board_names", "platform_class", "board_device", "board_clock", "BoardTop", "prepare_board",
+           "build_board"]
 
 # Capacity tables of the parts lowbit knows (keys: Amaranth's device names).
 _KNOWN_PARTS = {"iCE40UP5K": "ice40-up5k", "LFE5U-85F": "ecp5-85f", "LFE5U-25F": "ecp5-25f"}
@@ -97,10 +98,12 @@ class BoardTop(Elaboratable):
     """Connects a core's ``rx``/``tx``/``leds`` to a board's UART and LEDs.
 
     The clock is the platform's default clock (Amaranth creates the ``sync`` domain from it, with a
-    power-on reset). If the board has a ``uart_tx_enable`` pin (ULX3S), it is driven high.
+    power-on reset), or, given a :class:`lowbit.boards.pll.PllPlan`, a PLL's output. If the board has a
+    ``uart_tx_enable`` pin (ULX3S), it is driven high.
     """
 
-    def __init__(self, core):
+    def __init__(self, core, pll=None):
+        self.pll = pll
         for port in ("rx", "tx"):
             if port not in core.signature.members:
                 raise LowbitError(f"core {type(core).__name__} has no {port!r} port",
@@ -110,6 +113,9 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
+        if self.pll is not None:
+            from .pll import PllClock
+            m.submodules.clock = PllClock(self.pll)
         try:
             uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         except ResourceError:
@@ -138,17 +144,30 @@ class BoardTop(Elaboratable):
         return m
 
 
-def prepare_board(board: str, core_factory, outdir):
+def board_clock(board: str, clock_mhz: float | None = None):
+    """``(clk_hz, pll_plan)``: the design clock of ``board``, its oscillator or, when ``clock_mhz``
+    differs from it, the frequency a PLL actually makes (with the plan for :class:`BoardTop`)."""
+    platform = platform_class(board)()
+    osc_hz = platform.default_clk_frequency
+    if clock_mhz is None or abs(clock_mhz * 1e6 - osc_hz) < 1:
+        return osc_hz, None
+    from .pll import pll_plan
+    plan = pll_plan(board_device(platform).family, osc_hz / 1e6, clock_mhz)
+    return plan.out_mhz * 1e6, plan
+
+
+def prepare_board(board: str, core_factory, outdir, clock_mhz: float | None = None):
     """Instantiate ``board``'s platform, build the core for its clock and write the design files.
 
-    ``core_factory(clk_hz)`` returns the core. Returns ``(platform, device, files, clock_mhz)`` where
-    ``files`` are the RTLIL netlist and the pin-constraint file written into ``outdir``.
+    ``core_factory(clk_hz)`` returns the core; ``clock_mhz`` asks for a PLL clock instead of the
+    oscillator. Returns ``(platform, device, files, constraints, clock_mhz)`` where ``files`` are the
+    RTLIL netlist and the pin-constraint file written into ``outdir``.
     """
     platform = platform_class(board)()
     dev = board_device(platform)
-    clk_hz = platform.default_clk_frequency
+    clk_hz, plan = board_clock(board, clock_mhz)
     core = core_factory(clk_hz)
-    top = BoardTop(core)
+    top = BoardTop(core, plan)
     try:
         plan = platform.prepare(top, name="top")
     except LowbitError:
@@ -166,10 +185,11 @@ def prepare_board(board: str, core_factory, outdir):
     return platform, dev, [written[".il"]], constraints, clk_hz / 1e6
 
 
-def build_board(board: str, core_factory, outdir, progress=None, **implement_args):
+def build_board(board: str, core_factory, outdir, progress=None, clock_mhz: float | None = None,
+                **implement_args):
     """Synthesise, place, route and pack ``core_factory(clk_hz)`` for ``board``; returns the
-    :class:`lowbit.sw.synth.ImplementResult` (the board clock is the timing target)."""
-    platform, dev, files, constraints, clock_mhz = prepare_board(board, core_factory, outdir)
+    :class:`lowbit.sw.synth.ImplementResult` (the design clock is the timing target)."""
+    platform, dev, files, constraints, clock_mhz = prepare_board(board, core_factory, outdir, clock_mhz)
     kwargs = dict(implement_args)
     if progress is not None:
         kwargs["progress"] = progress

@@ -160,6 +160,8 @@ CASES = [
          outputs=("out",)),
     Case("board-without-open-flow", ["build", "m.lbm", "--board", "arty-a7-35", "-o", "out"],
          "has no open Yosys/nextpnr flow", _lbm, outputs=("out",)),
+    Case("pll-clock-out-of-range", ["build", "m.lbm", "--board", "icebreaker", "--clock-mhz", "500", "-o", "out"],
+         "outside the ice40 PLL's 16-275 MHz range", _lbm, outputs=("out",)),
     Case("baud-too-fast", ["build", "m.lbm", "--board", "icebreaker", "--baud", "6000000", "-o", "out"],
          "needs at least 4 clocks per bit", _lbm, outputs=("out",)),
     Case("torch-without-shape", ["quantize", "m.pt", "--calib-data", "calib.npz", "-o", "o.lbm"],

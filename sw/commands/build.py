@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("-o", "--output", required=True, help="output folder (replaced only if the build succeeds)")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="run the design from a PLL at this frequency (default: the board's oscillator)")
     p.add_argument("--reweightable", action="store_true",
                    help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40 and ECP5; wider requantizers)")
     p.add_argument("--json", action="store_true")
@@ -23,8 +25,9 @@ def add_arguments(p):
 
 def run(args):
     model = load_model(args.model)
-    progress = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"[lowbit] {m}\n"))
+    # Progress goes to stderr in every mode: --json output on stdout stays clean.
+    progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
-                   reweightable=args.reweightable)
+                   reweightable=args.reweightable, clock_mhz=args.clock_mhz)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0
