@@ -58,6 +58,10 @@ def load_float_net(path, input_shape=None):
     if path.suffix == ".onnx":
         from .onnx_import import load_onnx
         from .qdq_import import is_qdq
+        from .qonnx_import import is_qonnx
+        if is_qonnx(path):
+            raise LowbitError(f"{path.name} is an already-quantized QONNX model",
+                              "use it directly with lowbit eval/build/verilog; it needs no re-quantization")
         if is_qdq(path):
             raise LowbitError(f"{path.name} is an already-quantized QDQ model",
                               "use it directly with lowbit eval/build/verilog; it needs no re-quantization")
@@ -82,6 +86,9 @@ def load_model(path, calib_x=None, **ptq):
         return Model.load(path)
     if path.suffix == ".onnx" and path.is_file():
         from .qdq_import import is_qdq, load_qdq
+        from .qonnx_import import is_qonnx, load_qonnx
+        if is_qonnx(path):
+            return load_qonnx(path)
         if is_qdq(path):
             return load_qdq(path)
     net = load_float_net(path)
