@@ -168,6 +168,12 @@ CASES = [
          "needs its input shape", lambda t: (_float_model(t), (t / "m.pt").write_bytes(b"x")), outputs=("o.lbm",)),
     Case("bad-input-shape", ["quantize", "m.pt", "--input-shape", "1,eight,8", "--calib-data", "calib.npz", "-o",
                              "o.lbm"], "is not a list of integers", _float_model, outputs=("o.lbm",)),
+    Case("qonnx-missing-external-data", ["eval", "ext.onnx", "--data", "test.npz"],
+         "external data file 'digits_mlp_w4a4_ext.onnx.data'", lambda t: (_float_model(t), (t / "ext.onnx").write_bytes(
+             (Path(__file__).parent / "fixtures" / "brevitas" / "digits_mlp_w4a4_ext.onnx").read_bytes()))),
+    Case("quantize-a-qonnx-model", ["quantize", str(Path(__file__).parent / "fixtures" / "brevitas" / "digits_bnn.onnx"),
+                                    "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "is an already-quantized QONNX model", _float_model, outputs=("o.lbm",)),
     Case("reweight-not-a-build", ["reweight", ".", "m.lbm"], "is not a lowbit build folder", _lbm),
     Case("reweight-missing-model", ["reweight", ".", "nope.lbm"], "model file nope.lbm does not exist", _float_model),
     Case("reweight-foreign-placed-design", ["reweight", "b", "m.lbm"], "ROM contents not found in the bitstream",
