@@ -28,6 +28,27 @@ def _attrs(node):
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _auto_pad(attrs) -> str:
+    v = attrs.get("auto_pad", "NOTSET")
+    return (v.decode() if isinstance(v, bytes) else str(v)) or "NOTSET"
+
+
+def _conv_pads(path, node, attrs, kernel) -> list:
+    """Explicit pads of a Conv; ``auto_pad`` is honoured where it means symmetric padding (VALID, or SAME_*
+    with stride 1 and odd kernels) and refused by name otherwise."""
+    mode = _auto_pad(attrs)
+    if mode == "NOTSET":
+        return list(attrs.get("pads", [0, 0, 0, 0]))
+    if mode == "VALID":
+        return [0, 0, 0, 0]
+    if mode in ("SAME_UPPER", "SAME_LOWER") and all(s == 1 for s in attrs.get("strides", [1, 1])) \
+            and all(k % 2 == 1 for k in kernel):
+        ph, pw = kernel[0] // 2, kernel[1] // 2
+        return [ph, pw, ph, pw]
+    raise LowbitError(f"{path.name}: Conv '{node.name}' uses auto_pad={mode} with strides or even kernels",
+                      "export with explicit pads (auto_pad=NOTSET)")
+
+
 def load_onnx(path) -> FloatNet:
     try:
         import onnx
@@ -102,7 +123,7 @@ def load_onnx(path) -> FloatNet:
                 raise LowbitError(f"{path.name}: Conv '{node.name}' needs a constant 2-D kernel")
             if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
                 raise LowbitError(f"{path.name}: Conv '{node.name}' with groups or dilation is not supported")
-            pads = attrs.get("pads", [0, 0, 0, 0])
+            pads = _conv_pads(path, node, attrs, w.shape[2:])
             if pads[0] != pads[2] or pads[1] != pads[3]:
                 raise LowbitError(f"{path.name}: Conv '{node.name}' has asymmetric pads {pads}")
             b = inits.get(node.input[2], np.zeros(w.shape[0])) if len(node.input) > 2 else np.zeros(w.shape[0])
@@ -110,15 +131,34 @@ def load_onnx(path) -> FloatNet:
         elif op == "Relu":
             layers.append(FReLU())
         elif op == "MaxPool":
-            if any(attrs.get("pads", [0, 0, 0, 0])):
+            if any(attrs.get("pads", [0, 0, 0, 0])) or _auto_pad(attrs) not in ("NOTSET", "VALID"):
                 raise LowbitError(f"{path.name}: MaxPool '{node.name}' with padding is not supported")
             k = tuple(attrs["kernel_shape"])
-            layers.append(FMaxPool2d(k, tuple(attrs.get("strides", k))))
+            stride = tuple(attrs.get("strides", k))
+            if attrs.get("ceil_mode", 0):
+                probe = np.zeros((1, *shape))
+                for layer in layers:
+                    probe = layer.forward(probe)
+                if len(probe.shape) != 4 or any((n - kk) % st for n, kk, st in zip(probe.shape[1:3], k, stride)):
+                    raise LowbitError(f"{path.name}: MaxPool '{node.name}' uses ceil_mode=1 on a map whose windows "
+                                      "do not tile it exactly", "export with ceil_mode=0 (lowbit pools in floor mode)")
+            layers.append(FMaxPool2d(k, stride))
         elif op in ("Flatten", "Reshape"):
             probe = np.zeros((1, *shape))
             for layer in layers:          # shape of the map being flattened (layers are not modified)
                 probe = layer.forward(probe)
             net_shape = probe.shape[1:]
+            if op == "Reshape":
+                target = inits.get(node.input[1]) if len(node.input) > 1 else None
+                size = int(np.prod(net_shape))
+                if target is None or target.ndim != 1 or len(target) != 2 or int(target[1]) not in (-1, size) \
+                        or int(target[0]) not in (-1, 0, 1):
+                    got = "a computed shape" if target is None else tuple(int(v) for v in np.ravel(target))
+                    raise LowbitError(f"{path.name}: Reshape '{node.name}' to {got} is not a flatten",
+                                      "lowbit reads Reshape only as (N, -1); export a Flatten")
+            if op == "Flatten" and attrs.get("axis", 1) != 1:
+                raise LowbitError(f"{path.name}: Flatten '{node.name}' with axis={attrs['axis']} is not supported",
+                                  "flatten from axis 1")
             if len(net_shape) == 3:
                 h, w_, c = net_shape
                 pending_flatten_chw = (c, h, w_)
