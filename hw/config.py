@@ -46,7 +46,14 @@ class ArrayConfig:
     mult : str
         ``"lut"`` or ``"dsp"``, see :data:`MULT_IMPLS`.
     product_reg : bool
-        Register each product before the adder (costs one flip-flop per product bit, buys Fmax).
+        Register each product before the adder tree (costs one flip-flop per product bit, buys Fmax).
+    systolic : bool
+        Reduce each column with a registered partial-sum chain instead of an adder tree: row ``r``'s
+        activation and weights are skewed by ``r`` cycles (triangular delay lines), the partial sum
+        moves down one row per cycle, and a column's sum leaves the last row ``R`` cycles after its
+        chunk was read. The critical path is one multiply-add whatever ``R``; it costs about
+        ``R(R-1)/2 * (A + C*W)`` flip-flops of skew plus ``R*C`` partial-sum registers, so it suits
+        ECP5 better than a 5280-LC UP5K. (``product_reg`` is implied: every row is registered.)
 
     Raises
     ------
@@ -64,6 +71,7 @@ class ArrayConfig:
     max_k: int = 1024
     mult: str = "lut"
     product_reg: bool = True
+    systolic: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8),
@@ -71,7 +79,7 @@ class ArrayConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ValueError(f"ArrayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
-        for name in ("act_signed", "weight_signed", "binary", "product_reg"):
+        for name in ("act_signed", "weight_signed", "binary", "product_reg", "systolic"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ArrayConfig.{name} must be True or False, not {getattr(self, name)!r}")
         if self.mult not in MULT_IMPLS:

@@ -6,8 +6,9 @@ its accumulator, which stays in place for ``KC = ceil(K / R)`` cycles and is the
 requantizer. Batch-1 inference is a matrix-vector product with no weight reuse, so a weight-stationary
 array would spend as long loading weights as computing; streaming one word per cycle keeps every MAC
 busy. Each column's ``R`` products are reduced by an adder tree in the cycle after an (optional) product
-register (``ArrayConfig.product_reg``), so no input skew or output de-skew is needed: all columns finish
-together, a fixed 3 or 4 cycles after their last chunk is read.
+register (``ArrayConfig.product_reg``), or with ``ArrayConfig.systolic`` by a registered partial-sum
+chain with the input skewed by one cycle per row (see :meth:`DenseEngine._systolic_chain`). Activations
+are broadcast across columns, so all columns finish together and need no output de-skew.
 
 Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``):
 
@@ -283,24 +284,30 @@ class DenseEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += c.eq(c + 1)
 
-        # Products (stage 1 -> optionally registered into stage 2).
+        # Products and column sums: an adder tree (after an optional product register), or a systolic
+        # partial-sum chain. Either way `s2` carries the flags of the chunk whose column sums are in
+        # `totals`, and every register advances together on `advance` (so stalls keep the skew).
         xv = Signal(data.ArrayLayout(unsigned(1) if cfg.binary else _shape(cfg.act_bits, cfg.act_signed), R))
         wv = Signal(data.ArrayLayout(data.ArrayLayout(unsigned(1) if cfg.binary else _shape(wbits, cfg.weight_signed), C), R))
         m.d.comb += [xv.as_value().eq(xr.data), wv.as_value().eq(wr.data)]
         prod_shape = unsigned(1) if cfg.binary else signed(cfg.product_bits)
-        prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
         s2 = Signal(s1.shape())
-        if cfg.product_reg:
-            with m.If(advance):
-                m.d.sync += s2.eq(s1)
+        if cfg.systolic:
+            totals = self._systolic_chain(m, xv, wv, s1, s2, advance)
+        else:
+            prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
+            if cfg.product_reg:
+                with m.If(advance):
+                    m.d.sync += s2.eq(s1)
+                    for r in range(R):
+                        for j in range(C):
+                            m.d.sync += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+            else:
+                m.d.comb += s2.eq(s1)
                 for r in range(R):
                     for j in range(C):
-                        m.d.sync += prods[r][j].eq(self._product(xv[r], wv[r][j]))
-        else:
-            m.d.comb += s2.eq(s1)
-            for r in range(R):
-                for j in range(C):
-                    m.d.comb += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+                        m.d.comb += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+            totals = [_tree_sum([prods[r][j] for r in range(R)]) for j in range(C)]
 
         # Column sums (adder tree) and output-stationary accumulators.
         acc = [Signal(signed(self.acc_bits), name=f"acc{j}") for j in range(C)]
@@ -314,8 +321,7 @@ class DenseEngine(wiring.Component):
         with m.If(advance & s2.valid):
             m.d.sync += self.mac_cycles.eq(self.mac_cycles + 1)
             for j in range(C):
-                total = _tree_sum([prods[r][j] for r in range(R)])
-                new = Mux(s2.first, 0, acc[j]) + total
+                new = Mux(s2.first, 0, acc[j]) + totals[j]
                 with m.If(s2.last):
                     m.d.sync += res[j].eq(new)
                 with m.Else():
@@ -346,6 +352,42 @@ class DenseEngine(wiring.Component):
             return Memory(shape=unsigned(width), depth=depth, init=words,
                           attrs={"ram_style": "block", "rom_style": "block"})
         return Memory(shape=unsigned(width), depth=len(words), init=words)
+
+    def _systolic_chain(self, m, xv, wv, s1, s2, advance):
+        """Partial sums move down the rows, one per cycle: ``P[r] <= P[r-1] + x[r] * w[r]`` with row
+        ``r``'s operands delayed by ``r`` cycles (the input skew), so ``P[R-1]`` holds chunk t's column
+        sums at cycle t + R. All columns share the broadcast activations and finish together, so the
+        outputs need no de-skew; the chunk's flags ride a delay line of the same length."""
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+
+        def delayed(sig, stages, name, shape):
+            for k in range(stages):
+                reg = Signal(shape, name=f"{name}_d{k + 1}")
+                with m.If(advance):
+                    m.d.sync += reg.eq(sig)
+                sig = reg
+            return sig
+
+        plo, phi = (0, 1) if cfg.binary else cfg.product_range
+        x_shape = xv.shape().elem_shape
+        w_shape = wv.shape().elem_shape
+        psums = []
+        for r in range(R):
+            x = delayed(xv[r], r, f"x{r}", x_shape)
+            w = delayed(wv[r], r, f"w{r}", w_shape)
+            shape = unsigned((r + 1).bit_length()) if cfg.binary else \
+                signed(arith.signed_bits_for(min(0, (r + 1) * plo), max(0, (r + 1) * phi)))
+            row = []
+            for j in range(C):
+                reg = Signal(shape, name=f"psum{r}_{j}")
+                term = self._product(x, w[j])
+                with m.If(advance):
+                    m.d.sync += reg.eq((psums[r - 1][j] + term) if r else term)
+                row.append(reg)
+            psums.append(row)
+        m.d.comb += s2.eq(delayed(s1, R, "flags", s1.shape()))
+        return psums[R - 1]
 
     def _product(self, x, w):
         if self.config.binary:

@@ -51,13 +51,13 @@ def fold_model(model: Model, dev):
     return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name)
 
 
-def measure_cycles(model: Model, arrays, samples: int = 8) -> dict:
+def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = False) -> dict:
     """Steady-state cycles per inference of the network alone, measured in Amaranth's simulator with
     ``samples`` back-to-back random inputs: (cycle of the last output - cycle of the first output) /
     (samples - 1), plus the latency of the first."""
     from ..hw.network import Network
     from ..sim.streams import run_sim, stream_get, stream_put
-    dut = Network(model, arrays)
+    dut = Network(model, arrays, systolic=systolic)
     rng = np.random.default_rng(0)
     lo, hi = model.input_q.range
     n_in = int(np.prod(model.input_shape))
@@ -131,10 +131,12 @@ def check_reweightable(model: Model, arrays) -> None:
 
 def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
           progress=lambda msg: None, seed: int = 1, reweightable: bool = False, rom_seed: int = 1,
-          clock_mhz: float | None = None) -> dict:
+          clock_mhz: float | None = None, mult: str = "lut") -> dict:
     """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``).
 
-    ``clock_mhz`` runs the design from a PLL at that frequency instead of the board's oscillator.
+    ``clock_mhz`` runs the design from a PLL at that frequency instead of the board's oscillator;
+    ``mult="dsp"`` lets synthesis map the products to the device's DSP blocks (refused before placement
+    if there are more products than DSPs).
 
     ``reweightable`` builds keep their ROMs patchable by ``lowbit reweight`` (see :mod:`lowbit.sw.reweight`).
     """
@@ -146,6 +148,9 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     platform = platform_class(board)()
     dev = board_device(platform)
     clk_hz, pll = board_clock(board, clock_mhz)
+    from ..hw.config import MULT_IMPLS
+    if mult not in MULT_IMPLS:
+        raise LowbitError(f"--mult {mult!r} is not one of {', '.join(MULT_IMPLS)}")
     rom_block = None
     if reweightable:
         from .reweight import rom_block_for
@@ -178,7 +183,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         else:
             _write_roms(core, tmp / "roms")
         result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch, **core_args), tmp,
-                             progress=progress, seed=seed, pack=not reweightable, clock_mhz=clock_mhz)
+                             progress=progress, seed=seed, pack=not reweightable, clock_mhz=clock_mhz, mult=mult)
         if reweightable:
             from .reweight import patch_asc, patch_config
             from .toolchain import run_tool
@@ -203,7 +208,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         macs = sum(s.macs for s in layer_shapes(model))
         report = {
             "board": board, "device": dev.name, "fmax_mhz": round(result.fmax_mhz, 2),
-            "clock_mhz": clk_hz / 1e6, "oscillator_mhz": platform.default_clk_frequency / 1e6,
+            "clock_mhz": clk_hz / 1e6, "oscillator_mhz": platform.default_clk_frequency / 1e6, "mult": mult,
             "pll": pll is not None, "timing_met": result.timing_met, "baud": baud, "max_batch": max_batch,
             "arrays": arrays, "cycles_per_inference": per, "latency_cycles": cycles["latency_cycles"],
             "inferences_per_s": round(clk_hz / per, 1),

@@ -22,6 +22,15 @@ def test_model_equals_simulation_single_layer(k, n, arrays):
     assert measured == predict_cycles(layer_shapes(model), arrays)
 
 
+@pytest.mark.parametrize("k,n,arrays", [(128, 64, [(8, 8)]), (100, 30, [(8, 8)]), (20, 40, [(2, 4)])])
+def test_systolic_engines_keep_the_throughput_and_add_only_latency(k, n, arrays):
+    model = random_dense_model(k, n)
+    tree = measure_cycles(model, arrays)
+    chain = measure_cycles(model, arrays, systolic=True)
+    assert chain["cycles_per_inference"] == tree["cycles_per_inference"] == predict_cycles(layer_shapes(model), arrays)
+    assert chain["latency_cycles"] == tree["latency_cycles"] + arrays[0][0] - 1
+
+
 def test_model_equals_simulation_three_layer_chain():
     a = random_dense_model(48, 24, requant=True, seed=1)
     b = random_dense_model(24, 16, requant=True, seed=2)

@@ -72,8 +72,9 @@ def make_layer(rng, k, n, a_bits, a_signed, w_bits, w_signed, mode="requant", zx
 WIDTHS = list(itertools.product([1, 2, 4, 8], [False, True], [1, 2, 4, 8], [False, True]))
 
 
+@pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
 @pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed", WIDTHS)
-def test_operand_width_grid(a_bits, a_signed, w_bits, w_signed):
+def test_operand_width_grid(a_bits, a_signed, w_bits, w_signed, systolic):
     rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
     k, n = 7, 5
     layer, in_q = make_layer(rng, k, n, a_bits, a_signed, w_bits, w_signed)
@@ -82,17 +83,19 @@ def test_operand_width_grid(a_bits, a_signed, w_bits, w_signed):
     x[0] = hi  # all-max
     x[1] = lo  # all-min
     cfg = ArrayConfig(rows=3, cols=2, act_bits=a_bits, weight_bits=w_bits, act_signed=a_signed,
-                      weight_signed=w_signed, max_k=k)
+                      weight_signed=w_signed, max_k=k, systolic=systolic)
     check_engine(cfg, layer, in_q, x)
 
 
+@pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
 @pytest.mark.parametrize("rows,cols", list(itertools.product([1, 2, 3, 4, 8], [1, 2, 3, 4, 8])))
-def test_array_size_grid(rows, cols):
+def test_array_size_grid(rows, cols, systolic):
     rng = np.random.default_rng(rows * 10 + cols)
     k, n = 10, 9   # neither a multiple of most R nor of most C
     layer, in_q = make_layer(rng, k, n, 4, False, 4, True, relu=True)
     x = rng.integers(0, 16, (2, k))
-    cfg = ArrayConfig(rows=rows, cols=cols, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=k)
+    cfg = ArrayConfig(rows=rows, cols=cols, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=k,
+                      systolic=systolic)
     check_engine(cfg, layer, in_q, x)
 
 
@@ -115,15 +118,16 @@ def test_zero_points_at_the_extremes(zx):
     check_engine(cfg, layer, in_q, x)
 
 
+@pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
 @pytest.mark.parametrize("rows,cols,k,n", [(4, 4, 16, 8), (3, 2, 7, 5), (8, 1, 13, 3)])
-def test_binary_layers(rows, cols, k, n):
+def test_binary_layers(rows, cols, k, n, systolic):
     rng = np.random.default_rng(k)
     binary = QuantSpec(1, True, binary=True)
     w = rng.choice([-1, 1], (k, n))
     b = rng.integers(-3, 4, n)
     hidden = Dense(w, b, binary, binary, Thresholds(rng.integers(-2, 3, (n, 1)), -1, 2))
     logits = Dense(w, b, binary, None, None)
-    cfg = ArrayConfig(rows=rows, cols=cols, act_bits=1, weight_bits=1, binary=True, max_k=k)
+    cfg = ArrayConfig(rows=rows, cols=cols, act_bits=1, weight_bits=1, binary=True, max_k=k, systolic=systolic)
     x = rng.choice([-1, 1], (3, k))
     x[0] = 1
     x[1] = -1
@@ -134,14 +138,15 @@ def test_binary_layers(rows, cols, k, n):
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 20), st.integers(1, 10), st.integers(1, 5), st.integers(1, 5),
        st.sampled_from([2, 4, 8]), st.booleans(), st.sampled_from(["requant", "thresholds", "logits"]),
-       st.booleans(), st.integers(0, 2**32 - 1))
-def test_random_layers(k, n, rows, cols, bits, a_signed, mode, product_reg, seed):
+       st.sampled_from(["tree", "tree+reg", "systolic"]), st.integers(0, 2**32 - 1))
+def test_random_layers(k, n, rows, cols, bits, a_signed, mode, reduction, seed):
     rng = np.random.default_rng(seed)
     layer, in_q = make_layer(rng, k, n, bits, a_signed, bits, True, mode=mode, relu=bool(seed & 1))
     lo, hi = in_q.range
     x = rng.integers(lo, hi + 1, (2, k))
     cfg = ArrayConfig(rows=rows, cols=cols, act_bits=bits, weight_bits=bits, act_signed=a_signed,
-                      weight_signed=True, max_k=k, product_reg=product_reg)
+                      weight_signed=True, max_k=k, product_reg=reduction == "tree+reg",
+                      systolic=reduction == "systolic")
     check_engine(cfg, layer, in_q, x, seed=seed % 1000)
 
 

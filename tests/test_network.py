@@ -26,8 +26,8 @@ def input_stream(model, codes):
     return [int(v) for v in ((flat > 0).astype(int) if model.input_q.binary else flat)]
 
 
-def run_network(model, arrays, codes, idle=0.2, stall=0.2):
-    dut = Network(model, arrays)
+def run_network(model, arrays, codes, idle=0.2, stall=0.2, systolic=False):
+    dut = Network(model, arrays, systolic=systolic)
     ref = run(model, codes)
     got = []
 
@@ -51,6 +51,15 @@ def test_digits_networks_are_bit_exact(digits, kind, bits, arrays):
     net = (train_mlp if kind == "mlp" else train_cnn)(xtr, ytr)
     model = quantize_net(net, xtr, weight_bits=bits, act_bits=bits)
     got, ref = run_network(model, arrays, model.quantize_input(xte[:5]))
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("kind,bits,arrays", [("mlp", 4, [(8, 4), (4, 2)]), ("cnn", 1, [(9, 8), (4, 4)])])
+def test_digits_networks_with_systolic_engines_are_bit_exact(digits, kind, bits, arrays):
+    xtr, ytr, xte, _ = digits
+    net = (train_mlp if kind == "mlp" else train_cnn)(xtr, ytr)
+    model = quantize_net(net, xtr, weight_bits=bits, act_bits=bits)
+    got, ref = run_network(model, arrays, model.quantize_input(xte[:5]), systolic=True)
     assert np.array_equal(got, ref)
 
 
