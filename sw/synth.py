@@ -219,7 +219,8 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
         sources.append(Path(v.name))
     script = outdir / f"{top}.ys"
     script.write_text(yosys_script(sources, top, dev, Path(netlist.name), mult, yosys_extra))
-    run_tool("yosys", ["-q", "-s", script.name], cwd=outdir, log=outdir / "yosys.log")
+    # Not -q: the full log says where synthesis was if it stops without an error message.
+    run_tool("yosys", ["-s", script.name], cwd=outdir, log=outdir / "yosys.log")
     seconds["yosys"] = round(time.monotonic() - t0, 2)
     cells = _yosys_cells(outdir / "cells.json", top)
     estimate = _check_fits(cells, dev)

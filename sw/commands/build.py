@@ -18,6 +18,8 @@ def add_arguments(p):
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="run the design from a PLL at this frequency (default: the board's oscillator)")
+    p.add_argument("--mult", choices=("lut", "dsp"), default="lut",
+                   help="multipliers in logic (any device) or in DSP blocks (SB_MAC16 / MULT18X18D)")
     p.add_argument("--reweightable", action="store_true",
                    help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40 and ECP5; wider requantizers)")
     p.add_argument("--json", action="store_true")
@@ -28,6 +30,7 @@ def run(args):
     # Progress goes to stderr in every mode: --json output on stdout stays clean.
     progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
-                   reweightable=args.reweightable, clock_mhz=args.clock_mhz)
+                   reweightable=args.reweightable, clock_mhz=args.clock_mhz,
+                   mult=args.mult)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0
