@@ -171,13 +171,11 @@ class Folding:
 
 
 def _options(extent: int, limit: int) -> list[int]:
-    # Array sizes worth trying for a dimension: powers of two and the exact extent (no idle lanes).
-    opts = {1, min(extent, limit)}
-    p = 2
-    while p < extent and p <= limit:
-        opts.add(p)
-        p *= 2
-    return sorted(opts)
+    # Array sizes worth trying for a dimension: for every count of chunks m, the smallest size that
+    # covers the extent in m chunks (ceil(extent / m)); any size in between only adds idle lanes.
+    # Besides powers of two this offers sizes like 3 for K = 32 (11 chunks), which balance a pipeline
+    # whose stages would otherwise differ by 2x.
+    return sorted({min(-(-extent // m), limit) for m in range(1, extent + 1)})
 
 
 def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, max_rows: int = 64,
