@@ -14,48 +14,15 @@ __all__ = ["random_dense_model", "cycle_rows", "synth_rows", "reference_rows", "
 #: (name, K, N, rows, cols) of the Dense-layer rows.
 GEMMS = [("gemv-64x32", 64, 32, 8, 8), ("gemv-128x64", 128, 64, 8, 8), ("gemv-256x64", 256, 64, 8, 8),
          ("gemv-256x128", 256, 128, 16, 8), ("gemv-100x30", 100, 30, 8, 8)]
-#: (device, rows, cols, bits) of the synthesis rows.
-SYNTH_CONFIGS = [("ice40-up5k", 4, 4, 4), ("ice40-up5k", 4, 4, 2), ("ice40-up5k", 8, 8, 4), ("ice40-up5k", 8, 8, 2),
-                 ("ecp5-85f", 16, 16, 4)]
-
-
-def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bool = False) -> Model:
-    rng = np.random.default_rng(seed)
-    lo, hi = arith.int_range(bits, True)
-    w = rng.integers(lo, hi + 1, (k, n))
-    b = rng.integers(-100, 100, n)
-    if requant:
-        mult, shift = arith.quantize_multiplier(np.full(n, 0.01))
-        layer = Dense(w, b, QuantSpec(bits, True), QuantSpec(bits, False), Requant(mult, shift, 0, 0, (1 << bits) - 1, True))
-    else:
-        layer = Dense(w, b, QuantSpec(bits, True), None, None)
-    return Model((k,), QuantSpec(bits, False), [layer], f"dense{k}x{n}").validate()
-
-
-def cycle_rows(progress=lambda m: None) -> list[dict]:
-    from .build import fold_model, layer_shapes, measure_cycles
-    from .digits import digits_split, train_cnn, train_mlp
-    from .posttrain import quantize_net
-    from .synth import device
-    rows = []
-    xtr, ytr, _, _ = digits_split()
-    for name, trainer in (("digits-mlp-4bit", train_mlp), ("digits-cnn-4bit", train_cnn)):
-        progress(f"simulating {name}")
-        model = quantize_net(trainer(xtr, ytr), xtr, per_channel=True)
-        arrays = [(f.rows, f.cols) for f in fold_model(model, device("ice40-up5k")).layers]
-        cyc = measure_cycles(model, arrays)
-        macs = sum(s.macs for s in layer_shapes(model))
-        pes = sum(r * c for r, c in arrays)
-        rows.append({"name": name, "arrays": arrays, "macs": macs, "cycles": cyc["cycles_per_inference"],
-                     "utilization": round(macs / (pes * cyc["cycles_per_inference"]), 4),
-                     "latency_cycles": cyc["latency_cycles"]})
-    for name, k, n, r, c in GEMMS:
-        progress(f"simulating {name} on a {r}x{c} array")
-        cyc = measure_cycles(random_dense_model(k, n), [(r, c)])
-        rows.append({"name": name, "arrays": [(r, c)], "macs": k * n, "cycles": cyc["cycles_per_inference"],
-                     "utilization": round(k * n / (r * c * cyc["cycles_per_inference"]), 4),
-                     "latency_cycles": cyc["latency_cycles"]})
-    return rows
+#: (device, rows, cols, bits, multipliers, systolic) of the synthesis rows; "dsp" lets Yosys map the
+#: products to SB_MAC16 (UP5K has 8) or MULT18X18D (85F has 156), "lut" keeps them in logic; systolic
+#: reduces columns with a skewed partial-sum chain instead of an adder tree.
+SYNTH_CONFIGS = [("ice40-up5k", 4, 4, 4, "lut", False), ("ice40-up5k", 4, 4, 4, "lut", True),
+                 ("ice40-up5k", 4, 4, 2, "lut", False), ("ice40-up5k", 8, 8, 4, "lut", False),
+                 ("ice40-up5k", 8, 8, 2, "lut", False), ("ice40-up5k", 2, 4, 8, "lut", False),
+                 ("ice40-up5k", 2, 4, 8, "dsp", False), ("ice40-up5k", 1, 4, 8, "dsp", False),
+                 ("ecp5-85f", 16, 16, 4, "lut", False), ("ecp5-85f", 16, 16, 4, "lut", True),
+                 ("ecp5-85f", 8, 8, 8, "lut", False), ("ecp5-85f", 8, 8, 8, "dsp", False)]
 
 
 def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
@@ -65,22 +32,25 @@ def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
     from ..hw.dense import DenseEngine, EngineParams
     from .bench import synth_core
     rows = []
-    for dev, r, c, bits in SYNTH_CONFIGS:
-        progress(f"synthesising a {r}x{c} {bits}-bit engine for {dev}")
+    for dev, r, c, bits, mult, systolic in SYNTH_CONFIGS:
+        progress(f"synthesising a {r}x{c} {bits}-bit engine for {dev} ({mult} multipliers"
+                 f"{', systolic' if systolic else ''})")
         model = random_dense_model(8 * r, 4 * c, bits, requant=True)
         layer = model.layers[0]
         cfg = ArrayConfig(rows=r, cols=c, act_bits=bits, weight_bits=bits, act_signed=False, weight_signed=True,
-                          max_k=layer.k)
-        name = f"engine-{r}x{c}-{bits}bit"
+                          max_k=layer.k, mult=mult, systolic=systolic)
+        name = f"engine-{r}x{c}-{bits}bit" + ("-dsp" if mult == "dsp" else "") + ("-systolic" if systolic else "")
         try:
-            row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev,
-                             Path(outdir) / f"{dev}_{r}x{c}_{bits}b", clock_mhz=12 if dev.startswith("ice40") else 25)
+            folder = Path(outdir) / f"{dev}_{r}x{c}_{bits}b_{mult}{'_sys' if systolic else ''}"
+            row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev, folder,
+                             clock_mhz=12 if dev.startswith("ice40") else 25, mult=mult)
         except LowbitError as exc:          # a configuration that does not fit is a result too
-            rows.append({"name": name, "device": dev, "rows": r, "cols": c, "bits": bits, "fits": False,
+            rows.append({"name": name, "device": dev, "rows": r, "cols": c, "bits": bits, "mult": mult,
+                         "systolic": systolic, "fits": False,
                          "error": exc.message, "logic": None, "lcs_per_mac": None, "bram": None, "dsp": None,
                          "fmax_mhz": None})
             continue
-        rows.append({"name": name, "rows": r, "cols": c, "bits": bits, "fits": True,
+        rows.append({"name": name, "rows": r, "cols": c, "bits": bits, "mult": mult, "systolic": systolic, "fits": True,
                      "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
     return rows
 
