@@ -25,6 +25,45 @@ SYNTH_CONFIGS = [("ice40-up5k", 4, 4, 4, "lut", False), ("ice40-up5k", 4, 4, 4, 
                  ("ecp5-85f", 8, 8, 8, "lut", False), ("ecp5-85f", 8, 8, 8, "dsp", False)]
 
 
+def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bool = False) -> Model:
+    rng = np.random.default_rng(seed)
+    lo, hi = arith.int_range(bits, True)
+    w = rng.integers(lo, hi + 1, (k, n))
+    b = rng.integers(-100, 100, n)
+    if requant:
+        mult, shift = arith.quantize_multiplier(np.full(n, 0.01))
+        layer = Dense(w, b, QuantSpec(bits, True), QuantSpec(bits, False), Requant(mult, shift, 0, 0, (1 << bits) - 1, True))
+    else:
+        layer = Dense(w, b, QuantSpec(bits, True), None, None)
+    return Model((k,), QuantSpec(bits, False), [layer], f"dense{k}x{n}").validate()
+
+
+def cycle_rows(progress=lambda m: None) -> list[dict]:
+    from .build import fold_model, layer_shapes, measure_cycles
+    from .digits import digits_split, train_cnn, train_mlp
+    from .posttrain import quantize_net
+    from .synth import device
+    rows = []
+    xtr, ytr, _, _ = digits_split()
+    for name, trainer in (("digits-mlp-4bit", train_mlp), ("digits-cnn-4bit", train_cnn)):
+        progress(f"simulating {name}")
+        model = quantize_net(trainer(xtr, ytr), xtr, per_channel=True)
+        arrays = [(f.rows, f.cols) for f in fold_model(model, device("ice40-up5k")).layers]
+        cyc = measure_cycles(model, arrays)
+        macs = sum(s.macs for s in layer_shapes(model))
+        pes = sum(r * c for r, c in arrays)
+        rows.append({"name": name, "arrays": arrays, "macs": macs, "cycles": cyc["cycles_per_inference"],
+                     "utilization": round(macs / (pes * cyc["cycles_per_inference"]), 4),
+                     "latency_cycles": cyc["latency_cycles"]})
+    for name, k, n, r, c in GEMMS:
+        progress(f"simulating {name} on a {r}x{c} array")
+        cyc = measure_cycles(random_dense_model(k, n), [(r, c)])
+        rows.append({"name": name, "arrays": [(r, c)], "macs": k * n, "cycles": cyc["cycles_per_inference"],
+                     "utilization": round(k * n / (r * c * cyc["cycles_per_inference"]), 4),
+                     "latency_cycles": cyc["latency_cycles"]})
+    return rows
+
+
 def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
     from pathlib import Path
 
