@@ -2,7 +2,8 @@
 
 Quantizers (:func:`quantize_tensor`): symmetric or asymmetric, per tensor or per channel (last axis),
 1..8 bits, binary (sign, ±1) and ternary ({-1, 0, 1}). Clipping ranges are calibrated by ``minmax``,
-``percentile`` (99.99th) or ``mse`` (a search over clip ratios minimising the quantization MSE).
+``percentile`` (99.99th) or ``mse`` (a search over clip ratios from 0.005 to 1 of the maximum minimising
+the quantization MSE).
 
 :func:`quantize_net` is the PTQ pass: weights symmetric (per channel with ``per_channel``), activations
 calibrated on data, ReLU fused into the requantization clamp, int32 biases, fixed-point multipliers
@@ -84,14 +85,21 @@ def clip_range(values, bits: int, method: str, symmetric: bool) -> float:
         return max(float(np.percentile(v, 99.99)), 1e-12)
     levels = ((1 << (bits - 1)) - 1) if symmetric else ((1 << bits) - 1)
     sample = v if v.size <= 200_000 else np.random.default_rng(0).choice(v, 200_000, replace=False)
-    best, best_err = top, np.inf
-    for ratio in np.linspace(0.2, 1.0, 81):
-        c = top * ratio
+    def err(c):
         s = c / levels
-        err = np.mean((np.clip(np.round(sample / s), 0, levels) * s - sample) ** 2)
-        if err < best_err:
-            best, best_err = c, err
-    return best
+        return np.mean((np.clip(np.round(sample / s), 0, levels) * s - sample) ** 2)
+
+    # Clip ratios 0.2..1 in steps of 0.01, and below 0.2 a geometric grid down to 0.005 (one far outlier
+    # can put the best clip at a few per cent of the maximum); a clip found there is refined locally.
+    ratios = np.concatenate([np.geomspace(0.005, 0.2, 40, endpoint=False), np.linspace(0.2, 1.0, 81)])
+    errors = [err(top * r) for r in ratios]
+    best = int(np.argmin(errors))
+    if ratios[best] < 0.2:
+        fine = np.linspace(ratios[max(best - 1, 0)], ratios[best + 1], 41)
+        fine_errors = [err(top * r) for r in fine]
+        if min(fine_errors) < errors[best]:
+            return float(top * fine[int(np.argmin(fine_errors))])
+    return float(top * ratios[best])
 
 
 def _weight_scale(w, bits, per_channel, method):

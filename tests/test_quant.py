@@ -99,8 +99,6 @@ def test_calibration_methods_order_and_mse_wins_on_outliers():
     assert clip_range(np.zeros(10), 4, "mse", False) == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="known: the MSE search never clips below 0.2 x max, so one outlier "
-                                       "more than ~5x the bulk leaves it worse than the percentile clip")
 def test_mse_calibration_is_near_optimal_with_a_far_outlier():
     v = _outlier_data(40.0)
     levels = 15
