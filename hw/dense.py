@@ -316,8 +316,9 @@ class DenseEngine(wiring.Component):
         res_set = Signal()
         res_clr = Signal()
         res_g = Signal(range(max(G, 2)))
-        m.d.sync += res_full.eq((res_full | res_set) & ~res_clr)
-        m.d.comb += advance.eq(~(s2.valid & s2.last & res_full))
+        # A result taken (res_clr) and the next one arriving (res_set) in the same cycle: stays full.
+        m.d.sync += res_full.eq((res_full & ~res_clr) | res_set)
+        m.d.comb += advance.eq(~(s2.valid & s2.last & res_full & ~res_clr))
         with m.If(advance & s2.valid):
             m.d.sync += self.mac_cycles.eq(self.mac_cycles + 1)
             for j in range(C):

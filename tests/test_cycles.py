@@ -15,6 +15,8 @@ from lowbit.sw.model import Model
     (64, 32, [(8, 8)]),     # input-bound: 64 codes arrive one per cycle
     (100, 30, [(8, 8)]),    # K, N not multiples of R, C
     (20, 40, [(2, 4)]),     # output-bound
+    (8, 16, [(8, 1)]),      # one chunk per vector, one column: a result every cycle
+    (6, 12, [(8, 2)]),      # one chunk, two columns
 ])
 def test_model_equals_simulation_single_layer(k, n, arrays):
     model = random_dense_model(k, n)
