@@ -391,8 +391,22 @@ class DenseEngine(wiring.Component):
         return psums[R - 1]
 
     def _product(self, x, w):
-        if self.config.binary:
+        cfg = self.config
+        if cfg.binary:
             return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
+        if cfg.weight_bits <= 2 and cfg.mult == "lut":
+            # 1- and 2-bit weights: select, negate, shift-add instead of a multiplier.
+            xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()
+            if cfg.weight_signed:
+                cases = {0: 0, 1: xs, -1: -xs, -2: -(xs << 1)}
+            else:
+                cases = {0: 0, 1: xs, 2: xs << 1, 3: xs + (xs << 1)}
+            lo, hi = cfg.weight_range
+            out = Const(0, signed(cfg.product_bits))
+            for value in range(lo, hi + 1):
+                if value:
+                    out = Mux(w == value, cases[value], out)
+            return out
         return x * w
 
     def _requantizer(self, m, res, res_full, res_clr, res_g):
