@@ -47,6 +47,12 @@ class ArrayConfig:
         ``"lut"`` or ``"dsp"``, see :data:`MULT_IMPLS`.
     product_reg : bool
         Register each product before the adder tree (costs one flip-flop per product bit, buys Fmax).
+    dsp_pack : bool
+        With ``mult="dsp"``: compute the products of two neighbouring columns (which share the
+        activation) with one multiplier, ``x * (w_a + w_b * 2**S)`` with ``S`` the product width, and
+        split the result (``lo = low S bits, signed``; ``hi = (p - lo) >> S``), so a DSP serves two
+        narrow products where the widths fit (SB_MAC16 16x16: ``A <= 16`` and ``W + S <= 16``, e.g.
+        4-bit x 4-bit). Adder-tree reduction only.
     systolic : bool
         Reduce each column with a registered partial-sum chain instead of an adder tree: row ``r``'s
         activation and weights are skewed by ``r`` cycles (triangular delay lines), the partial sum
@@ -72,6 +78,7 @@ class ArrayConfig:
     mult: str = "lut"
     product_reg: bool = True
     systolic: bool = False
+    dsp_pack: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8),
@@ -79,11 +86,14 @@ class ArrayConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ValueError(f"ArrayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
-        for name in ("act_signed", "weight_signed", "binary", "product_reg", "systolic"):
+        for name in ("act_signed", "weight_signed", "binary", "product_reg", "systolic", "dsp_pack"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ArrayConfig.{name} must be True or False, not {getattr(self, name)!r}")
         if self.mult not in MULT_IMPLS:
             raise ValueError(f"ArrayConfig.mult must be one of {', '.join(MULT_IMPLS)}, not {self.mult!r}")
+        if self.dsp_pack and (self.mult != "dsp" or self.binary or self.systolic):
+            raise ValueError("ArrayConfig.dsp_pack needs mult='dsp', non-binary operands and the adder tree "
+                             f"(mult={self.mult!r}, binary={self.binary}, systolic={self.systolic})")
         if self.binary and (self.act_bits != 1 or self.weight_bits != 1):
             raise ValueError(f"ArrayConfig.binary needs act_bits=1 and weight_bits=1, not "
                              f"act_bits={self.act_bits}, weight_bits={self.weight_bits}")

@@ -296,17 +296,18 @@ class DenseEngine(wiring.Component):
             totals = self._systolic_chain(m, xv, wv, s1, s2, advance)
         else:
             prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
+            values = [self._row_products(m, xv[r], wv[r], r) for r in range(R)]
             if cfg.product_reg:
                 with m.If(advance):
                     m.d.sync += s2.eq(s1)
                     for r in range(R):
                         for j in range(C):
-                            m.d.sync += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+                            m.d.sync += prods[r][j].eq(values[r][j])
             else:
                 m.d.comb += s2.eq(s1)
                 for r in range(R):
                     for j in range(C):
-                        m.d.comb += prods[r][j].eq(self._product(xv[r], wv[r][j]))
+                        m.d.comb += prods[r][j].eq(values[r][j])
             totals = [_tree_sum([prods[r][j] for r in range(R)]) for j in range(C)]
 
         # Column sums (adder tree) and output-stationary accumulators.
@@ -389,6 +390,24 @@ class DenseEngine(wiring.Component):
             psums.append(row)
         m.d.comb += s2.eq(delayed(s1, R, "flags", s1.shape()))
         return psums[R - 1]
+
+    def _row_products(self, m, x, wrow, r):
+        """The ``C`` products of one row: one per column, or with ``dsp_pack`` one multiplier for each
+        pair of columns (``x * (w_a + w_b * 2**S)``, split exactly into ``x*w_a`` and ``x*w_b``)."""
+        cfg = self.config
+        C = cfg.cols
+        if not cfg.dsp_pack:
+            return [self._product(x, wrow[j]) for j in range(C)]
+        S = cfg.product_bits
+        out = []
+        for j in range(0, C - 1, 2):
+            packed = Signal(signed(S + cfg.product_bits + 1), name=f"pk{r}_{j}")
+            m.d.comb += packed.eq(x * (wrow[j] + (wrow[j + 1] << S)))
+            lo = packed[:S].as_signed()
+            out += [lo, (packed - lo) >> S]
+        if C % 2:
+            out.append(x * wrow[C - 1])
+        return out
 
     def _product(self, x, w):
         cfg = self.config

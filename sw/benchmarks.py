@@ -15,12 +15,15 @@ __all__ = ["random_dense_model", "cycle_rows", "synth_rows", "reference_rows", "
 GEMMS = [("gemv-64x32", 64, 32, 8, 8), ("gemv-128x64", 128, 64, 8, 8), ("gemv-256x64", 256, 64, 8, 8),
          ("gemv-256x128", 256, 128, 16, 8), ("gemv-100x30", 100, 30, 8, 8)]
 #: (device, rows, cols, bits, multipliers, systolic) of the synthesis rows; "dsp" lets Yosys map the
-#: products to SB_MAC16 (UP5K has 8) or MULT18X18D (85F has 156), "lut" keeps them in logic; systolic
-#: reduces columns with a skewed partial-sum chain instead of an adder tree.
+#: products to SB_MAC16 (UP5K has 8) or MULT18X18D (85F has 156), "dsp-pack" also computes two columns'
+#: products with one multiplier (ArrayConfig.dsp_pack), "lut" keeps them in logic; systolic reduces
+#: columns with a skewed partial-sum chain instead of an adder tree.
 SYNTH_CONFIGS = [("ice40-up5k", 4, 4, 4, "lut", False), ("ice40-up5k", 4, 4, 4, "lut", True),
                  ("ice40-up5k", 4, 4, 2, "lut", False), ("ice40-up5k", 8, 8, 4, "lut", False),
                  ("ice40-up5k", 8, 8, 2, "lut", False), ("ice40-up5k", 2, 4, 8, "lut", False),
                  ("ice40-up5k", 2, 4, 8, "dsp", False), ("ice40-up5k", 1, 4, 8, "dsp", False),
+                 ("ice40-up5k", 2, 4, 4, "lut", False), ("ice40-up5k", 2, 4, 4, "dsp", False),
+                 ("ice40-up5k", 2, 4, 4, "dsp-pack", False),
                  ("ecp5-85f", 16, 16, 4, "lut", False), ("ecp5-85f", 16, 16, 4, "lut", True),
                  ("ecp5-85f", 8, 8, 8, "lut", False), ("ecp5-85f", 8, 8, 8, "dsp", False)]
 
@@ -77,12 +80,13 @@ def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
         model = random_dense_model(8 * r, 4 * c, bits, requant=True)
         layer = model.layers[0]
         cfg = ArrayConfig(rows=r, cols=c, act_bits=bits, weight_bits=bits, act_signed=False, weight_signed=True,
-                          max_k=layer.k, mult=mult, systolic=systolic)
-        name = f"engine-{r}x{c}-{bits}bit" + ("-dsp" if mult == "dsp" else "") + ("-systolic" if systolic else "")
+                          max_k=layer.k, mult="dsp" if mult.startswith("dsp") else mult, systolic=systolic,
+                          dsp_pack=mult == "dsp-pack")
+        name = f"engine-{r}x{c}-{bits}bit" + ("" if mult == "lut" else f"-{mult}") + ("-systolic" if systolic else "")
         try:
             folder = Path(outdir) / f"{dev}_{r}x{c}_{bits}b_{mult}{'_sys' if systolic else ''}"
             row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev, folder,
-                             clock_mhz=12 if dev.startswith("ice40") else 25, mult=mult)
+                             clock_mhz=12 if dev.startswith("ice40") else 25, mult=cfg.mult)
         except LowbitError as exc:          # a configuration that does not fit is a result too
             rows.append({"name": name, "device": dev, "rows": r, "cols": c, "bits": bits, "mult": mult,
                          "systolic": systolic, "fits": False,

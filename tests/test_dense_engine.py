@@ -87,6 +87,31 @@ def test_operand_width_grid(a_bits, a_signed, w_bits, w_signed, systolic):
     check_engine(cfg, layer, in_q, x)
 
 
+@pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed", [w for w in WIDTHS if w[0] > 1 and w[2] > 1])
+@pytest.mark.parametrize("cols", [2, 3, 4])
+def test_two_products_per_multiplier(a_bits, a_signed, w_bits, w_signed, cols):
+    rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed + cols)
+    k, n = 7, 2 * cols + 1
+    layer, in_q = make_layer(rng, k, n, a_bits, a_signed, w_bits, w_signed)
+    lo, hi = in_q.range
+    x = rng.integers(lo, hi + 1, (3, k))
+    x[0], x[1] = hi, lo
+    w = layer.weight.copy()
+    wlo, whi = arith.int_range(w_bits, w_signed)
+    w[:, 0], w[:, 1] = wlo, whi            # extreme weights in a packed pair
+    layer = Dense(w, layer.bias, layer.weight_q, layer.out_q, layer.requant)
+    cfg = ArrayConfig(rows=2, cols=cols, act_bits=a_bits, weight_bits=w_bits, act_signed=a_signed,
+                      weight_signed=w_signed, max_k=k, mult="dsp", dsp_pack=True)
+    check_engine(cfg, layer, in_q, x)
+
+
+def test_dsp_pack_needs_dsp_multipliers_and_the_tree():
+    for bad in (dict(mult="lut"), dict(mult="dsp", systolic=True), dict(mult="dsp", binary=True, act_bits=1,
+                                                                        weight_bits=1)):
+        with pytest.raises(ValueError, match="dsp_pack"):
+            ArrayConfig(dsp_pack=True, **bad)
+
+
 @pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
 @pytest.mark.parametrize("rows,cols", list(itertools.product([1, 2, 3, 4, 8], [1, 2, 3, 4, 8])))
 def test_array_size_grid(rows, cols, systolic):
