@@ -47,6 +47,11 @@ class ArrayConfig:
         ``"lut"`` or ``"dsp"``, see :data:`MULT_IMPLS`.
     product_reg : bool
         Register each product before the adder tree (costs one flip-flop per product bit, buys Fmax).
+    systolic_2d : bool
+        With ``systolic``: activations also hop one column to the right per cycle instead of being
+        broadcast along the row (no fan-out of ``C``); column ``j`` then lags ``j`` cycles, its weights
+        are delayed ``r + j`` and its sum is de-skewed by ``C - 1 - j`` cycles at the bottom (``C - 1``
+        cycles more latency, more flip-flops).
     dsp_pack : bool
         With ``mult="dsp"``: compute the products of two neighbouring columns (which share the
         activation) with one multiplier, ``x * (w_a + w_b * 2**S)`` with ``S`` the product width, and
@@ -78,6 +83,7 @@ class ArrayConfig:
     mult: str = "lut"
     product_reg: bool = True
     systolic: bool = False
+    systolic_2d: bool = False
     dsp_pack: bool = False
 
     def __post_init__(self):
@@ -86,11 +92,13 @@ class ArrayConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ValueError(f"ArrayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
-        for name in ("act_signed", "weight_signed", "binary", "product_reg", "systolic", "dsp_pack"):
+        for name in ("act_signed", "weight_signed", "binary", "product_reg", "systolic", "systolic_2d", "dsp_pack"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ArrayConfig.{name} must be True or False, not {getattr(self, name)!r}")
         if self.mult not in MULT_IMPLS:
             raise ValueError(f"ArrayConfig.mult must be one of {', '.join(MULT_IMPLS)}, not {self.mult!r}")
+        if self.systolic_2d and not self.systolic:
+            raise ValueError("ArrayConfig.systolic_2d needs systolic=True")
         if self.dsp_pack and (self.mult != "dsp" or self.binary or self.systolic):
             raise ValueError("ArrayConfig.dsp_pack needs mult='dsp', non-binary operands and the adder tree "
                              f"(mult={self.mult!r}, binary={self.binary}, systolic={self.systolic})")

@@ -6,9 +6,10 @@ its accumulator, which stays in place for ``KC = ceil(K / R)`` cycles and is the
 requantizer. Batch-1 inference is a matrix-vector product with no weight reuse, so a weight-stationary
 array would spend as long loading weights as computing; streaming one word per cycle keeps every MAC
 busy. Each column's ``R`` products are reduced by an adder tree in the cycle after an (optional) product
-register (``ArrayConfig.product_reg``), or with ``ArrayConfig.systolic`` by a registered partial-sum
-chain with the input skewed by one cycle per row (see :meth:`DenseEngine._systolic_chain`). Activations
-are broadcast across columns, so all columns finish together and need no output de-skew.
+register (``ArrayConfig.product_reg``), or with ``ArrayConfig.systolic`` by a grid of :class:`SystolicPE`
+passing partial sums down the rows, with the input skewed by one cycle per row (see
+:meth:`DenseEngine._systolic_chain`). Activations are broadcast along each row, or with
+``ArrayConfig.systolic_2d`` passed column to column, in which case the column sums are de-skewed.
 
 Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``):
 
@@ -40,7 +41,7 @@ from ..sw.errors import LowbitError
 from ..sw.rom import pack_fields, pack_weights
 from .config import ArrayConfig
 
-__all__ = ["EngineParams", "DenseEngine", "LOGIT_BITS", "engine_out_shape"]
+__all__ = ["EngineParams", "DenseEngine", "SystolicPE", "product", "LOGIT_BITS", "engine_out_shape"]
 
 #: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
 LOGIT_BITS = 32
@@ -356,12 +357,15 @@ class DenseEngine(wiring.Component):
         return Memory(shape=unsigned(width), depth=len(words), init=words)
 
     def _systolic_chain(self, m, xv, wv, s1, s2, advance):
-        """Partial sums move down the rows, one per cycle: ``P[r] <= P[r-1] + x[r] * w[r]`` with row
-        ``r``'s operands delayed by ``r`` cycles (the input skew), so ``P[R-1]`` holds chunk t's column
-        sums at cycle t + R. All columns share the broadcast activations and finish together, so the
-        outputs need no de-skew; the chunk's flags ride a delay line of the same length."""
+        """An ``R x C`` grid of :class:`SystolicPE`: partial sums move down the rows, one per cycle, with
+        row ``r``'s operands delayed by ``r`` cycles (the input skew). With ``systolic_2d`` activations
+        also hop one column to the right per cycle, so column ``j`` lags by ``j`` cycles: its weights are
+        delayed ``r + j`` and its sum ``C - 1 - j`` more cycles at the bottom (the output de-skew).
+        Otherwise activations are broadcast along the row and all columns finish together. The chunk's
+        flags ride a delay line as long as the array's latency."""
         cfg = self.config
         R, C = cfg.rows, cfg.cols
+        two_d = cfg.systolic_2d
 
         def delayed(sig, stages, name, shape):
             for k in range(stages):
@@ -373,23 +377,28 @@ class DenseEngine(wiring.Component):
 
         plo, phi = (0, 1) if cfg.binary else cfg.product_range
         x_shape = xv.shape().elem_shape
-        w_shape = wv.shape().elem_shape
-        psums = []
+        w_elem = wv.shape().elem_shape.elem_shape
+
+        def psum_shape(rows):
+            if cfg.binary:
+                return unsigned(rows.bit_length())
+            return signed(arith.signed_bits_for(min(0, rows * plo), max(0, rows * phi)))
+
+        pes = [[None] * C for _ in range(R)]
         for r in range(R):
             x = delayed(xv[r], r, f"x{r}", x_shape)
-            w = delayed(wv[r], r, f"w{r}", w_shape)
-            shape = unsigned((r + 1).bit_length()) if cfg.binary else \
-                signed(arith.signed_bits_for(min(0, (r + 1) * plo), max(0, (r + 1) * phi)))
-            row = []
             for j in range(C):
-                reg = Signal(shape, name=f"psum{r}_{j}")
-                term = self._product(x, w[j])
-                with m.If(advance):
-                    m.d.sync += reg.eq((psums[r - 1][j] + term) if r else term)
-                row.append(reg)
-            psums.append(row)
-        m.d.comb += s2.eq(delayed(s1, R, "flags", s1.shape()))
-        return psums[R - 1]
+                w = delayed(wv[r][j], r + j if two_d else r, f"w{r}_{j}", w_elem)
+                pe = SystolicPE(cfg, x_shape, w_elem, psum_shape(max(r, 1)), psum_shape(r + 1))
+                m.submodules[f"pe{r}_{j}"] = pe
+                m.d.comb += [pe.en.eq(advance), pe.w_in.eq(w),
+                             pe.x_in.eq(pes[r][j - 1].x_out if two_d and j else x),
+                             pe.psum_in.eq(pes[r - 1][j].psum_out if r else 0)]
+                pes[r][j] = pe
+        totals = [delayed(pes[R - 1][j].psum_out, C - 1 - j if two_d else 0, f"deskew{j}", psum_shape(R))
+                  for j in range(C)]
+        m.d.comb += s2.eq(delayed(s1, R + (C - 1 if two_d else 0), "flags", s1.shape()))
+        return totals
 
     def _row_products(self, m, x, wrow, r):
         """The ``C`` products of one row: one per column, or with ``dsp_pack`` one multiplier for each
@@ -410,23 +419,8 @@ class DenseEngine(wiring.Component):
         return out
 
     def _product(self, x, w):
-        cfg = self.config
-        if cfg.binary:
-            return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
-        if cfg.weight_bits <= 2 and cfg.mult == "lut":
-            # 1- and 2-bit weights: select, negate, shift-add instead of a multiplier.
-            xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()
-            if cfg.weight_signed:
-                cases = {0: 0, 1: xs, -1: -xs, -2: -(xs << 1)}
-            else:
-                cases = {0: 0, 1: xs, 2: xs << 1, 3: xs + (xs << 1)}
-            lo, hi = cfg.weight_range
-            out = Const(0, signed(cfg.product_bits))
-            for value in range(lo, hi + 1):
-                if value:
-                    out = Mux(w == value, cases[value], out)
-            return out
-        return x * w
+        return product(self.config, x, w)
+
 
     def _requantizer(self, m, res, res_full, res_clr, res_g):
         cfg, p = self.config, self.params
@@ -515,6 +509,44 @@ class DenseEngine(wiring.Component):
             with m.If(adv):
                 m.d.sync += [r3_valid.eq(r2_valid), r3_y.eq(out)]
                 m.d.sync += [self.o.valid.eq(r3_valid), self.o.payload.eq(r3_y)]
+
+
+def product(cfg: ArrayConfig, x, w):
+    """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, a
+    select/negate/shift for 1- and 2-bit weights in logic, ``*`` otherwise."""
+    if cfg.binary:
+        return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
+    if cfg.weight_bits <= 2 and cfg.mult == "lut":
+        # 1- and 2-bit weights: select, negate, shift-add instead of a multiplier.
+        xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()
+        if cfg.weight_signed:
+            cases = {0: 0, 1: xs, -1: -xs, -2: -(xs << 1)}
+        else:
+            cases = {0: 0, 1: xs, 2: xs << 1, 3: xs + (xs << 1)}
+        lo, hi = cfg.weight_range
+        out = Const(0, signed(cfg.product_bits))
+        for value in range(lo, hi + 1):
+            if value:
+                out = Mux(w == value, cases[value], out)
+        return out
+    return x * w
+
+
+class SystolicPE(wiring.Component):
+    """One processing element of the systolic array: ``psum_out <= psum_in + x_in * w_in`` and
+    ``x_out <= x_in`` (for the next column), both registered and advancing only when ``en`` is high."""
+
+    def __init__(self, config: ArrayConfig, x_shape, w_shape, psum_in_shape, psum_out_shape):
+        self.config = config
+        super().__init__({"en": In(1), "x_in": In(x_shape), "w_in": In(w_shape), "psum_in": In(psum_in_shape),
+                          "x_out": Out(x_shape), "psum_out": Out(psum_out_shape)})
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += [self.psum_out.eq(self.psum_in + product(self.config, self.x_in, self.w_in)),
+                         self.x_out.eq(self.x_in)]
+        return m
 
 
 def _tree_sum(values):

@@ -51,13 +51,14 @@ def fold_model(model: Model, dev):
     return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name)
 
 
-def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = False) -> dict:
+def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = False,
+                   systolic_2d: bool = False) -> dict:
     """Steady-state cycles per inference of the network alone, measured in Amaranth's simulator with
     ``samples`` back-to-back random inputs: (cycle of the last output - cycle of the first output) /
     (samples - 1), plus the latency of the first."""
     from ..hw.network import Network
     from ..sim.streams import run_sim, stream_get, stream_put
-    dut = Network(model, arrays, systolic=systolic)
+    dut = Network(model, arrays, systolic=systolic, systolic_2d=systolic_2d)
     rng = np.random.default_rng(0)
     lo, hi = model.input_q.range
     n_in = int(np.prod(model.input_shape))

@@ -29,8 +29,12 @@ def test_systolic_engines_keep_the_throughput_and_add_only_latency(k, n, arrays)
     model = random_dense_model(k, n)
     tree = measure_cycles(model, arrays)
     chain = measure_cycles(model, arrays, systolic=True)
+    grid = measure_cycles(model, arrays, systolic_2d=True)
     assert chain["cycles_per_inference"] == tree["cycles_per_inference"] == predict_cycles(layer_shapes(model), arrays)
-    assert chain["latency_cycles"] == tree["latency_cycles"] + arrays[0][0] - 1
+    assert grid["cycles_per_inference"] == tree["cycles_per_inference"]
+    rows, cols = arrays[0]
+    assert chain["latency_cycles"] == tree["latency_cycles"] + rows - 1
+    assert grid["latency_cycles"] == chain["latency_cycles"] + cols - 1
 
 
 def test_model_equals_simulation_three_layer_chain():

@@ -69,10 +69,13 @@ def make_layer(rng, k, n, a_bits, a_signed, w_bits, w_signed, mode="requant", zx
     return Dense(w, b, QuantSpec(w_bits, w_signed), out_q, rq), in_q
 
 
+#: Column reductions every grid runs with: adder tree, systolic chain, 2-D systolic array.
+REDUCTIONS = [{}, {"systolic": True}, {"systolic": True, "systolic_2d": True}]
+
 WIDTHS = list(itertools.product([1, 2, 4, 8], [False, True], [1, 2, 4, 8], [False, True]))
 
 
-@pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
+@pytest.mark.parametrize("systolic", REDUCTIONS, ids=["tree", "systolic", "systolic2d"])
 @pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed", WIDTHS)
 def test_operand_width_grid(a_bits, a_signed, w_bits, w_signed, systolic):
     rng = np.random.default_rng(a_bits * 100 + w_bits * 10 + 2 * a_signed + w_signed)
@@ -83,7 +86,7 @@ def test_operand_width_grid(a_bits, a_signed, w_bits, w_signed, systolic):
     x[0] = hi  # all-max
     x[1] = lo  # all-min
     cfg = ArrayConfig(rows=3, cols=2, act_bits=a_bits, weight_bits=w_bits, act_signed=a_signed,
-                      weight_signed=w_signed, max_k=k, systolic=systolic)
+                      weight_signed=w_signed, max_k=k, **systolic)
     check_engine(cfg, layer, in_q, x)
 
 
@@ -112,7 +115,7 @@ def test_dsp_pack_needs_dsp_multipliers_and_the_tree():
             ArrayConfig(dsp_pack=True, **bad)
 
 
-@pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
+@pytest.mark.parametrize("systolic", REDUCTIONS, ids=["tree", "systolic", "systolic2d"])
 @pytest.mark.parametrize("rows,cols", list(itertools.product([1, 2, 3, 4, 8], [1, 2, 3, 4, 8])))
 def test_array_size_grid(rows, cols, systolic):
     rng = np.random.default_rng(rows * 10 + cols)
@@ -120,7 +123,7 @@ def test_array_size_grid(rows, cols, systolic):
     layer, in_q = make_layer(rng, k, n, 4, False, 4, True, relu=True)
     x = rng.integers(0, 16, (2, k))
     cfg = ArrayConfig(rows=rows, cols=cols, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=k,
-                      systolic=systolic)
+                      **systolic)
     check_engine(cfg, layer, in_q, x)
 
 
@@ -143,7 +146,7 @@ def test_zero_points_at_the_extremes(zx):
     check_engine(cfg, layer, in_q, x)
 
 
-@pytest.mark.parametrize("systolic", [False, True], ids=["tree", "systolic"])
+@pytest.mark.parametrize("systolic", REDUCTIONS, ids=["tree", "systolic", "systolic2d"])
 @pytest.mark.parametrize("rows,cols,k,n", [(4, 4, 16, 8), (3, 2, 7, 5), (8, 1, 13, 3)])
 def test_binary_layers(rows, cols, k, n, systolic):
     rng = np.random.default_rng(k)
@@ -152,7 +155,7 @@ def test_binary_layers(rows, cols, k, n, systolic):
     b = rng.integers(-3, 4, n)
     hidden = Dense(w, b, binary, binary, Thresholds(rng.integers(-2, 3, (n, 1)), -1, 2))
     logits = Dense(w, b, binary, None, None)
-    cfg = ArrayConfig(rows=rows, cols=cols, act_bits=1, weight_bits=1, binary=True, max_k=k, systolic=systolic)
+    cfg = ArrayConfig(rows=rows, cols=cols, act_bits=1, weight_bits=1, binary=True, max_k=k, **systolic)
     x = rng.choice([-1, 1], (3, k))
     x[0] = 1
     x[1] = -1
@@ -163,7 +166,7 @@ def test_binary_layers(rows, cols, k, n, systolic):
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 20), st.integers(1, 10), st.integers(1, 5), st.integers(1, 5),
        st.sampled_from([2, 4, 8]), st.booleans(), st.sampled_from(["requant", "thresholds", "logits"]),
-       st.sampled_from(["tree", "tree+reg", "systolic"]), st.integers(0, 2**32 - 1))
+       st.sampled_from(["tree", "tree+reg", "systolic", "systolic2d"]), st.integers(0, 2**32 - 1))
 def test_random_layers(k, n, rows, cols, bits, a_signed, mode, reduction, seed):
     rng = np.random.default_rng(seed)
     layer, in_q = make_layer(rng, k, n, bits, a_signed, bits, True, mode=mode, relu=bool(seed & 1))
@@ -171,7 +174,7 @@ def test_random_layers(k, n, rows, cols, bits, a_signed, mode, reduction, seed):
     x = rng.integers(lo, hi + 1, (2, k))
     cfg = ArrayConfig(rows=rows, cols=cols, act_bits=bits, weight_bits=bits, act_signed=a_signed,
                       weight_signed=True, max_k=k, product_reg=reduction == "tree+reg",
-                      systolic=reduction == "systolic")
+                      systolic=reduction.startswith("systolic"), systolic_2d=reduction == "systolic2d")
     check_engine(cfg, layer, in_q, x, seed=seed % 1000)
 
 

@@ -17,7 +17,7 @@ from lowbit.sim.formal_stream import StreamStageSpec
 from lowbit.sw.model import Dense, QuantSpec, Requant
 
 
-def _engine(weights, bias, a_bits, w_bits, requant, zx=0):
+def _engine(weights, bias, a_bits, w_bits, requant, zx=0, **variant):
     k = len(weights)
     w = np.array(weights).reshape(k, 1)
     in_q = QuantSpec(a_bits, False, zx, (0.1,))
@@ -28,7 +28,7 @@ def _engine(weights, bias, a_bits, w_bits, requant, zx=0):
         layer = Dense(w, np.array([bias]), QuantSpec(w_bits, True), QuantSpec(4, False, zp, (0.1,)),
                       Requant(np.array([mult]), np.array([shift]), zp, lo, hi, relu))
     cfg = ArrayConfig(rows=k, cols=1, act_bits=a_bits, weight_bits=w_bits, act_signed=False, weight_signed=True,
-                      max_k=k)
+                      max_k=k, **variant)
     return lambda: DenseEngine(cfg, EngineParams.from_layer(layer, in_q))
 
 
@@ -41,7 +41,8 @@ def _dot(payload, weights, a_bits, zx):
     return total
 
 
-def test_requantizing_engine_is_proven_for_all_inputs(tmp_path):
+@pytest.mark.parametrize("variant", [{}, {"systolic": True}], ids=["tree", "systolic"])
+def test_requantizing_engine_is_proven_for_all_inputs(tmp_path, variant):
     weights, bias, a_bits, zx = [3, -2], 5, 3, 2
     mult, shift, zp, lo, hi = 40000, 17, 1, 0, 15
 
@@ -52,7 +53,7 @@ def test_requantizing_engine_is_proven_for_all_inputs(tmp_path):
         y = Mux(y < max(lo, zp), max(lo, zp), Mux(y > hi, hi, y))
         return y[:4]
 
-    spec = StreamStageSpec(_engine(weights, bias, a_bits, 3, (mult, shift, zp, lo, hi, True), zx), model)
+    spec = StreamStageSpec(_engine(weights, bias, a_bits, 3, (mult, shift, zp, lo, hi, True), zx, **variant), model)
     result = check_formal(spec, tmp_path, depth=18)
     assert result.passed, result.summary
 

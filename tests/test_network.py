@@ -26,8 +26,8 @@ def input_stream(model, codes):
     return [int(v) for v in ((flat > 0).astype(int) if model.input_q.binary else flat)]
 
 
-def run_network(model, arrays, codes, idle=0.2, stall=0.2, systolic=False):
-    dut = Network(model, arrays, systolic=systolic)
+def run_network(model, arrays, codes, idle=0.2, stall=0.2, systolic=False, systolic_2d=False):
+    dut = Network(model, arrays, systolic=systolic, systolic_2d=systolic_2d)
     ref = run(model, codes)
     got = []
 
@@ -60,6 +60,8 @@ def test_digits_networks_with_systolic_engines_are_bit_exact(digits, kind, bits,
     net = (train_mlp if kind == "mlp" else train_cnn)(xtr, ytr)
     model = quantize_net(net, xtr, weight_bits=bits, act_bits=bits)
     got, ref = run_network(model, arrays, model.quantize_input(xte[:5]), systolic=True)
+    assert np.array_equal(got, ref)
+    got, ref = run_network(model, arrays, model.quantize_input(xte[:5]), systolic_2d=True)
     assert np.array_equal(got, ref)
 
 

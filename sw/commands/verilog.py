@@ -19,6 +19,8 @@ def add_arguments(p):
     p.add_argument("--binary", action="store_true", help="±1 activations and weights (XNOR-popcount)")
     p.add_argument("--systolic", action="store_true",
                    help="column sums by a skewed partial-sum chain instead of an adder tree")
+    p.add_argument("--systolic-2d", action="store_true",
+                   help="with --systolic: activations hop column to column, outputs de-skewed")
     p.add_argument("--k", type=int, help="layer inputs (default 4 x rows)")
     p.add_argument("--n", type=int, help="layer outputs (default 4 x cols)")
     p.add_argument("--board", default="icebreaker", help="with a model: board whose device sizes the arrays")
@@ -48,7 +50,8 @@ def run(args):
         bits_a, bits_w = (1, 1) if args.binary else (args.act_bits, args.weight_bits)
         try:
             cfg = ArrayConfig(rows=args.rows, cols=args.cols, act_bits=bits_a, weight_bits=bits_w,
-                              binary=args.binary, max_k=args.k or 4 * args.rows, systolic=args.systolic)
+                              binary=args.binary, max_k=args.k or 4 * args.rows, systolic=args.systolic or args.systolic_2d,
+                              systolic_2d=args.systolic_2d)
         except ValueError as exc:
             raise LowbitError(str(exc)) from None
         k, n = args.k or 4 * args.rows, args.n or 4 * args.cols
