@@ -313,25 +313,41 @@ class DenseEngine(wiring.Component):
 
         # Column sums (adder tree) and output-stationary accumulators.
         acc = [Signal(signed(self.acc_bits), name=f"acc{j}") for j in range(C)]
-        res = [Signal(signed(self.acc_bits), name=f"res{j}") for j in range(C)]
-        res_full = Signal()
-        res_set = Signal()
-        res_clr = Signal()
-        res_g = Signal(range(max(G, 2)))
-        # A result taken (res_clr) and the next one arriving (res_set) in the same cycle: stays full.
-        m.d.sync += res_full.eq((res_full & ~res_clr) | res_set)
-        m.d.comb += advance.eq(~(s2.valid & s2.last & res_full & ~res_clr))
+        # Finished column sums wait in a two-slot buffer for the requantizer, so a new result can land
+        # while the previous one is still being read out (one chunk per vector makes a result every
+        # cycle), and the array's stall depends on registers only (it fans out to every PE).
+        slots = [[Signal(signed(self.acc_bits), name=f"res{k}_{j}") for j in range(C)] for k in range(2)]
+        slot_g = [Signal(range(max(G, 2)), name=f"res{k}_g") for k in range(2)]
+        full = Signal(2)
+        wsel, rsel = Signal(), Signal()
+        res_set, res_clr = Signal(), Signal()
+        m.d.sync += full.eq((full & ~(res_clr << rsel)) | (res_set << wsel))
+        with m.If(res_clr):
+            m.d.sync += rsel.eq(~rsel)
+        m.d.comb += advance.eq(~(s2.valid & s2.last & full.bit_select(wsel, 1)))
         with m.If(advance & s2.valid):
             m.d.sync += self.mac_cycles.eq(self.mac_cycles + 1)
             for j in range(C):
                 new = Mux(s2.first, 0, acc[j]) + totals[j]
                 with m.If(s2.last):
-                    m.d.sync += res[j].eq(new)
+                    with m.If(wsel):
+                        m.d.sync += slots[1][j].eq(new)
+                    with m.Else():
+                        m.d.sync += slots[0][j].eq(new)
                 with m.Else():
                     m.d.sync += acc[j].eq(new)
             with m.If(s2.last):
-                m.d.sync += res_g.eq(s2.g)
+                with m.If(wsel):
+                    m.d.sync += slot_g[1].eq(s2.g)
+                with m.Else():
+                    m.d.sync += slot_g[0].eq(s2.g)
+                m.d.sync += wsel.eq(~wsel)
                 m.d.comb += res_set.eq(1)
+        res = [Signal(signed(self.acc_bits), name=f"res{j}") for j in range(C)]
+        res_g = Signal(range(max(G, 2)))
+        m.d.comb += [res[j].eq(Mux(rsel, slots[1][j], slots[0][j])) for j in range(C)]
+        m.d.comb += res_g.eq(Mux(rsel, slot_g[1], slot_g[0]))
+        res_full = full.bit_select(rsel, 1)
 
         # Requantizer: serialises the C column results, one per cycle, through a 4-stage pipeline.
         self._requantizer(m, res, res_full, res_clr, res_g)
