@@ -23,6 +23,9 @@ from lowbit.sw.model import Thresholds
 from lowbit.sw.qonnx_import import is_qonnx, load_qonnx
 
 FIX = Path(__file__).parent / "fixtures" / "brevitas"
+#: A second, independently trained and exported set (dynamic batch axis, shared quantizer constants,
+#: a MultiThreshold graph on float weights); see its README.md.
+FIX2 = Path(__file__).parent / "fixtures" / "qonnx"
 NAMES = ["digits_mlp_w4a4", "digits_mlp_w4a4_pc", "digits_mlp_mt", "digits_mlp_w4a4_ext", "digits_cnn_w4a4",
          "digits_bnn"]
 
@@ -55,6 +58,22 @@ def test_brevitas_import_agrees_with_the_qonnx_executor(name, data):
     assert close.mean() >= 0.999, close.mean()
     print(f"\n[qonnx {name}] argmax agreement {agree:.2%}, accuracy {acc:.2%} (qonnx {their_acc:.2%}), "
           f"outputs equal {close.mean():.2%}")
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "digits_mlp_mt"])
+def test_second_fixture_set_agrees_with_its_qonnx_outputs(name, data):
+    xte, yte, _ = data
+    expected = np.load(FIX2 / "expected.npz")
+    _, ours = predict(load_qonnx(FIX2 / f"{name}.onnx"), xte)
+    assert np.mean(ours == expected[name].argmax(1)) >= 0.99
+    assert abs(np.mean(ours == yte) - float(expected[f"{name}_acc"])) <= 0.005
+
+
+def test_multithreshold_on_unquantized_float_weights_is_refused_by_name():
+    # FINN-streamlined graphs keep integer-valued float weights without a Quant node; lowbit does not
+    # infer a quantization from values, it says which weight is not quantized.
+    with pytest.raises(LowbitError, match="MatMul_fc1.*the weight is not a quantized constant"):
+        load_qonnx(FIX2 / "digits_mlp_mt.onnx")
 
 
 def test_imported_layers_use_the_forms_they_should():
