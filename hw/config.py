@@ -64,7 +64,8 @@ class ArrayConfig:
         moves down one row per cycle, and a column's sum leaves the last row ``R`` cycles after its
         chunk was read. The critical path is one multiply-add whatever ``R``; it costs about
         ``R(R-1)/2 * (A + C*W)`` flip-flops of skew plus ``R*C`` partial-sum registers, so it suits
-        ECP5 better than a 5280-LC UP5K. (``product_reg`` is implied: every row is registered.)
+        ECP5 better than a 5280-LC UP5K. With ``product_reg`` each PE also registers its product
+        (multiply and add in separate cycles; one more cycle of latency).
 
     Raises
     ------

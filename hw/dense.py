@@ -413,7 +413,8 @@ class DenseEngine(wiring.Component):
                 pes[r][j] = pe
         totals = [delayed(pes[R - 1][j].psum_out, C - 1 - j if two_d else 0, f"deskew{j}", psum_shape(R))
                   for j in range(C)]
-        m.d.comb += s2.eq(delayed(s1, R + (C - 1 if two_d else 0), "flags", s1.shape()))
+        latency = R + (C - 1 if two_d else 0) + (1 if cfg.product_reg else 0)
+        m.d.comb += s2.eq(delayed(s1, latency, "flags", s1.shape()))
         return totals
 
     def _row_products(self, m, x, wrow, r):
@@ -559,9 +560,16 @@ class SystolicPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        value = product(self.config, self.x_in, self.w_in)
+        if self.config.product_reg:
+            # Multiply and add in separate stages: every PE adds one cycle, so the skew between rows
+            # (and the partial sum arriving from the row above) stays aligned.
+            prod = Signal(value.shape(), name="prod")
+            with m.If(self.en):
+                m.d.sync += prod.eq(value)
+            value = prod
         with m.If(self.en):
-            m.d.sync += [self.psum_out.eq(self.psum_in + product(self.config, self.x_in, self.w_in)),
-                         self.x_out.eq(self.x_in)]
+            m.d.sync += [self.psum_out.eq(self.psum_in + value), self.x_out.eq(self.x_in)]
         return m
 
 
