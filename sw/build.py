@@ -193,20 +193,13 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                 raise LowbitError(exc.message, "synthesis with --mult dsp failed; build with --mult lut") from None
             raise
         if reweightable:
-            from .reweight import patch_asc, patch_config
-            from .toolchain import run_tool
-            if dev.family == "ice40":
-                progress("patching the real weights into the placed design (icebram)")
-                (tmp / "top.random.asc").write_bytes((tmp / "top.asc").read_bytes())
-                patch_asc(tmp, "top.random.asc", "top.patched.asc", placeholder, real)
-                run_tool("icepack", ["top.patched.asc", "top.bin"], cwd=tmp)
-                result.bitstream = tmp / "top.bin"
-            else:
-                progress("patching the real weights into the placed design (ecpbram)")
-                (tmp / "top.random.config").write_bytes((tmp / "top.config").read_bytes())
-                patch_config(tmp, "top.random.config", "top.patched.config", placeholder, real)
-                run_tool("ecppack", ["--input", "top.patched.config", "--bit", "top.bit"], cwd=tmp)
-                result.bitstream = tmp / "top.bit"
+            from .reweight import PATCH_TOOL, patch_and_pack
+            from .synth import PLACED_SUFFIX
+            progress(f"patching the real weights into the placed design ({PATCH_TOOL[dev.family]})")
+            suffix = PLACED_SUFFIX[dev.family]
+            (tmp / f"top.random.{suffix}").write_bytes((tmp / f"top.{suffix}").read_bytes())
+            result.bitstream = tmp / patch_and_pack(dev.family, tmp, f"top.random.{suffix}", placeholder, real,
+                                                    fast=False)
         if not result.timing_met:
             raise LowbitError(f"timing failed: Fmax {result.fmax_mhz:.1f} MHz is below the {clk_hz / 1e6:g} MHz "
                               f"design clock", "use a lower --clock-mhz, smaller arrays or fewer bits; "

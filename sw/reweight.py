@@ -17,7 +17,6 @@ tested equal to its tool), because the WebAssembly tools take seconds per ROM.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -27,13 +26,16 @@ import numpy as np
 
 from .errors import LowbitError
 from .outputs import atomic_file
+from .synth import BITSTREAM_SUFFIX, PLACED_SUFFIX, pack_bitstream
 from .toolchain import run_tool, tool
 
 __all__ = ["rom_contents", "random_contents", "patch_asc", "patch_asc_fast", "patch_config", "patch_config_fast",
-           "rom_block_for", "reweight"]
+           "rom_block_for", "patch_and_pack", "reweight"]
 
 #: Slice length (words) the patch tool of each FPGA family matches; ROM depths are padded to it.
 ROM_BLOCK = {"ice40": 256, "ecp5": 512}
+#: The patch tool of each family (its name for messages).
+PATCH_TOOL = {"ice40": "icebram", "ecp5": "ecpbram"}
 
 
 def rom_block_for(family: str) -> int:
@@ -87,15 +89,25 @@ def _hex(width, words) -> str:
     return "".join(f"{w:0{digits}x}\n" for w in words)
 
 
-def patch_asc(folder: Path, asc_in: str, asc_out: str, old: dict, new: dict) -> None:
-    """Replace every ROM's ``old`` contents by ``new`` in an iCE40 ``.asc`` (icebram, one ROM a run)."""
+def _patch_each_rom(folder: Path, src: str, dst: str, old: dict, new: dict, suffix: str, patch_one) -> None:
+    """Run a patch tool once per ROM, chaining ``src`` -> intermediate files -> ``dst`` in ``folder``:
+    ``patch_one(name, current, target)`` patches ROM ``name`` (its ``.from.hex``/``.to.hex`` written)."""
     folder = Path(folder)
-    current = asc_in
+    current = src
     for i, name in enumerate(sorted(old)):
         width = old[name][0]
         (folder / f"{name}.from.hex").write_text(_hex(width, old[name][1]))
         (folder / f"{name}.to.hex").write_text(_hex(width, new[name][1]))
-        target = asc_out if i == len(old) - 1 else f"patch{i}.asc"
+        target = dst if i == len(old) - 1 else f"patch{i}.{suffix}"
+        patch_one(name, current, target)
+        current = target
+
+
+def patch_asc(folder: Path, asc_in: str, asc_out: str, old: dict, new: dict) -> None:
+    """Replace every ROM's ``old`` contents by ``new`` in an iCE40 ``.asc`` (icebram, one ROM a run)."""
+    folder = Path(folder)
+
+    def icebram(name, current, target):
         with open(folder / current, "rb") as fin, open(folder / target, "wb") as fout:
             proc = subprocess.run([tool("icebram"), f"{name}.from.hex", f"{name}.to.hex"], cwd=folder,
                                   stdin=fin, stdout=fout, stderr=subprocess.PIPE, text=False)
@@ -103,7 +115,8 @@ def patch_asc(folder: Path, asc_in: str, asc_out: str, old: dict, new: dict) -> 
             msg = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             raise LowbitError(f"icebram could not patch ROM {name}: {msg[0]}",
                               "the ROM may not have been mapped to block RAM")
-        current = target
+
+    _patch_each_rom(folder, asc_in, asc_out, old, new, "asc", icebram)
 
 
 _SUBIDX = {0: (0,), 1: (0, 1), 2: (0, 2, 1, 3), 3: (0, 4, 2, 6, 1, 5, 3, 7)}
@@ -186,19 +199,16 @@ def patch_config(folder: Path, cfg_in: str, cfg_out: str, old: dict, new: dict) 
     run). ecpbram does not say whether it found anything, so its block RAM contents are checked against
     :func:`patch_config_fast` (which does count)."""
     folder = Path(folder)
-    current = cfg_in
-    for i, name in enumerate(sorted(old)):
-        width = old[name][0]
-        (folder / f"{name}.from.hex").write_text(_hex(width, old[name][1]))
-        (folder / f"{name}.to.hex").write_text(_hex(width, new[name][1]))
-        target = cfg_out if i == len(old) - 1 else f"patch{i}.config"
+
+    def ecpbram(name, current, target):
         try:
             run_tool("ecpbram", ["-i", current, "-o", target, "-f", f"{name}.from.hex", "-t", f"{name}.to.hex"],
                      cwd=folder)
         except LowbitError as exc:
             raise LowbitError(f"ecpbram could not patch ROM {name}: {exc.args[0]}",
                               "the ROM may not have been mapped to block RAM") from None
-        current = target
+
+    _patch_each_rom(folder, cfg_in, cfg_out, old, new, "config", ecpbram)
     expected = read_config_brams(patch_config_fast((folder / cfg_in).read_text(), old, new))
     if read_config_brams((folder / cfg_out).read_text()) != expected:
         raise LowbitError("ecpbram's patched block RAMs differ from the expected contents",
@@ -223,18 +233,22 @@ def _ecp5_index():
     return out
 
 
+def _bram_blocks(lines):
+    """``(line index of a .bram_init header, index after its last data line, bram number)`` for every
+    block RAM section of a textual config."""
+    for n, line in enumerate(lines):
+        if line.startswith(".bram_init"):
+            end = n + 1
+            while end < len(lines) and lines[end] and not lines[end].startswith("."):
+                end += 1
+            yield n, end, int(line.split()[1])
+
+
 def read_config_brams(text: str) -> dict:
     """``{bram number: [2048 nine-bit words]}`` from the ``.bram_init`` sections of a textual config."""
     lines = text.split("\n")
-    out = {}
-    for n, line in enumerate(lines):
-        if line.startswith(".bram_init"):
-            words, j = [], n + 1
-            while j < len(lines) and lines[j] and not lines[j].startswith("."):
-                words.extend(int(v, 16) for v in lines[j].split())
-                j += 1
-            out[int(line.split()[1])] = words
-    return out
+    return {bram: [int(v, 16) for l in lines[n + 1:end] for v in l.split()]
+            for n, end, bram in _bram_blocks(lines)}
 
 
 def patch_config_fast(cfg_text: str, old: dict, new: dict) -> str:
@@ -245,15 +259,10 @@ def patch_config_fast(cfg_text: str, old: dict, new: dict) -> str:
     counts = dict.fromkeys(pattern, 0)
     index = _ecp5_index()
     lines = cfg_text.split("\n")
-    for n, line in enumerate(lines):
-        if not line.startswith(".bram_init"):
-            continue
-        end = n + 1
-        while end < len(lines) and lines[end] and not lines[end].startswith("."):
-            end += 1
+    for n, end, _ in list(_bram_blocks(lines)):
         words = np.array([int(v, 16) for l in lines[n + 1:end] for v in l.split()], dtype=np.int64)
         if len(words) != 2048:
-            raise LowbitError(f"{line.strip()}: {len(words)} words, expected 2048", "the .config file is damaged")
+            raise LowbitError(f"{lines[n].strip()}: {len(words)} words, expected 2048", "the .config file is damaged")
         bits = ((words[:, None] >> np.arange(9)) & 1).astype(np.uint8).reshape(-1)
         changed = False
         for idx in index:
@@ -269,6 +278,23 @@ def patch_config_fast(cfg_text: str, old: dict, new: dict) -> str:
             lines[n + 1:end] = [" ".join(f"{w:03x}" for w in words[i:i + 8]) for i in range(0, 2048, 8)]
     _check_counts(counts, owner)
     return "\n".join(lines)
+
+
+def patch_and_pack(family: str, folder, placed: str, old: dict, new: dict, *, fast: bool) -> str:
+    """Patch ROM contents ``old`` -> ``new`` into the placed design ``placed`` in ``folder`` and pack it
+    into ``top.bin`` / ``top.bit``; returns the bitstream's file name. ``fast``: the one-pass Python
+    patcher (as ``lowbit reweight`` uses), else the family's own tool (as the build does)."""
+    folder = Path(folder)
+    suffix = PLACED_SUFFIX[family]
+    patched = f"top.patched.{suffix}"
+    if fast:
+        patch_fast = patch_asc_fast if family == "ice40" else patch_config_fast
+        (folder / patched).write_text(patch_fast((folder / placed).read_text(), old, new))
+    else:
+        (patch_asc if family == "ice40" else patch_config)(folder, placed, patched, old, new)
+    bitstream = f"top.{BITSTREAM_SUFFIX[family]}"
+    pack_bitstream(family, patched, bitstream, folder)
+    return bitstream
 
 
 def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
@@ -289,25 +315,15 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
     check_reweightable(new_model, arrays)
     family = settings.get("family", "ice40")
     block = settings.get("rom_block", ROM_BLOCK["ice40"])
-    tool_name = "icebram" if family == "ice40" else "ecpbram"
-    progress(f"patching the ROMs ({tool_name}'s slice matching, one pass)")
+    progress(f"patching the ROMs ({PATCH_TOOL[family]}'s slice matching, one pass) and packing")
     random = random_contents(old_model, arrays, settings["rom_seed"], block)
     new_roms = rom_contents(new_model, arrays, block)
     work = build_dir / "reweight"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    if family == "ice40":
-        asc = patch_asc_fast((build_dir / "top.random.asc").read_text(), random, new_roms)
-        (work / "top.asc").write_text(asc)
-        progress("packing the bitstream (icepack)")
-        run_tool("icepack", ["top.asc", "top.bin"], cwd=work)
-        bitstream = "top.bin"
-    else:
-        cfg = patch_config_fast((build_dir / "top.random.config").read_text(), random, new_roms)
-        (work / "top.config").write_text(cfg)
-        progress("packing the bitstream (ecppack)")
-        run_tool("ecppack", ["--input", "top.config", "--bit", "top.bit"], cwd=work)
-        bitstream = "top.bit"
+    placed = f"top.random.{PLACED_SUFFIX[family]}"
+    (work / placed).write_bytes((build_dir / placed).read_bytes())
+    bitstream = patch_and_pack(family, work, placed, random, new_roms, fast=True)
     with atomic_file(build_dir / bitstream) as f:
         f.write((work / bitstream).read_bytes())
     new_model.save(build_dir / "model.lbm")

@@ -25,7 +25,8 @@ from pathlib import Path
 from .errors import LowbitError
 from .toolchain import run_tool
 
-__all__ = ["Device", "DEVICES", "device", "ImplementResult", "implement", "yosys_script", "parse_nextpnr_report"]
+__all__ = ["Device", "DEVICES", "device", "ImplementResult", "implement", "yosys_script", "parse_nextpnr_report",
+           "pack_bitstream", "PLACED_SUFFIX", "BITSTREAM_SUFFIX"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,19 @@ class ImplementResult:
             "yosys_cells": self.yosys_cells, "bitstream": str(self.bitstream) if self.bitstream else None,
             "seconds": self.seconds,
         }
+
+
+#: File suffixes of a placed design (nextpnr's ``--asc`` / ``--textcfg``) and of its packed bitstream.
+PLACED_SUFFIX = {"ice40": "asc", "ecp5": "config"}
+BITSTREAM_SUFFIX = {"ice40": "bin", "ecp5": "bit"}
+
+
+def pack_bitstream(family: str, placed: str, bitstream: str, cwd, log=None) -> None:
+    """Pack the placed design ``placed`` into ``bitstream`` (file names in ``cwd``): icepack or ecppack."""
+    if family == "ice40":
+        run_tool("icepack", [placed, bitstream], cwd=cwd, log=log)
+    else:
+        run_tool("ecppack", ["--input", placed, "--bit", bitstream], cwd=cwd, log=log)
 
 
 def _progress_to_stderr(message: str) -> None:
@@ -262,13 +276,9 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
     bitstream = None
     if pack:
         t0 = time.monotonic()
-        if dev.family == "ice40":
-            bitstream = outdir / f"{top}.bin"
-            run_tool("icepack", [asc.name, bitstream.name], cwd=outdir, log=outdir / "pack.log")
-        else:
-            bitstream = outdir / f"{top}.bit"
-            run_tool("ecppack", ["--input", cfg.name, "--bit", bitstream.name], cwd=outdir,
-                     log=outdir / "pack.log")
+        bitstream = outdir / f"{top}.{BITSTREAM_SUFFIX[dev.family]}"
+        pack_bitstream(dev.family, (asc if dev.family == "ice40" else cfg).name, bitstream.name, outdir,
+                       log=outdir / "pack.log")
         seconds["pack"] = round(time.monotonic() - t0, 2)
     return ImplementResult(dev.name, top, util, worst, clock_mhz,
                            bool(worst is not None and worst >= clock_mhz), cells, bitstream, outdir, seconds)

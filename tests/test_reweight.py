@@ -10,7 +10,6 @@ printed for the notes, not asserted.)
 import json
 import time
 
-import numpy as np
 import pytest
 
 from lowbit.sw.benchmarks import random_dense_model
