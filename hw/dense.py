@@ -327,22 +327,16 @@ class DenseEngine(wiring.Component):
         m.d.comb += advance.eq(~(s2.valid & s2.last & full.bit_select(wsel, 1)))
         with m.If(advance & s2.valid):
             m.d.sync += self.mac_cycles.eq(self.mac_cycles + 1)
-            for j in range(C):
-                new = Mux(s2.first, 0, acc[j]) + totals[j]
-                with m.If(s2.last):
-                    with m.If(wsel):
-                        m.d.sync += slots[1][j].eq(new)
-                    with m.Else():
-                        m.d.sync += slots[0][j].eq(new)
-                with m.Else():
-                    m.d.sync += acc[j].eq(new)
+            sums = [Mux(s2.first, 0, acc[j]) + totals[j] for j in range(C)]
             with m.If(s2.last):
-                with m.If(wsel):
-                    m.d.sync += slot_g[1].eq(s2.g)
-                with m.Else():
-                    m.d.sync += slot_g[0].eq(s2.g)
+                for k in range(2):
+                    with m.If(wsel == k):
+                        m.d.sync += [slot.eq(v) for slot, v in zip(slots[k], sums)]
+                        m.d.sync += slot_g[k].eq(s2.g)
                 m.d.sync += wsel.eq(~wsel)
                 m.d.comb += res_set.eq(1)
+            with m.Else():
+                m.d.sync += [a.eq(v) for a, v in zip(acc, sums)]
         res = [Signal(signed(self.acc_bits), name=f"res{j}") for j in range(C)]
         res_g = Signal(range(max(G, 2)))
         m.d.comb += [res[j].eq(Mux(rsel, slots[1][j], slots[0][j])) for j in range(C)]
@@ -423,7 +417,7 @@ class DenseEngine(wiring.Component):
         cfg = self.config
         C = cfg.cols
         if not cfg.dsp_pack:
-            return [self._product(x, wrow[j]) for j in range(C)]
+            return [product(cfg, x, wrow[j]) for j in range(C)]
         S = cfg.product_bits
         out = []
         for j in range(0, C - 1, 2):
@@ -434,10 +428,6 @@ class DenseEngine(wiring.Component):
         if C % 2:
             out.append(x * wrow[C - 1])
         return out
-
-    def _product(self, x, w):
-        return product(self.config, x, w)
-
 
     def _requantizer(self, m, res, res_full, res_clr, res_g):
         cfg, p = self.config, self.params
