@@ -15,3 +15,10 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The shipped digits split: ``(x_train, y_train, x_test, y_test)``."""
+    from lowbit.sw.digits import digits_split
+    return digits_split()

@@ -4,15 +4,9 @@ import numpy as np
 import pytest
 
 from lowbit.sw.demo_models import binary_mlp_forward, train_binary_mlp
-from lowbit.sw.digits import digits_split
 from lowbit.sw.intref import predict, run
 from lowbit.sw.model import Thresholds
 from lowbit.sw.posttrain import quantize_net
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_split()
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from lowbit.sw.digits import digits_split, train_cnn, train_mlp
+from lowbit.sw.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.intref import run
 from lowbit.sw.model import Dense, Model, QuantSpec, Requant, Thresholds
 from lowbit.sw.posttrain import quantize_net
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_split()
 
 
 @pytest.fixture(scope="module")

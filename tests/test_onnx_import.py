@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lowbit.sw.digits import digits_split, train_cnn, train_mlp
+from lowbit.sw.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.loaders import load_model
 from lowbit.sw.onnx_import import load_onnx
@@ -18,11 +18,6 @@ def _save(nodes, inits, in_shape, out_shape, path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_split()
 
 
 def mlp_onnx(net, path, batchnorm=False):

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from lowbit.sw.digits import digits_split, train_cnn, train_mlp
+from lowbit.sw.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.intref import run
 from lowbit.sw.loaders import load_model
@@ -38,11 +38,6 @@ class _Reader(CalibrationDataReader):
 
     def get_next(self):
         return next(self.it, None)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return digits_split()
 
 
 def _qdq(tmp, name, make, xtr):
