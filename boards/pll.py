@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
@@ -37,9 +38,10 @@ class PllPlan:
     attrs: dict = field(default_factory=dict)
 
 
+@lru_cache(maxsize=None)
 def pll_plan(family: str, in_mhz: float, out_mhz: float) -> PllPlan:
     """Divider settings for ``out_mhz`` from an ``in_mhz`` oscillator (LowbitError if not reachable
-    within 1 %)."""
+    within 1 %). Cached: a build asks once for the report and once for the board top."""
     lo, hi = PLL_RANGE_MHZ.get(family, (None, None))
     if lo is None:
         raise LowbitError(f"no PLL support for {family} devices", "leave out --clock-mhz")

@@ -24,7 +24,6 @@ External data (``.onnx.data``) is read from beside the model.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -353,8 +352,7 @@ class _Builder:
             # acc + bias >= T  <=>  k * S * (acc + bias) + c >= real
             t = (real - c[:, None]) / (k * S)[:, None]
             K = int(np.prod(wts.shape[:-1]))
-            _, in_hi = p["in_q"].range
-            in_lo = p["in_q"].range[0]
+            in_lo, in_hi = p["in_q"].range
             bound = K * int(np.abs(wts).max()) * max(abs(in_lo), abs(in_hi)) + int(np.abs(bias).max()) + 1
             t = np.clip(np.nan_to_num(t, nan=0.0, posinf=bound, neginf=-bound), -bound, bound)
             rq = Thresholds(np.ceil(t - 1e-9 * np.maximum(1.0, np.abs(t))).astype(np.int64), out_lo, step)
