@@ -5,11 +5,11 @@ activation codes and one ``R x C`` weight word from ROM; column ``j`` adds ``sum
 its accumulator, which stays in place for ``KC = ceil(K / R)`` cycles and is then handed to the
 requantizer. Batch-1 inference is a matrix-vector product with no weight reuse, so a weight-stationary
 array would spend as long loading weights as computing; streaming one word per cycle keeps every MAC
-busy. Each column's ``R`` products are reduced by an adder tree in the cycle after an (optional) product
-register (``ArrayConfig.product_reg``), or with ``ArrayConfig.systolic`` by a grid of :class:`SystolicPE`
-passing partial sums down the rows, with the input skewed by one cycle per row (see
-:meth:`DenseEngine._systolic_chain`). Activations are broadcast along each row, or with
-``ArrayConfig.systolic_2d`` passed column to column, in which case the column sums are de-skewed.
+busy. The products and their column sums are a :class:`lowbit.hw.array.MacArray`: an adder tree after
+an (optional) product register (``ArrayConfig.product_reg``), or with ``ArrayConfig.systolic`` a grid
+of :class:`~lowbit.hw.array.SystolicPE` passing partial sums down the rows, with the input skewed by one
+cycle per row. Activations are broadcast along each row, or with ``ArrayConfig.systolic_2d`` passed
+column to column, in which case the column sums are de-skewed.
 
 Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``):
 
@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,9 +39,10 @@ from amaranth.lib.wiring import In, Out
 from ..sw import arith
 from ..sw.errors import LowbitError
 from ..sw.rom import pack_fields, pack_weights
+from .array import MacArray, tree_sum
 from .config import ArrayConfig
 
-__all__ = ["EngineParams", "DenseEngine", "SystolicPE", "product", "LOGIT_BITS", "engine_out_shape"]
+__all__ = ["EngineParams", "DenseEngine", "LOGIT_BITS", "engine_out_shape"]
 
 #: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
 LOGIT_BITS = 32
@@ -173,7 +174,7 @@ class DenseEngine(wiring.Component):
         cfg, p = self.config, self.params
         if cfg.binary:
             value_lo, value_hi = 0, 2 * p.k                     # 2 * popcount
-            self.acc_bits = signed_bits = arith.signed_bits_for(0, p.k) + 1
+            self.acc_bits = arith.signed_bits_for(0, p.k) + 1
         else:
             plo, phi = cfg.product_range
             value_lo, value_hi = min(0, p.k * plo), max(0, p.k * phi)
@@ -233,7 +234,7 @@ class DenseEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, p = self.config, self.params
+        cfg = self.config
         R, C, KC, G = cfg.rows, cfg.cols, self.kc, self.groups
         abits = self.code_bits
         wbits = 1 if cfg.binary else cfg.weight_bits
@@ -285,32 +286,20 @@ class DenseEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += c.eq(c + 1)
 
-        # Products and column sums: an adder tree (after an optional product register), or a systolic
-        # partial-sum chain. Either way `s2` carries the flags of the chunk whose column sums are in
-        # `totals`, and every register advances together on `advance` (so stalls keep the skew).
-        xv = Signal(data.ArrayLayout(unsigned(1) if cfg.binary else _shape(cfg.act_bits, cfg.act_signed), R))
-        wv = Signal(data.ArrayLayout(data.ArrayLayout(unsigned(1) if cfg.binary else _shape(wbits, cfg.weight_signed), C), R))
-        m.d.comb += [xv.as_value().eq(xr.data), wv.as_value().eq(wr.data)]
-        prod_shape = unsigned(1) if cfg.binary else signed(cfg.product_bits)
-        s2 = Signal(s1.shape())
-        if cfg.systolic:
-            totals = self._systolic_chain(m, xv, wv, s1, s2, advance)
-        else:
-            prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
-            values = [self._row_products(m, xv[r], wv[r], r) for r in range(R)]
-            if cfg.product_reg:
-                with m.If(advance):
-                    m.d.sync += s2.eq(s1)
-                    for r in range(R):
-                        for j in range(C):
-                            m.d.sync += prods[r][j].eq(values[r][j])
-            else:
-                m.d.comb += s2.eq(s1)
-                for r in range(R):
-                    for j in range(C):
-                        m.d.comb += prods[r][j].eq(values[r][j])
-            totals = [_tree_sum([prods[r][j] for r in range(R)]) for j in range(C)]
+        # The MAC array (hw/array.py): `s2` carries the flags of the chunk whose column sums are in
+        # `totals`; the array and the flag delay line advance together on `advance` (so stalls keep
+        # the skew).
+        m.submodules.array = array = MacArray(cfg)
+        m.d.comb += [array.en.eq(advance), array.x.as_value().eq(xr.data), array.w.as_value().eq(wr.data)]
+        totals = [array.sums[j] for j in range(C)]
+        s2 = s1
+        for k in range(array.latency):
+            reg = Signal(s1.shape(), name=f"flags_d{k + 1}")
+            with m.If(advance):
+                m.d.sync += reg.eq(s2)
+            s2 = reg
 
+        # Output-stationary accumulators.
         # Column sums (adder tree) and output-stationary accumulators.
         acc = [Signal(signed(self.acc_bits), name=f"acc{j}") for j in range(C)]
         # Finished column sums wait in a two-slot buffer for the requantizer, so a new result can land
@@ -365,69 +354,6 @@ class DenseEngine(wiring.Component):
             return Memory(shape=unsigned(width), depth=depth, init=words,
                           attrs={"ram_style": "block", "rom_style": "block"})
         return Memory(shape=unsigned(width), depth=len(words), init=words)
-
-    def _systolic_chain(self, m, xv, wv, s1, s2, advance):
-        """An ``R x C`` grid of :class:`SystolicPE`: partial sums move down the rows, one per cycle, with
-        row ``r``'s operands delayed by ``r`` cycles (the input skew). With ``systolic_2d`` activations
-        also hop one column to the right per cycle, so column ``j`` lags by ``j`` cycles: its weights are
-        delayed ``r + j`` and its sum ``C - 1 - j`` more cycles at the bottom (the output de-skew).
-        Otherwise activations are broadcast along the row and all columns finish together. The chunk's
-        flags ride a delay line as long as the array's latency."""
-        cfg = self.config
-        R, C = cfg.rows, cfg.cols
-        two_d = cfg.systolic_2d
-
-        def delayed(sig, stages, name, shape):
-            for k in range(stages):
-                reg = Signal(shape, name=f"{name}_d{k + 1}")
-                with m.If(advance):
-                    m.d.sync += reg.eq(sig)
-                sig = reg
-            return sig
-
-        plo, phi = (0, 1) if cfg.binary else cfg.product_range
-        x_shape = xv.shape().elem_shape
-        w_elem = wv.shape().elem_shape.elem_shape
-
-        def psum_shape(rows):
-            if cfg.binary:
-                return unsigned(rows.bit_length())
-            return signed(arith.signed_bits_for(min(0, rows * plo), max(0, rows * phi)))
-
-        pes = [[None] * C for _ in range(R)]
-        for r in range(R):
-            x = delayed(xv[r], r, f"x{r}", x_shape)
-            for j in range(C):
-                w = delayed(wv[r][j], r + j if two_d else r, f"w{r}_{j}", w_elem)
-                pe = SystolicPE(cfg, x_shape, w_elem, psum_shape(max(r, 1)), psum_shape(r + 1))
-                m.submodules[f"pe{r}_{j}"] = pe
-                m.d.comb += [pe.en.eq(advance), pe.w_in.eq(w),
-                             pe.x_in.eq(pes[r][j - 1].x_out if two_d and j else x),
-                             pe.psum_in.eq(pes[r - 1][j].psum_out if r else 0)]
-                pes[r][j] = pe
-        totals = [delayed(pes[R - 1][j].psum_out, C - 1 - j if two_d else 0, f"deskew{j}", psum_shape(R))
-                  for j in range(C)]
-        latency = R + (C - 1 if two_d else 0) + (1 if cfg.product_reg else 0)
-        m.d.comb += s2.eq(delayed(s1, latency, "flags", s1.shape()))
-        return totals
-
-    def _row_products(self, m, x, wrow, r):
-        """The ``C`` products of one row: one per column, or with ``dsp_pack`` one multiplier for each
-        pair of columns (``x * (w_a + w_b * 2**S)``, split exactly into ``x*w_a`` and ``x*w_b``)."""
-        cfg = self.config
-        C = cfg.cols
-        if not cfg.dsp_pack:
-            return [product(cfg, x, wrow[j]) for j in range(C)]
-        S = cfg.product_bits
-        out = []
-        for j in range(0, C - 1, 2):
-            packed = Signal(signed(S + cfg.product_bits + 1), name=f"pk{r}_{j}")
-            m.d.comb += packed.eq(x * (wrow[j] + (wrow[j + 1] << S)))
-            lo = packed[:S].as_signed()
-            out += [lo, (packed - lo) >> S]
-        if C % 2:
-            out.append(x * wrow[C - 1])
-        return out
 
     def _requantizer(self, m, res, res_full, res_clr, res_g):
         cfg, p = self.config, self.params
@@ -507,7 +433,7 @@ class DenseEngine(wiring.Component):
                 r2_thr = [Signal(signed(self.thr_bits), name=f"r2_t{i}") for i in range(steps)]
                 with m.If(adv):
                     m.d.sync += [r2_thr[i].eq(field(f"t{i}", True)) for i in range(steps)]
-                count = _tree_sum([(r2_total >= r2_thr[i]) for i in range(steps)]) if steps else Const(0)
+                count = tree_sum([(r2_total >= r2_thr[i]) for i in range(steps)]) if steps else Const(0)
                 ys = Signal(signed(max(8, p.out_bits + 2)))
                 m.d.comb += ys.eq(p.out_lo + p.out_step * count)
                 out = (ys > 0) if p.out_binary else ys
@@ -516,58 +442,3 @@ class DenseEngine(wiring.Component):
             with m.If(adv):
                 m.d.sync += [r3_valid.eq(r2_valid), r3_y.eq(out)]
                 m.d.sync += [self.o.valid.eq(r3_valid), self.o.payload.eq(r3_y)]
-
-
-def product(cfg: ArrayConfig, x, w):
-    """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, a
-    select/negate/shift for 1- and 2-bit weights in logic, ``*`` otherwise."""
-    if cfg.binary:
-        return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
-    if cfg.weight_bits <= 2 and cfg.mult == "lut":
-        # 1- and 2-bit weights: select, negate, shift-add instead of a multiplier.
-        xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()
-        if cfg.weight_signed:
-            cases = {0: 0, 1: xs, -1: -xs, -2: -(xs << 1)}
-        else:
-            cases = {0: 0, 1: xs, 2: xs << 1, 3: xs + (xs << 1)}
-        lo, hi = cfg.weight_range
-        out = Const(0, signed(cfg.product_bits))
-        for value in range(lo, hi + 1):
-            if value:
-                out = Mux(w == value, cases[value], out)
-        return out
-    return x * w
-
-
-class SystolicPE(wiring.Component):
-    """One processing element of the systolic array: ``psum_out <= psum_in + x_in * w_in`` and
-    ``x_out <= x_in`` (for the next column), both registered and advancing only when ``en`` is high."""
-
-    def __init__(self, config: ArrayConfig, x_shape, w_shape, psum_in_shape, psum_out_shape):
-        self.config = config
-        super().__init__({"en": In(1), "x_in": In(x_shape), "w_in": In(w_shape), "psum_in": In(psum_in_shape),
-                          "x_out": Out(x_shape), "psum_out": Out(psum_out_shape)})
-
-    def elaborate(self, platform):
-        m = Module()
-        value = product(self.config, self.x_in, self.w_in)
-        if self.config.product_reg:
-            # Multiply and add in separate stages: every PE adds one cycle, so the skew between rows
-            # (and the partial sum arriving from the row above) stays aligned.
-            prod = Signal(value.shape(), name="prod")
-            with m.If(self.en):
-                m.d.sync += prod.eq(value)
-            value = prod
-        with m.If(self.en):
-            m.d.sync += [self.psum_out.eq(self.psum_in + value), self.x_out.eq(self.x_in)]
-        return m
-
-
-def _tree_sum(values):
-    values = list(values)
-    while len(values) > 1:
-        nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
-        if len(values) % 2:
-            nxt.append(values[-1])
-        values = nxt
-    return values[0]

@@ -1,0 +1,207 @@
+"""The MAC array: ``R x C`` products of one K-chunk, reduced to ``C`` column sums.
+
+:class:`MacArray` is the array the layer engine (:mod:`lowbit.hw.dense`) drives; it is a component of
+its own so that it can be simulated, formally checked and synthesised alone. Each cycle with ``en``
+high it takes ``R`` activation codes ``x[r]`` and an ``R x C`` weight word ``w[r][j]`` and, ``latency``
+enabled cycles later, presents ``sums[j] = sum_r x[r] * w[r][j]`` (in binary mode the number of
+agreeing ±1 pairs). Every register advances only on ``en``, so a stall freezes the whole array with its
+skew intact. Three reductions, chosen by :class:`~lowbit.hw.config.ArrayConfig`:
+
+* adder tree (default): the ``R`` products of a column, registered when ``product_reg``, summed by a
+  balanced tree; latency 1 (0 without ``product_reg``);
+* ``systolic``: an ``R x C`` grid of :class:`SystolicPE` passing partial sums down the rows; row ``r``'s
+  operands are delayed ``r`` cycles (the input skew) and activations are broadcast along each row;
+  latency ``R`` (+1 with ``product_reg``);
+* ``systolic_2d``: activations also hop one column per cycle, column ``j``'s weights are delayed
+  ``r + j`` and its sum leaves ``C - 1 - j`` cycles of de-skew at the bottom; latency ``R + C - 1``
+  (+1 with ``product_reg``).
+
+Products (:func:`product`): XNOR for ±1, select/negate/shift for 1- and 2-bit weights in logic, ``*``
+otherwise (Yosys maps it to LUTs or, with ``mult="dsp"``, to SB_MAC16 / MULT18X18D); with ``dsp_pack``
+two neighbouring columns share one multiplier.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sw import arith
+from .config import ArrayConfig
+
+__all__ = ["MacArray", "SystolicPE", "product", "code_shape", "tree_sum"]
+
+
+def code_shape(bits: int, is_signed: bool):
+    """Shape of an operand code (``unsigned(1)`` for a ±1 bit)."""
+    return signed(bits) if is_signed else unsigned(bits)
+
+
+def product(cfg: ArrayConfig, x, w):
+    """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, a
+    select/negate/shift for 1- and 2-bit weights in logic, ``*`` otherwise."""
+    if cfg.binary:
+        return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
+    if cfg.weight_bits <= 2 and cfg.mult == "lut":
+        # 1- and 2-bit weights: select, negate, shift-add instead of a multiplier.
+        xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()
+        if cfg.weight_signed:
+            cases = {0: 0, 1: xs, -1: -xs, -2: -(xs << 1)}
+        else:
+            cases = {0: 0, 1: xs, 2: xs << 1, 3: xs + (xs << 1)}
+        lo, hi = cfg.weight_range
+        out = Const(0, signed(cfg.product_bits))
+        for value in range(lo, hi + 1):
+            if value:
+                out = Mux(w == value, cases[value], out)
+        return out
+    return x * w
+
+
+def tree_sum(values):
+    """A balanced adder tree over ``values`` (Amaranth expressions)."""
+    values = list(values)
+    while len(values) > 1:
+        nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            nxt.append(values[-1])
+        values = nxt
+    return values[0]
+
+
+class SystolicPE(wiring.Component):
+    """One processing element of the systolic array: ``psum_out <= psum_in + x_in * w_in`` and
+    ``x_out <= x_in`` (for the next column), both registered and advancing only when ``en`` is high.
+    With ``product_reg`` the product is registered first (multiply and add in separate cycles)."""
+
+    def __init__(self, config: ArrayConfig, x_shape, w_shape, psum_in_shape, psum_out_shape):
+        self.config = config
+        super().__init__({"en": In(1), "x_in": In(x_shape), "w_in": In(w_shape), "psum_in": In(psum_in_shape),
+                          "x_out": Out(x_shape), "psum_out": Out(psum_out_shape)})
+
+    def elaborate(self, platform):
+        m = Module()
+        value = product(self.config, self.x_in, self.w_in)
+        if self.config.product_reg:
+            # Every PE adds one cycle, so the skew between rows (and the partial sum arriving from the
+            # row above) stays aligned.
+            prod = Signal(value.shape(), name="prod")
+            with m.If(self.en):
+                m.d.sync += prod.eq(value)
+            value = prod
+        with m.If(self.en):
+            m.d.sync += [self.psum_out.eq(self.psum_in + value), self.x_out.eq(self.x_in)]
+        return m
+
+
+class MacArray(wiring.Component):
+    """``R x C`` multiply-accumulate array (see the module docstring).
+
+    Attributes
+    ----------
+    en : Signal, in
+        Advance every register (a stall holds the array, skew included).
+    x : ArrayLayout(code, R), in
+        One K-chunk of activation codes.
+    w : ArrayLayout(ArrayLayout(code, C), R), in
+        The chunk's weights, ``w[r][j]`` for lane ``r`` and column ``j``.
+    sums : ArrayLayout(sum, C), out
+        Column sums of the chunk presented ``latency`` enabled cycles earlier.
+    latency : int
+        Enabled cycles from ``x``/``w`` to ``sums``.
+    """
+
+    def __init__(self, config: ArrayConfig):
+        self.config = config
+        cfg = config
+        R, C = cfg.rows, cfg.cols
+        self.x_shape = unsigned(1) if cfg.binary else code_shape(cfg.act_bits, cfg.act_signed)
+        self.w_shape = unsigned(1) if cfg.binary else code_shape(cfg.weight_bits, cfg.weight_signed)
+        self.latency = (1 if cfg.product_reg else 0) + (R + (C - 1 if cfg.systolic_2d else 0) if cfg.systolic else 0)
+        super().__init__({
+            "en": In(1),
+            "x": In(data.ArrayLayout(self.x_shape, R)),
+            "w": In(data.ArrayLayout(data.ArrayLayout(self.w_shape, C), R)),
+            "sums": Out(data.ArrayLayout(self.psum_shape(R), C)),
+        })
+
+    def psum_shape(self, rows: int):
+        """Shape of a sum of ``rows`` products."""
+        cfg = self.config
+        if cfg.binary:
+            return unsigned(max(rows, 1).bit_length())
+        plo, phi = cfg.product_range
+        return signed(arith.signed_bits_for(min(0, rows * plo), max(0, rows * phi)))
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.config.systolic:
+            self._grid(m)
+        else:
+            self._tree(m)
+        return m
+
+    def _delayed(self, m, sig, stages, name, shape):
+        for k in range(stages):
+            reg = Signal(shape, name=f"{name}_d{k + 1}")
+            with m.If(self.en):
+                m.d.sync += reg.eq(sig)
+            sig = reg
+        return sig
+
+    def _tree(self, m):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        prod_shape = unsigned(1) if cfg.binary else signed(cfg.product_bits)
+        prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
+        domain = m.d.sync if cfg.product_reg else m.d.comb
+        for r in range(R):
+            values = self._row_products(m, r)
+            for j in range(C):
+                if cfg.product_reg:
+                    with m.If(self.en):
+                        domain += prods[r][j].eq(values[j])
+                else:
+                    domain += prods[r][j].eq(values[j])
+        for j in range(C):
+            m.d.comb += self.sums[j].eq(tree_sum([prods[r][j] for r in range(R)]))
+
+    def _row_products(self, m, r):
+        """The ``C`` products of row ``r``: one per column, or with ``dsp_pack`` one multiplier for each
+        pair of columns (``x * (w_a + w_b * 2**S)``, split exactly into ``x*w_a`` and ``x*w_b``)."""
+        cfg = self.config
+        C = cfg.cols
+        x, wrow = self.x[r], self.w[r]
+        if not cfg.dsp_pack:
+            return [product(cfg, x, wrow[j]) for j in range(C)]
+        S = cfg.product_bits
+        out = []
+        for j in range(0, C - 1, 2):
+            packed = Signal(signed(S + cfg.product_bits + 1), name=f"pk{r}_{j}")
+            m.d.comb += packed.eq(x * (wrow[j] + (wrow[j + 1] << S)))
+            lo = packed[:S].as_signed()
+            out += [lo, (packed - lo) >> S]
+        if C % 2:
+            out.append(x * wrow[C - 1])
+        return out
+
+    def _grid(self, m):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        two_d = cfg.systolic_2d
+        pes = [[None] * C for _ in range(R)]
+        for r in range(R):
+            x = self._delayed(m, self.x[r], r, f"x{r}", self.x_shape)
+            for j in range(C):
+                w = self._delayed(m, self.w[r][j], r + j if two_d else r, f"w{r}_{j}", self.w_shape)
+                pe = SystolicPE(cfg, self.x_shape, self.w_shape, self.psum_shape(max(r, 1)), self.psum_shape(r + 1))
+                m.submodules[f"pe{r}_{j}"] = pe
+                m.d.comb += [pe.en.eq(self.en), pe.w_in.eq(w),
+                             pe.x_in.eq(pes[r][j - 1].x_out if two_d and j else x),
+                             pe.psum_in.eq(pes[r - 1][j].psum_out if r else 0)]
+                pes[r][j] = pe
+        for j in range(C):
+            out = self._delayed(m, pes[R - 1][j].psum_out, C - 1 - j if two_d else 0, f"deskew{j}",
+                                self.psum_shape(R))
+            m.d.comb += self.sums[j].eq(out)
