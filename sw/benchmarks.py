@@ -14,18 +14,37 @@ __all__ = ["random_dense_model", "cycle_rows", "synth_rows", "reference_rows", "
 #: (name, K, N, rows, cols) of the Dense-layer rows.
 GEMMS = [("gemv-64x32", 64, 32, 8, 8), ("gemv-128x64", 128, 64, 8, 8), ("gemv-256x64", 256, 64, 8, 8),
          ("gemv-256x128", 256, 128, 16, 8), ("gemv-100x30", 100, 30, 8, 8)]
-#: (device, rows, cols, bits, multipliers, systolic) of the synthesis rows; "dsp" lets Yosys map the
-#: products to SB_MAC16 (UP5K has 8) or MULT18X18D (85F has 156), "dsp-pack" also computes two columns'
-#: products with one multiplier (ArrayConfig.dsp_pack), "lut" keeps them in logic; systolic reduces
-#: columns with a skewed partial-sum chain instead of an adder tree.
-SYNTH_CONFIGS = [("ice40-up5k", 4, 4, 4, "lut", False), ("ice40-up5k", 4, 4, 4, "lut", True),
-                 ("ice40-up5k", 4, 4, 2, "lut", False), ("ice40-up5k", 8, 8, 4, "lut", False),
-                 ("ice40-up5k", 8, 8, 2, "lut", False), ("ice40-up5k", 2, 4, 8, "lut", False),
-                 ("ice40-up5k", 2, 4, 8, "dsp", False), ("ice40-up5k", 1, 4, 8, "dsp", False),
-                 ("ice40-up5k", 2, 4, 4, "lut", False), ("ice40-up5k", 2, 4, 4, "dsp", False),
-                 ("ice40-up5k", 2, 4, 4, "dsp-pack", False),
-                 ("ecp5-85f", 16, 16, 4, "lut", False), ("ecp5-85f", 16, 16, 4, "lut", True),
-                 ("ecp5-85f", 8, 8, 8, "lut", False), ("ecp5-85f", 8, 8, 8, "dsp", False)]
+#: (what, device, rows, cols, bits, multipliers, reduction) of the synthesis rows. "array" is the MAC
+#: array alone (lowbit.hw.array.MacArray: products and column sums, what the acceptance figures per MAC
+#: are about); "engine" adds the input buffer, weight ROM, sequencer, accumulators and requantizer of a
+#: layer engine (an 8R x 4C layer). Multipliers: "dsp" lets Yosys map the products to SB_MAC16 (UP5K
+#: has 8) or MULT18X18D (85F has 156), "dsp-pack" also computes two columns' products with one
+#: multiplier (ArrayConfig.dsp_pack), "lut" keeps them in logic. Reduction: "tree" (adder tree),
+#: "systolic" (skewed partial-sum chain of PEs) or "systolic2d" (activations hop column to column too).
+SYNTH_CONFIGS = [
+    ("array", "ice40-up5k", 4, 4, 4, "lut", "tree"), ("array", "ice40-up5k", 4, 4, 4, "lut", "systolic"),
+    ("array", "ice40-up5k", 4, 4, 2, "lut", "tree"), ("array", "ice40-up5k", 4, 4, 2, "lut", "systolic"),
+    ("array", "ice40-up5k", 8, 8, 4, "lut", "tree"), ("array", "ice40-up5k", 8, 8, 4, "lut", "systolic"),
+    ("array", "ice40-up5k", 8, 8, 2, "lut", "tree"), ("array", "ice40-up5k", 8, 8, 2, "lut", "systolic"),
+    ("array", "ecp5-85f", 16, 16, 4, "lut", "tree"), ("array", "ecp5-85f", 16, 16, 4, "lut", "systolic"),
+    ("array", "ecp5-85f", 16, 16, 4, "lut", "systolic2d"),
+    ("engine", "ice40-up5k", 4, 4, 4, "lut", "tree"), ("engine", "ice40-up5k", 4, 4, 4, "lut", "systolic"),
+    ("engine", "ice40-up5k", 4, 4, 2, "lut", "tree"), ("engine", "ice40-up5k", 8, 8, 4, "lut", "tree"),
+    ("engine", "ice40-up5k", 8, 8, 4, "lut", "systolic"),
+    ("engine", "ice40-up5k", 8, 8, 2, "lut", "tree"), ("engine", "ice40-up5k", 2, 4, 8, "lut", "tree"),
+    ("engine", "ice40-up5k", 2, 4, 8, "dsp", "tree"), ("engine", "ice40-up5k", 1, 4, 8, "dsp", "tree"),
+    ("engine", "ice40-up5k", 2, 4, 4, "lut", "tree"), ("engine", "ice40-up5k", 2, 4, 4, "dsp", "tree"),
+    ("engine", "ice40-up5k", 2, 4, 4, "dsp-pack", "tree"),
+    ("engine", "ecp5-85f", 16, 16, 4, "lut", "tree"), ("engine", "ecp5-85f", 16, 16, 4, "lut", "systolic"),
+    ("engine", "ecp5-85f", 8, 8, 8, "lut", "tree"), ("engine", "ecp5-85f", 8, 8, 8, "dsp", "tree")]
+
+REDUCTIONS = {"tree": {}, "systolic": {"systolic": True}, "systolic2d": {"systolic": True, "systolic_2d": True}}
+
+
+def synth_config_name(what, dev, r, c, bits, mult, reduction) -> str:
+    """Row name, e.g. ``array-8x8-4bit-systolic`` or ``engine-2x4-4bit-dsp-pack``."""
+    return (f"{what}-{r}x{c}-{bits}bit" + ("" if mult == "lut" else f"-{mult}")
+            + ("" if reduction == "tree" else f"-{reduction}"))
 
 
 def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bool = False) -> Model:
@@ -67,34 +86,40 @@ def cycle_rows(progress=lambda m: None) -> list[dict]:
     return rows
 
 
-def synth_rows(outdir, progress=lambda m: None) -> list[dict]:
+def synth_rows(outdir, progress=lambda m: None, only: str | None = None) -> list[dict]:
+    """Synthesise the :data:`SYNTH_CONFIGS` rows whose name (or device) contains ``only`` (all if None)."""
+    import functools
     from pathlib import Path
 
+    from ..hw.array import MacArray
     from ..hw.config import ArrayConfig
     from ..hw.dense import DenseEngine, EngineParams
     from .bench import synth_core
     rows = []
-    for dev, r, c, bits, mult, systolic in SYNTH_CONFIGS:
-        progress(f"synthesising a {r}x{c} {bits}-bit engine for {dev} ({mult} multipliers"
-                 f"{', systolic' if systolic else ''})")
+    for what, dev, r, c, bits, mult, reduction in SYNTH_CONFIGS:
+        name = synth_config_name(what, dev, r, c, bits, mult, reduction)
+        if only and only not in name and only not in dev:
+            continue
+        progress(f"synthesising {name} for {dev}")
         model = random_dense_model(8 * r, 4 * c, bits, requant=True)
         layer = model.layers[0]
         cfg = ArrayConfig(rows=r, cols=c, act_bits=bits, weight_bits=bits, act_signed=False, weight_signed=True,
-                          max_k=layer.k, mult="dsp" if mult.startswith("dsp") else mult, systolic=systolic,
-                          dsp_pack=mult == "dsp-pack")
-        name = f"engine-{r}x{c}-{bits}bit" + ("" if mult == "lut" else f"-{mult}") + ("-systolic" if systolic else "")
+                          max_k=layer.k, mult="dsp" if mult.startswith("dsp") else mult,
+                          dsp_pack=mult == "dsp-pack", **REDUCTIONS[reduction])
+        if what == "array":
+            make = functools.partial(MacArray, cfg)
+        else:
+            make = functools.partial(DenseEngine, cfg, EngineParams.from_layer(layer, model.input_q))
+        head = {"name": name, "what": what, "device": dev, "rows": r, "cols": c, "bits": bits, "mult": mult,
+                "reduction": reduction}
         try:
-            folder = Path(outdir) / f"{dev}_{r}x{c}_{bits}b_{mult}{'_sys' if systolic else ''}"
-            row = synth_core(lambda: DenseEngine(cfg, EngineParams.from_layer(layer, model.input_q)), dev, folder,
+            row = synth_core(make, dev, Path(outdir) / f"{dev}_{name}",
                              clock_mhz=12 if dev.startswith("ice40") else 25, mult=cfg.mult)
         except LowbitError as exc:          # a configuration that does not fit is a result too
-            rows.append({"name": name, "device": dev, "rows": r, "cols": c, "bits": bits, "mult": mult,
-                         "systolic": systolic, "fits": False,
-                         "error": exc.message, "logic": None, "lcs_per_mac": None, "bram": None, "dsp": None,
-                         "fmax_mhz": None})
+            rows.append({**head, "fits": False, "error": exc.message, "logic": None, "lcs_per_mac": None,
+                         "bram": None, "dsp": None, "fmax_mhz": None})
             continue
-        rows.append({"name": name, "rows": r, "cols": c, "bits": bits, "mult": mult, "systolic": systolic, "fits": True,
-                     "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
+        rows.append({**head, "fits": True, "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
     return rows
 
 

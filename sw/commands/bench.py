@@ -13,6 +13,8 @@ HELP = ("cycles and PE utilisation of the demo models and Dense layers, integer-
 
 def add_arguments(p):
     p.add_argument("--synth", action="store_true", help="also synthesise engines for UP5K and ECP5-85F (minutes)")
+    p.add_argument("--synth-only", metavar="TEXT",
+                   help="synthesise only the rows whose name or device contains TEXT (e.g. array, ecp5-85f)")
     p.add_argument("--json", action="store_true")
 
 
@@ -28,14 +30,14 @@ def run(args):
     lines.append("")
     lines += [f"integer reference {r['name']}: {r['inferences_per_s']:.0f} inferences/s (NumPy, batch {r['batch']})"
               for r in ref]
-    if args.synth:
+    if args.synth or args.synth_only:
         with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:
-            srows = synth_rows(tmp, progress)
+            srows = synth_rows(tmp, progress, only=args.synth_only)
         result["synthesis"] = srows
         lines.append("")
-        lines.append(f"{'engine':<20} {'device':<11} {'logic':>6} {'/MAC':>6} {'BRAM':>5} {'DSP':>4} {'Fmax MHz':>9}")
-        lines += [f"{r['name']:<20} {r['device']:<11} {r['logic']:>6} {r['lcs_per_mac']:>6} {r['bram']:>5} "
-                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" if r["fits"] else f"{r['name']:<20} {r['device']:<11} {r['error']}"
+        lines.append(f"{'synthesised':<30} {'device':<11} {'logic':>6} {'/MAC':>6} {'BRAM':>5} {'DSP':>4} {'Fmax MHz':>9}")
+        lines += [f"{r['name']:<30} {r['device']:<11} {r['logic']:>6} {r['lcs_per_mac']:>6} {r['bram']:>5} "
+                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" if r["fits"] else f"{r['name']:<30} {r['device']:<11} {r['error']}"
                   for r in srows]
     emit(result, args.json, "\n".join(lines))
     return 0
