@@ -42,7 +42,7 @@ from ..sw.rom import pack_fields, pack_weights
 from .array import MacArray, tree_sum
 from .config import ArrayConfig
 
-__all__ = ["EngineParams", "DenseEngine", "LOGIT_BITS", "engine_out_shape"]
+__all__ = ["EngineParams", "DenseEngine", "Requantizer", "LOGIT_BITS", "engine_out_shape"]
 
 #: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
 LOGIT_BITS = 32
@@ -300,7 +300,6 @@ class DenseEngine(wiring.Component):
             s2 = reg
 
         # Output-stationary accumulators.
-        # Column sums (adder tree) and output-stationary accumulators.
         acc = [Signal(signed(self.acc_bits), name=f"acc{j}") for j in range(C)]
         # Finished column sums wait in a two-slot buffer for the requantizer, so a new result can land
         # while the previous one is still being read out (one chunk per vector makes a result every
@@ -333,7 +332,10 @@ class DenseEngine(wiring.Component):
         res_full = full.bit_select(rsel, 1)
 
         # Requantizer: serialises the C column results, one per cycle, through a 4-stage pipeline.
-        self._requantizer(m, res, res_full, res_clr, res_g)
+        m.submodules.requant = rq = Requantizer(self)
+        m.d.comb += [rq.i.valid.eq(res_full), rq.i.payload.g.eq(res_g), res_clr.eq(rq.i.valid & rq.i.ready)]
+        m.d.comb += [rq.i.payload.sums[j].eq(res[j]) for j in range(C)]
+        wiring.connect(m, wiring.flipped(self.o), rq.o)
         return m
 
     def rom_geometry(self) -> dict:
@@ -355,30 +357,51 @@ class DenseEngine(wiring.Component):
                           attrs={"ram_style": "block", "rom_style": "block"})
         return Memory(shape=unsigned(width), depth=len(words), init=words)
 
-    def _requantizer(self, m, res, res_full, res_clr, res_g):
-        cfg, p = self.config, self.params
-        C, G = cfg.cols, self.groups
-        fields = self.param_fields()
+
+class Requantizer(wiring.Component):
+    """The requantization unit of one :class:`DenseEngine`: takes the ``C`` column results of a group
+    (``i``: ``sums`` and the group index ``g``), reads each channel's parameters from the parameter ROM
+    and emits one output code per channel (``o``), in a 4-stage pipeline. Per mode: bias add, then
+    ``mult`` times the total, rounded half up by ``shift``, plus the zero point, clamped to
+    ``[lo, hi]`` (ReLU is ``lo = zero point``); or the number of thresholds reached, scaled and offset
+    (multi-threshold); or ``acc + bias`` (logits). ``docs/arithmetic.md`` is the contract.
+
+    Widths, parameter fields and the ROM come from ``engine`` (they follow from its layer).
+    """
+
+    def __init__(self, engine: "DenseEngine"):
+        self.engine = engine
+        cfg = engine.config
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "sums": data.ArrayLayout(signed(engine.acc_bits), cfg.cols),
+                "g": range(max(engine.groups, 2))}))),
+            "o": Out(stream.Signature(engine_out_shape(engine.params))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        e = self.engine
+        cfg, p = e.config, e.params
+        C, G = cfg.cols, e.groups
+        fields = e.param_fields()
         width = sum(b for _, b in fields)
-        m.submodules.pmem = pmem = self._rom("params", width, self.param_words())
+        m.submodules.pmem = pmem = e._rom("params", width, e.param_words())
         pr = pmem.read_port()
         adv = Signal()
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
 
         j = Signal(range(max(C, 2)))
         last_cols = p.n - (G - 1) * C
-        last_j = Mux(res_g == G - 1, last_cols - 1, C - 1)
-        m.d.comb += [pr.addr.eq(res_g * C + j), pr.en.eq(adv)]
+        last_j = Mux(self.i.payload.g == G - 1, last_cols - 1, C - 1)
+        m.d.comb += [pr.addr.eq(self.i.payload.g * C + j), pr.en.eq(adv), self.i.ready.eq(adv & (j == last_j))]
         r1_valid = Signal()
-        r1_val = Signal(signed(self.acc_bits))
-        res_arr = Signal(data.ArrayLayout(signed(self.acc_bits), C))
-        m.d.comb += [res_arr[i].eq(res[i]) for i in range(C)]
+        r1_val = Signal(signed(e.acc_bits))
         with m.If(adv):
-            m.d.sync += [r1_valid.eq(res_full), r1_val.eq(res_arr[j])]
-            with m.If(res_full):
+            m.d.sync += [r1_valid.eq(self.i.valid), r1_val.eq(self.i.payload.sums[j])]
+            with m.If(self.i.valid):
                 with m.If(j == last_j):
                     m.d.sync += j.eq(0)
-                    m.d.comb += res_clr.eq(1)
                 with m.Else():
                     m.d.sync += j.eq(j + 1)
 
@@ -395,26 +418,26 @@ class DenseEngine(wiring.Component):
 
         value = (r1_val << 1) if cfg.binary else r1_val
         r2_valid = Signal()
-        r2_total = Signal(signed(self.total_bits))
+        r2_total = Signal(signed(e.total_bits))
         r3_valid = Signal()
         r3_y = Signal(self.o.payload.shape())
         if p.mode == "requant":
-            r2_mult = Signal(unsigned(self.mult_bits))
+            r2_mult = Signal(unsigned(e.mult_bits))
             r2_shift = Signal(6)
             with m.If(adv):
                 m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(value + field("bias", True)),
                              r2_mult.eq(field("mult"))]
-                if self.const_shift is None:
+                if e.const_shift is None:
                     m.d.sync += r2_shift.eq(field("shift"))
-            prod_bits = self.total_bits + self.mult_bits + 1
+            prod_bits = e.total_bits + e.mult_bits + 1
             r3p_valid = Signal()
             r3_prod = Signal(signed(prod_bits))
             r3_shift = Signal(6)
             with m.If(adv):
                 m.d.sync += [r3p_valid.eq(r2_valid), r3_prod.eq(r2_total * r2_mult), r3_shift.eq(r2_shift)]
             # Round half up and shift (arith.round_shift), add the zero point, clamp.
-            if self.const_shift is not None:
-                s = self.const_shift
+            if e.const_shift is not None:
+                s = e.const_shift
                 rounded = (r3_prod + (1 << (s - 1))) >> s if s > 0 else r3_prod
             else:
                 half = Mux(r3_shift == 0, 0, Const(1, prod_bits + 1) << (r3_shift - 1)[:6])
@@ -430,7 +453,7 @@ class DenseEngine(wiring.Component):
             if p.mode == "thresholds":
                 steps = p.thresholds.shape[1]
                 # The ROM word belongs to the element in stage 1: keep its thresholds with it.
-                r2_thr = [Signal(signed(self.thr_bits), name=f"r2_t{i}") for i in range(steps)]
+                r2_thr = [Signal(signed(e.thr_bits), name=f"r2_t{i}") for i in range(steps)]
                 with m.If(adv):
                     m.d.sync += [r2_thr[i].eq(field(f"t{i}", True)) for i in range(steps)]
                 count = tree_sum([(r2_total >= r2_thr[i]) for i in range(steps)]) if steps else Const(0)
@@ -442,3 +465,4 @@ class DenseEngine(wiring.Component):
             with m.If(adv):
                 m.d.sync += [r3_valid.eq(r2_valid), r3_y.eq(out)]
                 m.d.sync += [self.o.valid.eq(r3_valid), self.o.payload.eq(r3_y)]
+        return m
