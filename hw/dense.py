@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,7 +42,7 @@ from ..sw.rom import pack_fields, pack_weights
 from .array import MacArray, tree_sum
 from .config import ArrayConfig
 
-__all__ = ["EngineParams", "DenseEngine", "Requantizer", "LOGIT_BITS", "engine_out_shape"]
+__all__ = ["LOGIT_BITS", "DenseEngine", "EngineParams", "Requantizer", "engine_out_shape"]
 
 #: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
 LOGIT_BITS = 32
@@ -52,7 +52,7 @@ def _shape(bits, is_signed):
     return signed(bits) if is_signed else unsigned(bits)
 
 
-def engine_out_shape(params) -> "Shape":
+def engine_out_shape(params) -> Shape:
     """Shape of one output beat: a bit for binary outputs, ``signed(32)`` for logits, else the code."""
     if params.out_binary:
         return unsigned(1)
@@ -100,7 +100,7 @@ class EngineParams:
     out_step: int = 1
 
     @classmethod
-    def from_layer(cls, layer, in_q) -> "EngineParams":
+    def from_layer(cls, layer, in_q) -> EngineParams:
         """Parameters of an IR ``Dense``/``Conv2d`` layer whose input codes are described by ``in_q``."""
         from ..sw.model import Requant, Thresholds
         w = layer.matrix()
@@ -369,7 +369,7 @@ class Requantizer(wiring.Component):
     Widths, parameter fields and the ROM come from ``engine`` (they follow from its layer).
     """
 
-    def __init__(self, engine: "DenseEngine"):
+    def __init__(self, engine: DenseEngine):
         self.engine = engine
         cfg = engine.config
         super().__init__({

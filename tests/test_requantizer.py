@@ -10,7 +10,6 @@ import random
 
 import numpy as np
 import pytest
-
 from lowbit.hw.config import ArrayConfig
 from lowbit.hw.dense import DenseEngine, EngineParams, Requantizer
 from lowbit.sim.streams import run_sim, stream_get, stream_put
@@ -94,15 +93,15 @@ def check_requantizer(cfg, params, vectors=12, idle=0.3, stall=0.3, seed=0):
 
 
 CASES = {
-    "requant-u4": dict(mode="requant"),
-    "requant-s4-relu": dict(mode="requant", out_signed=True, relu=True),
-    "requant-common-shift": dict(mode="requant", common_shift=True),
-    "requant-zp-min": dict(mode="requant", out_bits=8, out_signed=True, zero_point=-128),
-    "requant-zp-max": dict(mode="requant", out_bits=8, out_signed=True, zero_point=127),
-    "requant-u2": dict(mode="requant", out_bits=2),
-    "thresholds": dict(mode="thresholds"),
-    "thresholds-binary": dict(mode="thresholds", binary_out=True),
-    "logits": dict(mode="logits"),
+    "requant-u4": {"mode": "requant"},
+    "requant-s4-relu": {"mode": "requant", "out_signed": True, "relu": True},
+    "requant-common-shift": {"mode": "requant", "common_shift": True},
+    "requant-zp-min": {"mode": "requant", "out_bits": 8, "out_signed": True, "zero_point": -128},
+    "requant-zp-max": {"mode": "requant", "out_bits": 8, "out_signed": True, "zero_point": 127},
+    "requant-u2": {"mode": "requant", "out_bits": 2},
+    "thresholds": {"mode": "thresholds"},
+    "thresholds-binary": {"mode": "thresholds", "binary_out": True},
+    "logits": {"mode": "logits"},
 }
 
 
