@@ -1,13 +1,25 @@
 import json
 
 
-def test_verilog_engine_and_binary_lint_clean(cli, tmp_path):
+def test_verilog_array_engine_and_binary_lint_clean(cli, tmp_path):
     code, out, err = cli("verilog", "--rows", "3", "--cols", "2", "--act-bits", "2", "--weight-bits", "8",
-                         "--lint", "--json", "-o", str(tmp_path / "e.v"))
+                         "--lint", "--json", "-o", str(tmp_path / "a.v"))
+    assert code == 0, err
+    assert json.loads(out)["lint"].startswith("clean") and "module lowbit_array" in (tmp_path / "a.v").read_text()
+    code, out, err = cli("verilog", "--engine", "--rows", "3", "--cols", "2", "--act-bits", "2", "--weight-bits", "8",
+                         "--weight-unsigned", "--lint", "--json", "-o", str(tmp_path / "e.v"))
     assert code == 0, err
     assert json.loads(out)["lint"].startswith("clean") and "module lowbit_engine" in (tmp_path / "e.v").read_text()
-    code, out, err = cli("verilog", "--binary", "--rows", "8", "--cols", "4", "--lint", "-o", str(tmp_path / "b.v"))
-    assert code == 0, err
+    for extra in (["--binary", "--rows", "8", "--cols", "4"], ["--systolic-2d", "--act-signed"],
+                  ["--mult", "dsp", "--dsp-pack", "--weight-bits", "8"]):
+        code, out, err = cli("verilog", *extra, "--lint", "-o", str(tmp_path / "b.v"))
+        assert code == 0, (extra, err)
+
+
+def test_verilog_refuses_dsp_pack_without_dsp(cli, tmp_path):
+    code, out, err = cli("verilog", "--dsp-pack", "-o", str(tmp_path / "x.v"))
+    assert code == 2 and "dsp_pack needs mult='dsp'" in err
+    assert not (tmp_path / "x.v").exists()
 
 
 def test_verilog_rejects_bad_config(cli, tmp_path):

@@ -1,4 +1,5 @@
-"""``lowbit verilog``: Verilog of a layer engine (array + sequencing + requantizer) or of a model's core."""
+"""``lowbit verilog``: Verilog of the MAC array, of a layer engine (array + sequencing + requantizer) or
+of a model's core."""
 
 import numpy as np
 
@@ -7,7 +8,8 @@ from ..errors import LowbitError
 from ..outputs import atomic_file
 
 NAME = "verilog"
-HELP = "write Verilog: an R x C layer engine for a random layer, or (given a .lbm) the model's accelerator core"
+HELP = ("write Verilog: an R x C MAC array, with --engine a layer engine for a random layer, or (given a .lbm) "
+        "the model's accelerator core")
 
 
 def add_arguments(p):
@@ -16,13 +18,21 @@ def add_arguments(p):
     p.add_argument("--cols", type=int, default=4)
     p.add_argument("--act-bits", type=int, default=4)
     p.add_argument("--weight-bits", type=int, default=4)
+    p.add_argument("--act-signed", action="store_true", help="signed activation codes (default unsigned)")
+    p.add_argument("--weight-unsigned", action="store_true", help="unsigned weight codes (default signed)")
     p.add_argument("--binary", action="store_true", help="±1 activations and weights (XNOR-popcount)")
+    p.add_argument("--mult", choices=["lut", "dsp"], default="lut",
+                   help="products in logic, or in DSP blocks where Yosys maps them")
+    p.add_argument("--dsp-pack", action="store_true", help="with --mult dsp: two columns' products per DSP")
+    p.add_argument("--no-product-reg", action="store_true", help="no register between products and sums")
+    p.add_argument("--engine", action="store_true",
+                   help="a whole layer engine (input buffer, weight ROM, sequencer, requantizer) for a random layer")
     p.add_argument("--systolic", action="store_true",
                    help="column sums by a skewed partial-sum chain instead of an adder tree")
     p.add_argument("--systolic-2d", action="store_true",
                    help="with --systolic: activations hop column to column, outputs de-skewed")
-    p.add_argument("--k", type=int, help="layer inputs (default 4 x rows)")
-    p.add_argument("--n", type=int, help="layer outputs (default 4 x cols)")
+    p.add_argument("--k", type=int, help="with --engine: layer inputs (default 4 x rows)")
+    p.add_argument("--n", type=int, help="with --engine: layer outputs (default 4 x cols)")
     p.add_argument("--board", default="icebreaker", help="with a model: board whose device sizes the arrays")
     p.add_argument("--lint", action="store_true", help="lint the result with Verilator (documented waivers)")
     p.add_argument("-o", "--output", required=True)
@@ -44,28 +54,21 @@ def run(args):
         top, name = AccelCore(model, arrays, platform.default_clk_frequency, DEFAULT_BAUD), "lowbit_core"
         what = f"accelerator core of {args.model} with arrays {arrays}"
     else:
-        from ...hw.dense import DenseEngine, EngineParams
-        from ..benchmarks import random_dense_model
-        from ..model import Dense, QuantSpec, Thresholds
         bits_a, bits_w = (1, 1) if args.binary else (args.act_bits, args.weight_bits)
         try:
             cfg = ArrayConfig(rows=args.rows, cols=args.cols, act_bits=bits_a, weight_bits=bits_w,
-                              binary=args.binary, max_k=args.k or 4 * args.rows, systolic=args.systolic or args.systolic_2d,
-                              systolic_2d=args.systolic_2d)
+                              act_signed=args.act_signed, weight_signed=not args.weight_unsigned,
+                              binary=args.binary, max_k=args.k or 4 * args.rows, mult=args.mult,
+                              dsp_pack=args.dsp_pack, product_reg=not args.no_product_reg,
+                              systolic=args.systolic or args.systolic_2d, systolic_2d=args.systolic_2d)
         except ValueError as exc:
-            raise LowbitError(str(exc)) from None
-        k, n = args.k or 4 * args.rows, args.n or 4 * args.cols
-        if args.binary:
-            rng = np.random.default_rng(0)
-            b = QuantSpec(1, True, binary=True)
-            layer, in_q = Dense(rng.choice([-1, 1], (k, n)), np.zeros(n, np.int64), b, b,
-                                Thresholds(np.zeros((n, 1), np.int64), -1, 2)), b
+            raise LowbitError(str(exc), "see `lowbit verilog --help` for the accepted values") from None
+        if args.engine:
+            top, name, what = _random_engine(cfg, args)
         else:
-            model = random_dense_model(k, n, bits_w, requant=True)
-            layer = model.layers[0]
-            in_q = QuantSpec(bits_a, False)
-        top, name = DenseEngine(cfg, EngineParams.from_layer(layer, in_q)), "lowbit_engine"
-        what = f"{args.rows}x{args.cols} engine for a random {k}x{n} layer"
+            from ...hw.array import MacArray
+            top, name = MacArray(cfg), "lowbit_array"
+            what = f"{args.rows}x{args.cols} MAC array (latency {top.latency})"
     text = verilog.convert(top, name=name)
     with atomic_file(args.output, "w") as f:
         f.write(text)
@@ -76,3 +79,21 @@ def run(args):
         result["lint"] = "clean (documented waivers)"
     emit(result, args.json, f"wrote {args.output}: {what}" + (" (lints clean)" if args.lint else ""))
     return 0
+
+
+def _random_engine(cfg, args):
+    from ...hw.dense import DenseEngine, EngineParams
+    from ..benchmarks import random_dense_model
+    from ..model import Dense, QuantSpec, Thresholds
+    k, n = args.k or 4 * args.rows, args.n or 4 * args.cols
+    if cfg.binary:
+        rng = np.random.default_rng(0)
+        b = QuantSpec(1, True, binary=True)
+        layer, in_q = Dense(rng.choice([-1, 1], (k, n)), np.zeros(n, np.int64), b, b,
+                            Thresholds(np.zeros((n, 1), np.int64), -1, 2)), b
+    else:
+        model = random_dense_model(k, n, cfg.weight_bits, requant=True, weight_signed=cfg.weight_signed)
+        layer = model.layers[0]
+        in_q = QuantSpec(cfg.act_bits, cfg.act_signed)
+    engine = DenseEngine(cfg, EngineParams.from_layer(layer, in_q))
+    return engine, "lowbit_engine", f"{args.rows}x{args.cols} engine for a random {k}x{n} layer"
