@@ -196,7 +196,8 @@ def _local_copy(path, outdir: Path) -> str:
 
 def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 12.0,
               constraints=None, mult: str = "lut", pack: bool = True, seed: int = 1,
-              progress=_progress_to_stderr, yosys_extra: tuple = ()) -> ImplementResult:
+              progress=_progress_to_stderr, yosys_extra: tuple = (),
+              timing_allow_fail: bool = False) -> ImplementResult:
     """Synthesise, place, route and (optionally) pack a design.
 
     Parameters
@@ -210,6 +211,9 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
         measuring a core, not for a board).
     mult : str
         ``"lut"`` or ``"dsp"`` (see the module docstring).
+    timing_allow_fail : bool
+        Finish (and report the Fmax reached) when ``clock_mhz`` is not met, instead of nextpnr's error:
+        for measuring, where the target only steers timing-driven placement.
 
     Raises
     ------
@@ -244,7 +248,7 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
     progress(f"nextpnr-{dev.family}: placing and routing at {clock_mhz} MHz")
     report = outdir / "nextpnr-report.json"
     args = [*dev.nextpnr_args, "--json", netlist.name, "--report", report.name, "--freq", clock_mhz,
-            "--seed", seed]
+            "--seed", seed] + (["--timing-allow-fail"] if timing_allow_fail else [])
     if dev.family == "ice40":
         asc = outdir / f"{top}.asc"
         args += ["--asc", asc.name]

@@ -27,6 +27,17 @@ def test_up5k_place_and_route_of_a_tiny_design(tmp_path):
     assert result.yosys_cells["SB_CARRY"] > 0
 
 
+def test_an_unmet_timing_target_fails_unless_measuring(tmp_path):
+    """A target nobody meets stops the build; for measurements the Fmax reached is reported instead."""
+    src = _write(tmp_path, Counter(16), "counter")
+    with pytest.raises(LowbitError):
+        implement([src], "counter", "ice40-up5k", tmp_path / "a", clock_mhz=2000, pack=False,
+                  progress=lambda m: None)
+    result = implement([src], "counter", "ice40-up5k", tmp_path / "b", clock_mhz=2000, pack=False,
+                       progress=lambda m: None, timing_allow_fail=True)
+    assert not result.timing_met and 12 < result.fmax_mhz < 2000
+
+
 @pytest.mark.slow
 def test_ecp5_place_and_route_of_a_tiny_design(tmp_path):
     src = _write(tmp_path, Counter(16), "counter")
