@@ -31,17 +31,35 @@ from amaranth.lib.wiring import In, Out
 from ..sw import arith
 from .config import ArrayConfig
 
-__all__ = ["MacArray", "SystolicPE", "product", "code_shape", "tree_sum"]
+__all__ = ["MacArray", "SystolicPE", "code_shape", "delay_line", "operand_shapes", "product", "tree_sum"]
 
 
 def code_shape(bits: int, is_signed: bool):
-    """Shape of an operand code (``unsigned(1)`` for a ±1 bit)."""
+    """Shape of a ``bits``-bit integer code."""
     return signed(bits) if is_signed else unsigned(bits)
+
+
+def operand_shapes(cfg: ArrayConfig):
+    """Shapes of one activation code and one weight code (``unsigned(1)`` for a ±1 bit)."""
+    if cfg.binary:
+        return unsigned(1), unsigned(1)
+    return code_shape(cfg.act_bits, cfg.act_signed), code_shape(cfg.weight_bits, cfg.weight_signed)
+
+
+def delay_line(m, sig, stages: int, en, name: str, shape):
+    """``sig`` delayed by ``stages`` registers of ``shape`` that advance only when ``en`` is high."""
+    for k in range(stages):
+        reg = Signal(shape, name=f"{name}_d{k + 1}")
+        with m.If(en):
+            m.d.sync += reg.eq(sig)
+        sig = reg
+    return sig
 
 
 def product(cfg: ArrayConfig, x, w):
     """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, a
-    select/negate/shift for 1- and 2-bit weights in logic, ``*`` otherwise."""
+    select/negate/shift for 1- and 2-bit weights in logic, shift-and-add for other narrow products in
+    logic, ``*`` otherwise."""
     if cfg.binary:
         return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
     if cfg.weight_bits <= 2 and cfg.mult == "lut":
@@ -141,8 +159,7 @@ class MacArray(wiring.Component):
         self.config = config
         cfg = config
         R, C = cfg.rows, cfg.cols
-        self.x_shape = unsigned(1) if cfg.binary else code_shape(cfg.act_bits, cfg.act_signed)
-        self.w_shape = unsigned(1) if cfg.binary else code_shape(cfg.weight_bits, cfg.weight_signed)
+        self.x_shape, self.w_shape = operand_shapes(cfg)
         self.latency = (1 if cfg.product_reg else 0) + (R + (C - 1 if cfg.systolic_2d else 0) if cfg.systolic else 0)
         super().__init__({
             "en": In(1),
@@ -167,28 +184,18 @@ class MacArray(wiring.Component):
             self._tree(m)
         return m
 
-    def _delayed(self, m, sig, stages, name, shape):
-        for k in range(stages):
-            reg = Signal(shape, name=f"{name}_d{k + 1}")
-            with m.If(self.en):
-                m.d.sync += reg.eq(sig)
-            sig = reg
-        return sig
-
     def _tree(self, m):
         cfg = self.config
         R, C = cfg.rows, cfg.cols
         prod_shape = unsigned(1) if cfg.binary else signed(cfg.product_bits)
         prods = [[Signal(prod_shape, name=f"p{r}_{j}") for j in range(C)] for r in range(R)]
-        domain = m.d.sync if cfg.product_reg else m.d.comb
         for r in range(R):
-            values = self._row_products(m, r)
-            for j in range(C):
-                if cfg.product_reg:
-                    with m.If(self.en):
-                        domain += prods[r][j].eq(values[j])
-                else:
-                    domain += prods[r][j].eq(values[j])
+            assigns = [p.eq(v) for p, v in zip(prods[r], self._row_products(m, r))]
+            if cfg.product_reg:
+                with m.If(self.en):
+                    m.d.sync += assigns
+            else:
+                m.d.comb += assigns
         for j in range(C):
             m.d.comb += self.sums[j].eq(tree_sum([prods[r][j] for r in range(R)]))
 
@@ -217,9 +224,9 @@ class MacArray(wiring.Component):
         two_d = cfg.systolic_2d
         pes = [[None] * C for _ in range(R)]
         for r in range(R):
-            x = self._delayed(m, self.x[r], r, f"x{r}", self.x_shape)
+            x = delay_line(m, self.x[r], r, self.en, f"x{r}", self.x_shape)
             for j in range(C):
-                w = self._delayed(m, self.w[r][j], r + j if two_d else r, f"w{r}_{j}", self.w_shape)
+                w = delay_line(m, self.w[r][j], r + j if two_d else r, self.en, f"w{r}_{j}", self.w_shape)
                 pe = SystolicPE(cfg, self.x_shape, self.w_shape, self.psum_shape(max(r, 1)), self.psum_shape(r + 1))
                 m.submodules[f"pe{r}_{j}"] = pe
                 m.d.comb += [pe.en.eq(self.en), pe.w_in.eq(w),
@@ -227,6 +234,6 @@ class MacArray(wiring.Component):
                              pe.psum_in.eq(pes[r - 1][j].psum_out if r else 0)]
                 pes[r][j] = pe
         for j in range(C):
-            out = self._delayed(m, pes[R - 1][j].psum_out, C - 1 - j if two_d else 0, f"deskew{j}",
-                                self.psum_shape(R))
+            out = delay_line(m, pes[R - 1][j].psum_out, C - 1 - j if two_d else 0, self.en, f"deskew{j}",
+                             self.psum_shape(R))
             m.d.comb += self.sums[j].eq(out)

@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 from ..sw import arith
 from ..sw.errors import LowbitError
 from ..sw.rom import pack_fields, pack_weights
-from .array import MacArray, tree_sum
+from .array import MacArray, code_shape, delay_line, operand_shapes, tree_sum
 from .config import ArrayConfig
 
 __all__ = ["LOGIT_BITS", "DenseEngine", "EngineParams", "Requantizer", "engine_out_shape"]
@@ -48,17 +48,13 @@ __all__ = ["LOGIT_BITS", "DenseEngine", "EngineParams", "Requantizer", "engine_o
 LOGIT_BITS = 32
 
 
-def _shape(bits, is_signed):
-    return signed(bits) if is_signed else unsigned(bits)
-
-
 def engine_out_shape(params) -> Shape:
     """Shape of one output beat: a bit for binary outputs, ``signed(32)`` for logits, else the code."""
     if params.out_binary:
         return unsigned(1)
     if params.mode == "logits":
         return signed(LOGIT_BITS)
-    return _shape(params.out_bits, params.out_signed)
+    return code_shape(params.out_bits, params.out_signed)
 
 
 def _common_shift(mult, shift):
@@ -159,7 +155,7 @@ class DenseEngine(wiring.Component):
         self.kc = math.ceil(params.k / R)
         self.groups = math.ceil(params.n / C)
         self.code_bits = 1 if config.binary else config.act_bits
-        code = unsigned(1) if config.binary else _shape(config.act_bits, config.act_signed)
+        code, _ = operand_shapes(config)
         out_shape = engine_out_shape(params)
         self._derive_widths()
         super().__init__({
@@ -292,12 +288,7 @@ class DenseEngine(wiring.Component):
         m.submodules.array = array = MacArray(cfg)
         m.d.comb += [array.en.eq(advance), array.x.as_value().eq(xr.data), array.w.as_value().eq(wr.data)]
         totals = [array.sums[j] for j in range(C)]
-        s2 = s1
-        for k in range(array.latency):
-            reg = Signal(s1.shape(), name=f"flags_d{k + 1}")
-            with m.If(advance):
-                m.d.sync += reg.eq(s2)
-            s2 = reg
+        s2 = delay_line(m, s1, array.latency, advance, "flags", s1.shape())
 
         # Output-stationary accumulators.
         acc = [Signal(signed(self.acc_bits), name=f"acc{j}") for j in range(C)]
