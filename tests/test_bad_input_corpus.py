@@ -25,6 +25,7 @@ class Case:
     setup: callable = None         # setup(tmp_path) writes input files
     env: dict = field(default_factory=dict)
     outputs: tuple = ()            # paths (relative to tmp_path) that must not exist afterwards
+    needs_non_root: bool = False   # permission cases: root may write anywhere
 
 
 def _write(name, content):
@@ -84,7 +85,28 @@ def _spec_npz(spec, **arrays):
     return setup
 
 
+def _then(*setups):
+    """Run several setups in order."""
+    def setup(tmp):
+        for step in setups:
+            step(tmp)
+    return setup
+
+
+def _link(name, target):
+    return lambda tmp: os.symlink(target, tmp / name)
+
+
+def _read_only_dir(name):
+    def setup(tmp):
+        (tmp / name).mkdir()
+        (tmp / name).chmod(0o555)
+    return setup
+
+
 import numpy as _np
+
+_LONG = "n" * 250                  # with lowbit's temporary suffix, beyond ext4's 255-byte names
 
 _DENSE = {"input_shape": [64], "layers": [{"type": "dense"}]}
 
@@ -181,11 +203,34 @@ CASES = [
     Case("run-not-a-build", ["run", ".", "--sim", "--data", "test.npz"], "is not a lowbit build folder", _float_model),
     Case("run-needs-target", ["run", ".", "--data", "test.npz"], "one of the arguments --port --sim is required",
          _float_model),
+    # output paths: refused before any work, nothing created
+    Case("output-parent-is-a-file", ["quantize", "m.npz", "--calib-data", "calib.npz", "-o", "calib.npz/o.lbm"],
+         "calib.npz is a file, not a folder", _float_model),
+    Case("output-dangling-link", ["quantize", "m.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "is a symbolic link to gone.lbm, which does not exist", _then(_float_model, _link("o.lbm", "gone.lbm"))),
+    Case("output-name-too-long", ["quantize", "m.npz", "--calib-data", "calib.npz", "-o", _LONG + ".lbm"],
+         "lowbit needs 18 more for its temporary name", _float_model, outputs=(_LONG + ".lbm",)),
+    Case("output-read-only-parent", ["quantize", "m.npz", "--calib-data", "calib.npz", "-o", "ro/o.lbm"],
+         "no permission to create files in ro", _then(_float_model, _read_only_dir("ro")), outputs=("ro/o.lbm",),
+         needs_non_root=True),
+    Case("build-output-parent-is-a-file", ["build", "m.lbm", "--board", "icebreaker", "-o", "m.lbm/out"],
+         "m.lbm is a file, not a folder", _lbm),
+    Case("build-output-symlink-loop", ["build", "m.lbm", "--board", "icebreaker", "-o", "out"],
+         "symbolic link that loops back on itself", _then(_lbm, _link("out", "out"))),
+    Case("build-output-in-dangling-folder", ["build", "m.lbm", "--board", "icebreaker", "-o", "gone/out"],
+         "output folder gone is a symbolic link to nowhere", _then(_lbm, _link("gone", "nowhere")),
+         outputs=("nowhere",)),
+    Case("build-output-path-too-long", ["build", "m.lbm", "--board", "icebreaker", "-o", "d/" * 2100 + "out"],
+         "too long for the file system", _lbm, outputs=("d",)),
+    Case("build-output-is-dot", ["build", "m.lbm", "--board", "icebreaker", "-o", "."], "names no folder", _lbm),
+    Case("verilog-output-folder-too-long", ["verilog", "-o", _LONG * 2 + "/x.v"], "too long for the file system"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_clear_line(case, tmp_path):
+    if case.needs_non_root and os.geteuid() == 0:
+        pytest.skip("root may write into read-only folders")
     if case.setup:
         case.setup(tmp_path)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in case.argv]
@@ -198,7 +243,7 @@ def test_bad_input_gives_one_clear_line(case, tmp_path):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("lowbit: error: ") and case.expect in lines[0], lines[0]
     for rel in case.outputs:
-        assert not (tmp_path / rel).exists(), f"{rel} was left behind"
+        assert not os.path.lexists(tmp_path / rel), f"{rel} was left behind"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert leftovers == []
 

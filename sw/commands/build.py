@@ -5,6 +5,7 @@ import sys
 from ..build import DEFAULT_BAUD, build, summary_text
 from ..cli import emit
 from ..loaders import load_model
+from ..outputs import check_output_path
 
 NAME = "build"
 HELP = "build a bitstream for a board (icebreaker, ulx3s-85f or any amaranth-boards name)"
@@ -26,6 +27,8 @@ def add_arguments(p):
 
 
 def run(args):
+    # Refused now, not when the finished build is renamed into place after minutes of synthesis.
+    check_output_path(args.output, folder=True)
     model = load_model(args.model)
     # Progress goes to stderr in every mode: --json output on stdout stays clean.
     progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")

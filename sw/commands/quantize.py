@@ -3,6 +3,7 @@
 from ..cli import emit
 from ..errors import LowbitError
 from ..loaders import load_data, load_float_net
+from ..outputs import check_output_path
 from ..posttrain import CALIBRATIONS, error_report, quantize_net
 
 NAME = "quantize"
@@ -25,6 +26,7 @@ def add_arguments(p):
 def run(args):
     if not args.output.endswith(".lbm"):
         raise LowbitError(f"output {args.output} should end in .lbm", "lowbit model files are .lbm")
+    check_output_path(args.output)
     shape = None
     if args.input_shape:
         try:

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..cli import emit
 from ..errors import LowbitError
-from ..outputs import atomic_file
+from ..outputs import atomic_file, check_output_path
 
 NAME = "verilog"
 HELP = ("write Verilog: an R x C MAC array, with --engine a layer engine for a random layer, or (given a .lbm) "
@@ -43,6 +43,7 @@ def run(args):
     from amaranth.back import verilog
 
     from ...hw.config import ArrayConfig
+    check_output_path(args.output)
     if args.model:
         from ...boards.targets import board_device, platform_class
         from ...hw.accel import AccelCore
