@@ -56,3 +56,34 @@ def test_eval_of_a_float_model_equals_quantize_then_eval(cli, files):
                           "--data", str(files / "test.npz"), "--json")
     assert json.loads(out_lbm)["predictions"] == json.loads(out_float)["predictions"]
     assert json.loads(out_lbm)["accuracy"] == json.loads(out_float)["accuracy"]
+
+
+def test_eval_save_outputs_writes_the_reference_outputs(cli, files):
+    code, _, err = cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "train.npz"),
+                       "-o", str(files / "so.lbm"))
+    assert code == 0, err
+    code, out, err = cli("eval", str(files / "so.lbm"), "--data", str(files / "test.npz"),
+                         "--save-outputs", str(files / "so_out.npz"), "--json")
+    assert code == 0, err
+    model = Model.load(files / "so.lbm")
+    _, _, xte, yte = digits_split()
+    expected = run(model, model.quantize_input(xte))
+    with np.load(files / "so_out.npz") as z:
+        assert z["outputs"].shape == (540, 10) and np.array_equal(z["outputs"], expected)
+        assert np.array_equal(z["argmax"], np.argmax(expected, 1))
+        assert json.loads(out)["accuracy"] == float(np.mean(z["argmax"] == yte))
+
+
+@pytest.mark.parametrize("labels", [[42], [-1], [10]])
+def test_eval_refuses_labels_outside_the_models_outputs(cli, files, tmp_path, labels):
+    code, _, err = cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "train.npz"),
+                       "-o", str(files / "lab.lbm"))
+    _, _, xte, yte = digits_split()
+    y = yte[:20].copy()
+    y[3:3 + len(labels)] = labels
+    np.savez(tmp_path / "bad.npz", x=xte[:20], y=y)
+    code, out, err = cli("eval", str(files / "lab.lbm"), "--data", str(tmp_path / "bad.npz"),
+                         "--save-outputs", str(tmp_path / "never.npz"))
+    assert code == 2 and out == ""
+    assert f"label {labels[0]} (sample 3) is not one of the model's 10 outputs" in err
+    assert not (tmp_path / "never.npz").exists()

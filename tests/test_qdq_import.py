@@ -284,3 +284,15 @@ ACCEPTED = {
 def test_qdq_variants_import_and_equal_onnxruntime(qdq_files, digits, tmp_path, what):
     path = _mutated(qdq_files["mlp"], tmp_path, ACCEPTED[what])
     _assert_equal_to_graph(load_qdq(path), path, digits)
+
+
+def test_eval_save_outputs_compares_with_onnxruntime_output_by_output(cli, digits, tmp_path):
+    """The user's path for #12: lowbit's outputs of a QDQ model, saved, against onnxruntime's."""
+    _, _, xte, yte = digits
+    path = FIXTURES / "cnn_qdq_ort1.17.3.onnx"
+    np.savez(tmp_path / "test.npz", x=xte, y=yte)
+    code, _, err = cli("eval", str(path), "--data", str(tmp_path / "test.npz"), "--save-outputs", str(tmp_path / "o.npz"))
+    assert code == 0, err
+    theirs = ort_codes(path, xte, load_qdq(path).layers[-1].out_q)
+    with np.load(tmp_path / "o.npz") as z:
+        assert np.max(np.abs(z["outputs"] - theirs)) <= 1 and np.mean(z["outputs"] == theirs) >= 0.999
