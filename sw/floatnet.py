@@ -15,7 +15,6 @@ MaxPool2d entries add ``kernel`` (and ``stride``); BatchNorm entries have arrays
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,13 +184,9 @@ class FloatNet:
 
     @classmethod
     def load_npz(cls, path) -> "FloatNet":
+        from .loaders import read_npz
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            raise LowbitError(f"{path} is not a readable .npz file ({type(exc).__name__})",
-                              "the file is truncated or not a NumPy archive") from None
+        data, _ = read_npz(path, "model file")
         if "spec" not in data:
             raise LowbitError(f"{path} has no 'spec' entry describing the layers",
                               "see docs/model-format.md for the float .npz format")

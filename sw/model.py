@@ -347,9 +347,8 @@ class Model:
     @classmethod
     def load(cls, path) -> "Model":
         """Read and validate an ``.lbm`` file; a truncated, corrupt or foreign file is a LowbitError."""
-        path = Path(path)
-        if not path.is_file():
-            raise LowbitError(f"model file {path} does not exist")
+        from .loaders import check_input_file
+        path = check_input_file(path, "model file")
         try:
             with zipfile.ZipFile(path) as z:
                 header = json.loads(z.read("model.json"))

@@ -104,6 +104,27 @@ def _read_only_dir(name):
     return setup
 
 
+def _fifo(name):
+    return lambda tmp: os.mkfifo(tmp / name)
+
+
+def _npy_as(name):
+    """A single .npy array (64 features) saved under ``name``."""
+    def setup(tmp):
+        import numpy as np
+        with open(tmp / name, "wb") as f:
+            np.save(f, np.zeros((3, 64)))
+    return setup
+
+
+def _pickled(name, **members):
+    def setup(tmp):
+        import numpy as np
+        np.savez(tmp / name, **{k: np.array([{"run": "code"}, None], dtype=object) if v is None else v
+                                for k, v in members.items()})
+    return setup
+
+
 import numpy as _np
 
 _LONG = "n" * 250                  # with lowbit's temporary suffix, beyond ext4's 255-byte names
@@ -223,6 +244,35 @@ CASES = [
     Case("build-output-path-too-long", ["build", "m.lbm", "--board", "icebreaker", "-o", "d/" * 2100 + "out"],
          "too long for the file system", _lbm, outputs=("d",)),
     Case("build-output-is-dot", ["build", "m.lbm", "--board", "icebreaker", "-o", "."], "names no folder", _lbm),
+    # input paths: what the path is, not "does not exist"; a FIFO is never opened
+    Case("data-is-a-folder", ["eval", "m.lbm", "--data", "d.npz"], "data file d.npz is a folder, not a file",
+         _then(_lbm, lambda t: (t / "d.npz").mkdir())),
+    Case("data-is-a-fifo", ["eval", "m.lbm", "--data", "d.npz"], "is not a regular file (it is a FIFO)",
+         _then(_lbm, _fifo("d.npz"))),
+    Case("model-is-a-fifo", ["quantize", "f.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "model file f.npz is not a regular file (it is a FIFO)", _then(_float_model, _fifo("f.npz")),
+         outputs=("o.lbm",)),
+    Case("lbm-is-a-folder", ["build", "d.lbm", "--board", "icebreaker", "-o", "out"], "model file d.lbm is a folder",
+         lambda t: (t / "d.lbm").mkdir(), outputs=("out",)),
+    Case("data-name-too-long", ["eval", "m.lbm", "--data", _LONG * 2 + ".npz"], "too long for the file system", _lbm),
+    Case("model-symlink-loop", ["eval", "loop.lbm", "--data", "test.npz"], "loops back on itself",
+         _then(_float_model, _link("loop.lbm", "loop.lbm"))),
+    Case("data-below-a-file", ["eval", "m.lbm", "--data", "m.lbm/d.npz"], "a part of the path is a file", _lbm),
+    # .npy where an .npz archive belongs; pickled members
+    Case("data-is-npy", ["eval", "m.lbm", "--data", "d.npy"], "d.npy is a single .npy array, not an .npz archive",
+         _then(_lbm, _npy_as("d.npy"))),
+    Case("data-npy-renamed-npz", ["eval", "m.lbm", "--data", "d.npz"], "is a single .npy array",
+         _then(_lbm, _npy_as("d.npz"))),
+    Case("calib-npy-renamed-npz", ["quantize", "m.npz", "--calib-data", "c.npz", "-o", "o.lbm"],
+         "c.npz is a single .npy array", _then(_float_model, _npy_as("c.npz")), outputs=("o.lbm",)),
+    Case("float-model-npy-renamed-npz", ["quantize", "f.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "f.npz is a single .npy array", _then(_float_model, _npy_as("f.npz")), outputs=("o.lbm",)),
+    Case("data-pickled-x", ["eval", "m.lbm", "--data", "d.npz"], "lowbit does not load pickles",
+         _then(_lbm, _pickled("d.npz", x=None))),
+    Case("data-pickled-labels", ["eval", "m.lbm", "--data", "d.npz"], "array 'y' is a pickled object array",
+         _then(_lbm, _pickled("d.npz", x=_np.zeros((2, 64)), y=None))),
+    Case("float-model-pickled-member", ["quantize", "f.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "lowbit does not load pickles", _then(_float_model, _pickled("f.npz", spec=None)), outputs=("o.lbm",)),
     Case("verilog-output-folder-too-long", ["verilog", "-o", _LONG * 2 + "/x.v"], "too long for the file system"),
 ]
 
