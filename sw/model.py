@@ -28,7 +28,7 @@ from .errors import LowbitError
 from .outputs import atomic_file
 
 __all__ = ["QuantSpec", "Requant", "Thresholds", "Dense", "Conv2d", "MaxPool2d", "Flatten", "Model",
-           "FORMAT_VERSION", "COMPUTE_LAYERS"]
+           "FORMAT_VERSION", "COMPUTE_LAYERS", "MAX_HEADER_BYTES", "MAX_ARRAYS_BYTES", "MAX_ARRAY_ELEMENTS"]
 
 FORMAT_VERSION = 1
 
@@ -234,10 +234,10 @@ class Model:
                 raise LowbitError(f"layer {i} is a {type(layer).__name__}, which lowbit does not support",
                                   "supported: Dense, Conv2d, MaxPool2d, Flatten")
             where = f"layer {i} ({layer.kind})"
-            for field in ("stride", "kernel"):
+            for field, least in (("stride", 1), ("kernel", 1), ("padding", 0)):
                 value = getattr(layer, field, None)
-                if value is not None and (len(value) != 2 or any(int(v) < 1 for v in value)):
-                    raise LowbitError(f"{where}: {field} {tuple(value)} must be two integers >= 1")
+                if value is not None and (len(value) != 2 or any(int(v) != v or int(v) < least for v in value)):
+                    raise LowbitError(f"{where}: {field} {tuple(value)} must be two integers >= {least}")
             try:
                 shape = layer.out_shape(shape)
             except LowbitError as exc:
@@ -271,10 +271,17 @@ class Model:
                                           f"range {None if layer.out_q is None else layer.out_q.range}")
                 elif isinstance(rq, Thresholds):
                     t = rq.thresholds
+                    _check(t, f"{where} thresholds", -(1 << 62), 1 << 62)
                     if t.ndim != 2 or t.shape[0] not in (1, layer.n):
                         raise LowbitError(f"{where}: thresholds have shape {t.shape}, expected (1 or {layer.n}, S)")
                     if t.shape[1] and np.any(np.diff(t, axis=1) < 0):
                         raise LowbitError(f"{where}: thresholds are not ascending")
+                    if layer.out_q is not None:
+                        lo, hi = layer.out_q.range
+                        top = rq.out_lo + t.shape[1] * rq.out_step
+                        if not (lo <= rq.out_lo <= hi and lo <= top <= hi):
+                            raise LowbitError(f"{where}: threshold outputs {rq.out_lo}..{top} (step {rq.out_step}) "
+                                              f"leave the output range [{lo}, {hi}]")
                 elif rq is None:
                     if i != max(j for j, l in enumerate(self.layers) if isinstance(l, COMPUTE_LAYERS)):
                         raise LowbitError(f"{where} has no requantization but is not the last compute layer")
@@ -346,35 +353,137 @@ class Model:
 
     @classmethod
     def load(cls, path) -> "Model":
-        """Read and validate an ``.lbm`` file; a truncated, corrupt or foreign file is a LowbitError."""
+        """Read and validate an ``.lbm`` file; a truncated, corrupt or foreign file is a LowbitError.
+
+        What the file declares is bounded before it is read (:data:`MAX_HEADER_BYTES`,
+        :data:`MAX_ARRAYS_BYTES`, :data:`MAX_ARRAY_ELEMENTS`), so a crafted file cannot make lowbit
+        decompress gigabytes into memory.
+        """
         from .loaders import check_input_file
         path = check_input_file(path, "model file")
+        corrupt = "the file is truncated or corrupt; write it again with 'lowbit quantize'"
         try:
             with zipfile.ZipFile(path) as z:
-                header = json.loads(z.read("model.json"))
-                arrays = dict(np.load(io.BytesIO(z.read("arrays.npz")), allow_pickle=False))
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+                header_bytes = _read_member(z, "model.json", MAX_HEADER_BYTES, path)
+                arrays_bytes = _read_member(z, "arrays.npz", MAX_ARRAYS_BYTES, path)
+            arrays = _read_arrays(arrays_bytes, path)
+            header = json.loads(header_bytes)
+        except RecursionError:
+            raise LowbitError(f"{path}: model.json is nested too deeply to be a lowbit model", corrupt) from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError,
+                RuntimeError) as exc:
+            # RuntimeError and NotImplementedError: encrypted members, unknown compression methods.
             raise LowbitError(f"{path} is not a readable lowbit model ({type(exc).__name__}: {exc})",
-                              "the file is truncated or corrupt; write it again with 'lowbit quantize'") from None
+                              corrupt) from None
+        if not isinstance(header, dict):
+            raise LowbitError(f"{path}: model.json holds {_json_kind(header)}, not the lowbit model object",
+                              "the file is corrupt or not a lowbit model")
         if header.get("format") != "lowbit-model":
             raise LowbitError(f"{path} is not a lowbit model file")
         if header.get("version") != FORMAT_VERSION:
-            raise LowbitError(f"{path} has model format version {header.get('version')}, this lowbit reads "
+            raise LowbitError(f"{path} has model format version {header.get('version')!r:.40}, this lowbit reads "
                               f"version {FORMAT_VERSION}", "re-create it with this version of lowbit")
         try:
+            if not isinstance(header["layers"], list):
+                raise LowbitError(f"{path}: 'layers' must be a list, not {_json_kind(header['layers'])}",
+                                  "the file is corrupt")
             layers = [_layer_from_json(i, e, arrays) for i, e in enumerate(header["layers"])]
             meta = header.get("meta", {})
             if not isinstance(meta, dict):
                 raise LowbitError(f"{path}: 'meta' must be an object, not {type(meta).__name__}", "the file is corrupt")
-            model = cls(tuple(header["input_shape"]), QuantSpec.from_json(header["input_q"]), layers,
-                        header.get("name", path.stem), meta)
+            offset = meta.get("input_offset", 0.0)
+            if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not np.isfinite(offset):
+                raise LowbitError(f"{path}: meta input_offset {offset!r:.40} must be a finite number",
+                                  "the file is corrupt")
+            name = header.get("name", path.stem)
+            if not isinstance(name, str):
+                raise LowbitError(f"{path}: 'name' must be a string, not {_json_kind(name)}", "the file is corrupt")
+            model = cls(_input_shape(header["input_shape"]), _quant_from_json(header["input_q"], "input_q"), layers,
+                        name, meta)
             return model.validate()
+        except LowbitError as exc:
+            if str(path) in exc.message:
+                raise
+            raise LowbitError(f"{path}: {exc.message}", exc.hint) from None
         except KeyError as exc:
             raise LowbitError(f"{path}: model description is missing {exc}", "the file is corrupt") from None
-        except (TypeError, ValueError, AttributeError, ZeroDivisionError, IndexError) as exc:
+        except (TypeError, ValueError, AttributeError, ZeroDivisionError, IndexError, OverflowError,
+                RecursionError) as exc:
             # Values of the wrong type or range that reached NumPy or the arithmetic.
-            raise LowbitError(f"{path}: malformed model description ({type(exc).__name__}: {exc})",
+            raise LowbitError(f"{path}: malformed model description ({type(exc).__name__}: {str(exc)[:120]})",
                               "the file is corrupt; write it again with 'lowbit quantize'") from None
+
+
+#: Most bytes ``model.json`` in an ``.lbm`` may hold (the digits CNN's is 4 KiB).
+MAX_HEADER_BYTES = 1 << 20
+#: Most bytes ``arrays.npz`` may hold uncompressed, and the arrays in it together (iCE40 and ECP5
+#: block RAM hold at most a few hundred KiB of weights).
+MAX_ARRAYS_BYTES = 64 << 20
+#: Most elements one array may declare in its header.
+MAX_ARRAY_ELEMENTS = 16 << 20
+_LIMIT_HINT = "lowbit reads .lbm files within the limits in docs/model-format.md"
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _input_shape(value) -> tuple:
+    if not isinstance(value, list) or not 1 <= len(value) <= 3 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 16 for v in value):
+        raise LowbitError(f"input_shape {value!r:.60} must be a list of 1 to 3 integers from 1 to 65536",
+                          "the file is corrupt")
+    return tuple(value)
+
+
+def _read_member(z: zipfile.ZipFile, name: str, limit: int, path) -> bytes:
+    """Member ``name`` of the ``.lbm`` zip, refused before reading if it declares more than ``limit`` bytes
+    (zipfile stops at the declared size, so a member cannot expand beyond it)."""
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise LowbitError(f"{path} is not a readable lowbit model (it has no {name})",
+                          "the file is truncated or not a lowbit model") from None
+    if info.file_size > limit:
+        raise LowbitError(f"{path}: {name} declares {info.file_size} bytes uncompressed, more than the "
+                          f"{limit >> 20} MiB a lowbit model may hold", _LIMIT_HINT)
+    with z.open(info) as f:
+        return f.read(limit + 1)
+
+
+def _read_arrays(data: bytes, path) -> dict:
+    """The integer arrays of ``arrays.npz``, each header checked (integer dtype, declared size) before
+    its data is read."""
+    arrays, total = {}, 0
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        infos = z.infolist()
+        declared = sum(i.file_size for i in infos)
+        if declared > MAX_ARRAYS_BYTES:
+            raise LowbitError(f"{path}: arrays.npz declares {declared} bytes of arrays, more than the "
+                              f"{MAX_ARRAYS_BYTES >> 20} MiB a lowbit model may hold", _LIMIT_HINT)
+        for info in infos:
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"array {name!r} has .npy format version {version}")
+                if dtype.hasobject:
+                    raise LowbitError(f"{path}: array {name!r} is a pickled object array; lowbit does not load "
+                                      "pickles (they can run code)", "the file is not a lowbit model")
+                count = int(np.prod(shape, dtype=object))
+                total += count * dtype.itemsize
+                if count > MAX_ARRAY_ELEMENTS or total > MAX_ARRAYS_BYTES:
+                    raise LowbitError(f"{path}: array {name!r} declares shape {shape}, beyond the limits of a "
+                                      f"lowbit model ({MAX_ARRAY_ELEMENTS >> 20} Mi elements, "
+                                      f"{MAX_ARRAYS_BYTES >> 20} MiB in all)", _LIMIT_HINT)
+            with z.open(info) as f:
+                arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
 
 
 def _check(arr, what, lo, hi):
@@ -386,27 +495,94 @@ def _check(arr, what, lo, hi):
         raise LowbitError(f"{what} has value {bad} outside [{lo}, {hi}]")
 
 
+def _json_repr(value) -> str:
+    text = repr(value) if isinstance(value, (str, float)) else json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _corrupt(what, expected, value) -> LowbitError:
+    return LowbitError(f"{what} must be {expected}, not {_json_repr(value)}", "the file is corrupt")
+
+
+def _jint(value, what, lo=-(1 << 31), hi=(1 << 31) - 1) -> int:
+    """A JSON integer in ``[lo, hi]`` (a bool, float or string is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _corrupt(what, f"an integer from {lo} to {hi}", value)
+    return value
+
+
+def _jbool(value, what) -> bool:
+    if not isinstance(value, bool):
+        raise _corrupt(what, "true or false", value)
+    return value
+
+
+def _jpair(value, what, lo) -> tuple:
+    if not isinstance(value, list) or len(value) != 2 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= 1 << 16 for v in value):
+        raise _corrupt(what, f"two integers from {lo} to 65536", value)
+    return tuple(value)
+
+
+def _jobject(value, what) -> dict:
+    if not isinstance(value, dict):
+        raise _corrupt(what, "an object", value)
+    return value
+
+
+def _quant_from_json(d, what) -> QuantSpec:
+    d = _jobject(d, what)
+    scale = d["scale"]
+    if not isinstance(scale, list) or not 1 <= len(scale) <= 1 << 16 or \
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale):
+        raise _corrupt(f"{what} scale", "a list of numbers", scale)
+    try:
+        return QuantSpec(_jint(d["bits"], f"{what} bits", 0, 255), _jbool(d["signed"], f"{what} signed"),
+                         _jint(d["zero_point"], f"{what} zero_point"), tuple(scale),
+                         _jbool(d.get("binary", False), f"{what} binary"))
+    except LowbitError as exc:
+        if exc.message.startswith(what):
+            raise
+        raise LowbitError(f"{what}: {exc.message}", exc.hint) from None
+
+
 def _layer_from_json(i, e, arrays):
+    e = _jobject(e, f"layer {i}")
     kind = e["kind"]
+    where = f"layer {i} ({kind})" if isinstance(kind, str) else f"layer {i}"
     if kind in ("dense", "conv2d"):
         rqj = e["requant"]
         if rqj is None:
             rq = None
-        elif rqj["type"] == "fixed_point":
-            rq = Requant(arrays[f"{i}.mult"], arrays[f"{i}.shift"], int(rqj["zero_point"]), int(rqj["lo"]),
-                         int(rqj["hi"]), bool(rqj["relu"]))
-        elif rqj["type"] == "thresholds":
-            rq = Thresholds(arrays[f"{i}.thresholds"], int(rqj["out_lo"]), int(rqj["out_step"]))
         else:
-            raise LowbitError(f"layer {i}: unknown requantization type {rqj['type']!r}")
+            rqj = _jobject(rqj, f"{where} requant")
+            if rqj["type"] == "fixed_point":
+                rq = Requant(arrays[f"{i}.mult"], arrays[f"{i}.shift"],
+                             *(_jint(rqj[k], f"{where} requant {k}") for k in ("zero_point", "lo", "hi")),
+                             _jbool(rqj["relu"], f"{where} requant relu"))
+            elif rqj["type"] == "thresholds":
+                rq = Thresholds(arrays[f"{i}.thresholds"], _jint(rqj["out_lo"], f"{where} requant out_lo"),
+                                _jint(rqj["out_step"], f"{where} requant out_step"))
+            else:
+                raise LowbitError(f"layer {i}: unknown requantization type {_json_repr(rqj['type'])}")
         common = dict(weight=arrays[f"{i}.weight"], bias=arrays[f"{i}.bias"],
-                      weight_q=QuantSpec.from_json(e["weight_q"]),
-                      out_q=QuantSpec.from_json(e["out_q"]) if e["out_q"] else None, requant=rq)
+                      weight_q=_quant_from_json(e["weight_q"], f"{where} weight_q"),
+                      out_q=_quant_from_json(e["out_q"], f"{where} out_q") if e["out_q"] is not None else None,
+                      requant=rq)
+        for name in ("weight", "bias"):
+            if not isinstance(common[name], np.ndarray) or common[name].ndim != (1 if name == "bias" else
+                                                                                   2 if kind == "dense" else 4):
+                raise LowbitError(f"{where}: {name} has shape {np.shape(common[name])}, expected "
+                                  f"{'(N,)' if name == 'bias' else '(K, N)' if kind == 'dense' else '(KH, KW, Cin, Cout)'}",
+                                  "the file is corrupt")
         if kind == "dense":
             return Dense(**common)
-        return Conv2d(**common, stride=tuple(e["stride"]), padding=tuple(e["padding"]))
+        return Conv2d(**common, stride=_jpair(e["stride"], f"{where} stride", 1),
+                      padding=_jpair(e["padding"], f"{where} padding", 0))
     if kind == "maxpool2d":
-        return MaxPool2d(tuple(e["kernel"]), tuple(e["stride"]) if e.get("stride") else None)
+        stride = e.get("stride")
+        return MaxPool2d(_jpair(e["kernel"], f"{where} kernel", 1),
+                         _jpair(stride, f"{where} stride", 1) if stride is not None else None)
     if kind == "flatten":
         return Flatten()
-    raise LowbitError(f"layer {i}: unknown layer kind {kind!r}", "supported: dense, conv2d, maxpool2d, flatten")
+    raise LowbitError(f"layer {i}: unknown layer kind {_json_repr(kind)}", "supported: dense, conv2d, maxpool2d, flatten")

@@ -125,6 +125,71 @@ def _pickled(name, **members):
     return setup
 
 
+def _lbm_with(name, header=None, arrays=None, edit=None):
+    """A copy of the test model m.lbm as ``name`` with ``model.json`` replaced by the text ``header``
+    (or its dict changed by ``edit(h)``) and/or ``arrays.npz`` by the bytes ``arrays(tmp)`` returns."""
+    def setup(tmp):
+        import json
+        import zipfile
+        _lbm(tmp)
+        with zipfile.ZipFile(tmp / "m.lbm") as z:
+            h, a = z.read("model.json").decode(), z.read("arrays.npz")
+        if edit:
+            d = json.loads(h)
+            edit(d)
+            h = json.dumps(d)
+        with zipfile.ZipFile(tmp / name, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("model.json", header if header is not None else h)
+            if callable(arrays):
+                arrays(tmp, z)
+            else:
+                z.writestr("arrays.npz", a)
+    return setup
+
+
+def _zeros_member(name, nbytes):
+    """A deflated member of ``nbytes`` zeros: a few dozen KiB on disk (a zip bomb in miniature)."""
+    def write(tmp, z):
+        with z.open(name, "w", force_zip64=True) as f:
+            for _ in range(nbytes >> 20):
+                f.write(bytes(1 << 20))
+    return write
+
+
+def _arrays_member(build):
+    """``arrays.npz`` whose bytes ``build()`` returns (an in-memory zip of .npy members)."""
+    return lambda tmp, z: z.writestr("arrays.npz", build())
+
+
+def _npz_declaring(shape):
+    import io
+    import zipfile
+    import numpy as np
+    buf, head = io.BytesIO(), io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<i8", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("0.weight.npy", head.getvalue() + bytes(64))
+    return buf.getvalue()
+
+
+def _npz_bomb():
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(3):
+            z.writestr(f"{i}.weight.npy", bytes(30 << 20))
+    return buf.getvalue()
+
+
+def _npz_object():
+    import io
+    import numpy as np
+    buf = io.BytesIO()
+    np.savez(buf, **{"0.weight": np.array([{"run": "code"}], dtype=object)})
+    return buf.getvalue()
+
+
 import numpy as _np
 
 _LONG = "n" * 250                  # with lowbit's temporary suffix, beyond ext4's 255-byte names
@@ -273,6 +338,33 @@ CASES = [
          _then(_lbm, _pickled("d.npz", x=_np.zeros((2, 64)), y=None))),
     Case("float-model-pickled-member", ["quantize", "f.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
          "lowbit does not load pickles", _then(_float_model, _pickled("f.npz", spec=None)), outputs=("o.lbm",)),
+    # .lbm headers of the wrong shape
+    Case("lbm-header-is-a-list", ["eval", "h.lbm", "--data", "test.npz"], "model.json holds a list, not the lowbit",
+         _lbm_with("h.lbm", header="[1, 2, 3]")),
+    Case("lbm-header-is-null", ["build", "h.lbm", "--board", "icebreaker", "-o", "out"], "model.json holds null",
+         _lbm_with("h.lbm", header="null"), outputs=("out",)),
+    Case("lbm-header-is-a-number", ["eval", "h.lbm", "--data", "test.npz"], "model.json holds a number",
+         _lbm_with("h.lbm", header="1e400")),
+    Case("lbm-header-nested-deep", ["eval", "h.lbm", "--data", "test.npz"], "nested too deeply",
+         _lbm_with("h.lbm", header="[" * 200_000 + "]" * 200_000)),
+    Case("lbm-layers-is-text", ["eval", "h.lbm", "--data", "test.npz"], "'layers' must be a list, not a string",
+         _lbm_with("h.lbm", edit=lambda h: h.update(layers="dense"))),
+    Case("lbm-input-shape-negative", ["eval", "h.lbm", "--data", "test.npz"], "input_shape [-64] must be a list",
+         _lbm_with("h.lbm", edit=lambda h: h.update(input_shape=[-64]))),
+    Case("lbm-signed-is-text", ["eval", "h.lbm", "--data", "test.npz"], "input_q signed must be true or false",
+         _lbm_with("h.lbm", edit=lambda h: h["input_q"].update(signed="no"))),
+    # what an .lbm may declare is bounded before it is read
+    Case("lbm-arrays-zip-bomb", ["eval", "h.lbm", "--data", "test.npz"], "more than the 64 MiB a lowbit model may hold",
+         _lbm_with("h.lbm", arrays=_zeros_member("arrays.npz", 65 << 20))),
+    Case("lbm-header-too-big", ["eval", "h.lbm", "--data", "test.npz"], "model.json declares 2097152 bytes",
+         _lbm_with("h.lbm", header=" " * (2 << 20))),
+    Case("lbm-array-declares-huge-shape", ["eval", "h.lbm", "--data", "test.npz"],
+         "declares shape (1000000, 1000000), beyond the limits", _lbm_with("h.lbm", arrays=_arrays_member(
+             lambda: _npz_declaring((10 ** 6, 10 ** 6))))),
+    Case("lbm-inner-arrays-bomb", ["reweight", ".", "h.lbm"], "declares 94371840 bytes of arrays",
+         _lbm_with("h.lbm", arrays=_arrays_member(_npz_bomb))),
+    Case("lbm-object-array", ["eval", "h.lbm", "--data", "test.npz"], "lowbit does not load pickles",
+         _lbm_with("h.lbm", arrays=_arrays_member(_npz_object))),
     Case("verilog-output-folder-too-long", ["verilog", "-o", _LONG * 2 + "/x.v"], "too long for the file system"),
 ]
 
