@@ -24,9 +24,30 @@ from . import arith
 from .errors import LowbitError
 
 __all__ = ["FDense", "FConv2d", "FReLU", "FMaxPool2d", "FFlatten", "FBatchNorm", "FloatNet", "fold_batchnorm",
-           "SUPPORTED_LAYERS"]
+           "SUPPORTED_LAYERS", "check_input_shape", "MAX_INPUT_ELEMENTS"]
 
 SUPPORTED_LAYERS = ("dense", "conv2d", "relu", "maxpool2d", "flatten", "batchnorm")
+
+#: Most values one input sample may have (a 2048 x 2048 RGB image is 12 Mi); far beyond any FPGA lowbit
+#: targets, but small enough that a shape probe never exhausts memory.
+MAX_INPUT_ELEMENTS = 1 << 24
+
+
+def check_input_shape(shape, where: str = "the model") -> tuple:
+    """``shape`` as a tuple of 1 to 3 positive ints of at most :data:`MAX_INPUT_ELEMENTS` values, else
+    LowbitError naming ``where``."""
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        dims = None
+    if dims is None or not 1 <= len(dims) <= 3 or \
+            not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims):
+        raise LowbitError(f"{where}: input shape {shape!r:.60} must be 1 to 3 positive integers",
+                          "e.g. [8, 8, 1] (H, W, C) or [64]")
+    if int(np.prod(dims, dtype=object)) > MAX_INPUT_ELEMENTS:
+        raise LowbitError(f"{where}: input shape {dims} has more than {MAX_INPUT_ELEMENTS} values per sample",
+                          "lowbit targets small FPGA models")
+    return tuple(int(d) for d in dims)
 
 
 @dataclass
@@ -133,6 +154,7 @@ class FloatNet:
     name: str = "model"
 
     def __post_init__(self):
+        self.input_shape = check_input_shape(self.input_shape, self.name if isinstance(self.name, str) else "model")
         self.layers = fold_batchnorm(self.layers)
         for i, layer in enumerate(self.layers):
             for arr in (getattr(layer, "weight", None), getattr(layer, "bias", None)):
@@ -190,33 +212,59 @@ class FloatNet:
         if "spec" not in data:
             raise LowbitError(f"{path} has no 'spec' entry describing the layers",
                               "see docs/model-format.md for the float .npz format")
+        hint = "see docs/model-format.md for the float .npz format"
         try:
             spec = json.loads(str(data["spec"]))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise LowbitError(f"{path}: 'spec' is not a JSON layer description ({type(exc).__name__})", hint) from None
+        try:
+            if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list):
+                raise LowbitError(f"{path}: 'spec' must be an object with a list of 'layers'", hint)
             layers = []
             for i, e in enumerate(spec["layers"]):
+                if not isinstance(e, dict):
+                    raise LowbitError(f"{path}: layer {i} must be an object with a 'type'", hint)
                 t = e.get("type")
+                where = f"{path}: layer {i} ({t})"
                 if t == "dense":
                     layers.append(FDense(_f64(data, f"{i}.weight", 2), _f64(data, f"{i}.bias", 1)))
                 elif t == "conv2d":
                     layers.append(FConv2d(_f64(data, f"{i}.weight", 4), _f64(data, f"{i}.bias", 1),
-                                          tuple(e.get("stride", (1, 1))), tuple(e.get("padding", (0, 0)))))
+                                          _pair(e.get("stride", [1, 1]), f"{where} stride", 1),
+                                          _pair(e.get("padding", [0, 0]), f"{where} padding", 0)))
                 elif t == "relu":
                     layers.append(FReLU())
                 elif t == "maxpool2d":
-                    layers.append(FMaxPool2d(tuple(e.get("kernel", (2, 2))),
-                                             tuple(e["stride"]) if e.get("stride") else None))
+                    layers.append(FMaxPool2d(_pair(e.get("kernel", [2, 2]), f"{where} kernel", 1),
+                                             _pair(e["stride"], f"{where} stride", 1) if e.get("stride") else None))
                 elif t == "flatten":
                     layers.append(FFlatten())
                 elif t == "batchnorm":
+                    eps = e.get("eps", 1e-5)
+                    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+                        raise LowbitError(f"{where}: eps {eps!r:.40} must be a number between 0 and 1", hint)
                     layers.append(FBatchNorm(*(_f64(data, f"{i}.{k}", 1) for k in ("gamma", "beta", "mean", "var")),
-                                             float(e.get("eps", 1e-5))))
+                                             float(eps)))
                 else:
-                    raise LowbitError(f"{path}: layer {i} has unsupported type {t!r}",
+                    raise LowbitError(f"{path}: layer {i} has unsupported type {t!r:.40}",
                                       f"supported: {', '.join(SUPPORTED_LAYERS)}")
-            return cls(tuple(spec["input_shape"]), layers, spec.get("name", path.stem))
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise LowbitError(f"{path}: malformed layer spec ({type(exc).__name__}: {exc})",
-                              "see docs/model-format.md for the float .npz format") from None
+            name = spec.get("name", path.stem)
+            if not isinstance(name, str):
+                raise LowbitError(f"{path}: 'name' must be a string", hint)
+            return cls(check_input_shape(spec["input_shape"], str(path)), layers, name)
+        except KeyError as exc:
+            raise LowbitError(f"{path}: malformed layer spec (missing {exc})", hint) from None
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+            raise LowbitError(f"{path}: malformed layer spec ({type(exc).__name__}: {str(exc)[:100]})", hint) from None
+
+
+def _pair(value, what, least) -> tuple:
+    """Two integers from ``least`` to 65536 (a stride, padding or kernel of the float format)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and least <= v <= 1 << 16 for v in value):
+        raise LowbitError(f"{what} {value!r:.40} must be two integers from {least} to 65536",
+                          "see docs/model-format.md for the float .npz format")
+    return tuple(value)
 
 
 def _f64(data, key, ndim):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LowbitError
-from .floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from .floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU, check_input_shape
 
 __all__ = ["load_onnx", "SUPPORTED_OPS"]
 
@@ -49,6 +49,20 @@ def _conv_pads(path, node, attrs, kernel) -> list:
                       "export with explicit pads (auto_pad=NOTSET)")
 
 
+def _initializer(path, tensor, numpy_helper) -> np.ndarray:
+    """An initializer as float64; LowbitError naming it if it does not hold numbers (strings, say)."""
+    try:
+        arr = numpy_helper.to_array(tensor)
+    except Exception as exc:  # onnx raises several types for damaged or external tensors
+        raise LowbitError(f"{path.name}: initializer '{tensor.name}' cannot be read ({type(exc).__name__})",
+                          "the file is damaged or its external data is missing") from None
+    if arr.dtype.kind not in "fiub":
+        what = "strings" if arr.dtype.kind in "OSU" else f"{arr.dtype} values"
+        raise LowbitError(f"{path.name}: initializer '{tensor.name}' holds {what}, not numbers",
+                          "lowbit imports float weights; export the model with numeric initializers")
+    return arr.astype(np.float64)
+
+
 def load_onnx(path) -> FloatNet:
     try:
         import onnx
@@ -64,13 +78,14 @@ def load_onnx(path) -> FloatNet:
         raise LowbitError(f"{path} is not a readable ONNX model ({type(exc).__name__})",
                           "the file is truncated or not ONNX") from None
     graph = model.graph
-    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in graph.initializer}
+    inits = {t.name: _initializer(path, t, numpy_helper) for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise LowbitError(f"{path.name}: the graph has {len(inputs)} inputs, lowbit needs exactly one")
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
     if any(d <= 0 for d in dims):
         raise LowbitError(f"{path.name}: input shape {dims} is not fully known", "export with a fixed input shape")
+    check_input_shape(dims, path.name)          # bounded before any shape probe allocates it
     if len(dims) == 3:          # NCHW -> HWC
         shape = (dims[1], dims[2], dims[0])
         chw = (dims[0], dims[1], dims[2])

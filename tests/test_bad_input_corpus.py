@@ -190,6 +190,20 @@ def _npz_object():
     return buf.getvalue()
 
 
+def _onnx(name, dims=(1, 64), weight=None):
+    """A one-Gemm float ONNX model with input ``dims`` and weight initializer ``weight`` (64 x 10 floats)."""
+    def setup(tmp):
+        import numpy as np
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+        w = numpy_helper.from_array(np.zeros((64, 10), np.float32) if weight is None else weight, name="W")
+        graph = helper.make_graph([helper.make_node("Gemm", ["x", "W"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w])
+        onnx.save(helper.make_model(graph), tmp / name)
+    return setup
+
+
 import numpy as _np
 
 _LONG = "n" * 250                  # with lowbit's temporary suffix, beyond ext4's 255-byte names
@@ -365,6 +379,32 @@ CASES = [
          _lbm_with("h.lbm", arrays=_arrays_member(_npz_bomb))),
     Case("lbm-object-array", ["eval", "h.lbm", "--data", "test.npz"], "lowbit does not load pickles",
          _lbm_with("h.lbm", arrays=_arrays_member(_npz_object))),
+    # importers: input shapes and initializers
+    Case("float-npz-negative-input-dim", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "input shape [-64] must be 1 to 3 positive integers", _spec_npz({"input_shape": [-64], "layers": []}),
+         outputs=("o.lbm",)),
+    Case("float-npz-zero-input-dim", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "input shape [8, 0, 1] must be", _spec_npz({"input_shape": [8, 0, 1], "layers": [{"type": "flatten"}]}),
+         outputs=("o.lbm",)),
+    Case("float-npz-huge-input", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "has more than 16777216 values per sample",
+         _spec_npz({"input_shape": [100000, 100000, 3], "layers": [{"type": "flatten"}]}), outputs=("o.lbm",)),
+    Case("float-npz-stride-zero", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "layer 0 (conv2d) stride [0, 1] must be two integers from 1",
+         _spec_npz({"input_shape": [8, 8, 1], "layers": [{"type": "conv2d", "stride": [0, 1]}]},
+                   **{"0.weight": _np.zeros((3, 3, 1, 4)), "0.bias": _np.zeros(4)}), outputs=("o.lbm",)),
+    Case("float-npz-layer-not-object", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "layer 0 must be an object", _spec_npz({"input_shape": [64], "layers": ["dense"]}), outputs=("o.lbm",)),
+    Case("onnx-string-initializer", ["quantize", "s.onnx", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "initializer 'W' holds strings, not numbers",
+         _then(_float_model, _onnx("s.onnx", weight=_np.array(["w"] * 640, dtype=object).reshape(64, 10))),
+         outputs=("o.lbm",)),
+    Case("onnx-huge-input", ["quantize", "h.onnx", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "has more than 16777216 values per sample", _then(_float_model, _onnx("h.onnx", dims=(1, 3, 10 ** 5, 10 ** 5))),
+         outputs=("o.lbm",)),
+    Case("torch-zero-input-shape", ["quantize", "m.pt", "--input-shape", "0,8,8", "--calib-data", "calib.npz", "-o",
+                                    "o.lbm"], "--input-shape: input shape (0, 8, 8) must be 1 to 3 positive integers",
+         _then(_float_model, _write("m.pt", b"x")), outputs=("o.lbm",)),
     Case("verilog-output-folder-too-long", ["verilog", "-o", _LONG * 2 + "/x.v"], "too long for the file system"),
 ]
 

@@ -141,3 +141,29 @@ def test_lbm_arrays_of_any_shape_and_type(good, data):
     np.savez(buf, **members)
     _write_lbm(tmp / "f.lbm", json.dumps(header), buf.getvalue())
     _load_or_refuse(tmp / "f.lbm")
+
+
+@pytest.fixture(scope="module")
+def float_spec(tmp_path_factory):
+    """The arrays and layer spec of a float CNN in lowbit's ``.npz`` format, and a work folder."""
+    from lowbit.sw.digits import digits_split, train_cnn
+    tmp = tmp_path_factory.mktemp("fuzzf")
+    xtr, ytr, _, _ = digits_split()
+    train_cnn(xtr, ytr, epochs=1).save_npz(tmp / "good.npz")
+    arrays = dict(np.load(tmp / "good.npz"))
+    return _Good((json.loads(str(arrays.pop("spec"))), arrays, tmp))
+
+
+@FUZZ
+@given(data=st.data(), new=JSON)
+def test_float_npz_spec_field_replaced_by_any_json(float_spec, data, new):
+    from lowbit.sw.floatnet import FloatNet
+    spec, arrays, tmp = float_spec
+    path = data.draw(st.sampled_from(sorted(_paths(spec), key=repr)), label="path")
+    np.savez(tmp / "f.npz", spec=np.array(json.dumps(_replace(spec, path, new))), **arrays)
+    try:
+        net = FloatNet.load_npz(tmp / "f.npz")
+    except LowbitError:
+        return
+    if int(np.prod(net.input_shape)) <= 4096:
+        net.forward(np.zeros((1, *net.input_shape)))

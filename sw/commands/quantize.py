@@ -2,6 +2,7 @@
 
 from ..cli import emit
 from ..errors import LowbitError
+from ..floatnet import check_input_shape
 from ..loaders import load_data, load_float_net
 from ..outputs import check_output_path
 from ..posttrain import CALIBRATIONS, error_report, quantize_net
@@ -33,6 +34,7 @@ def run(args):
             shape = tuple(int(v) for v in args.input_shape.split(","))
         except ValueError:
             raise LowbitError(f"--input-shape {args.input_shape!r} is not a list of integers", "e.g. 1,8,8") from None
+        check_input_shape(shape, "--input-shape")
     net = load_float_net(args.model, shape)
     x, _ = load_data(args.calib_data)
     model = quantize_net(net, x, weight_bits=args.weight_bits, act_bits=args.act_bits,
