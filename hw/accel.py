@@ -21,27 +21,55 @@ from .hostlink import HostLink
 from .network import Network, _code_shape
 from .serial import UARTRx, UARTTx, divisor_for
 
-__all__ = ["AccelCore", "architecture", "architecture_hash", "identity_for"]
+__all__ = ["AccelCore", "architecture", "architecture_difference", "architecture_hash", "identity_for"]
 
 
 def architecture(model: Model, arrays) -> dict:
-    """What must not change for a bitstream's ROMs to be re-weighted: shapes, widths, array sizes."""
+    """What the netlist of a (reweightable) build depends on, so what must not change for its ROMs to be
+    re-weighted: shapes, widths, array sizes, and every value the gateware holds as a constant rather
+    than in a ROM — each layer's input zero point (a Conv2d's padding code), the requantizer's output
+    zero point and clamp (ReLU raises the low clamp), a multi-threshold's count, offset and step. The
+    rest (weights, folded biases, multipliers, shifts, thresholds) lives in the patchable ROMs."""
+    from ..sw.model import Requant, Thresholds
     layers = []
+    in_q = model.input_q
     for layer in model.layers:
         entry = {"kind": layer.kind}
         if isinstance(layer, (Dense, Conv2d)):
+            rq = layer.requant
             entry.update(shape=list(layer.weight.shape), weight_bits=layer.weight_q.bits,
                          weight_signed=layer.weight_q.signed, binary=layer.weight_q.binary,
-                         out=None if layer.out_q is None else [layer.out_q.bits, layer.out_q.signed],
-                         requant=type(layer.requant).__name__)
+                         out=None if layer.out_q is None else [layer.out_q.bits, layer.out_q.signed,
+                                                                layer.out_q.binary],
+                         requant=type(rq).__name__, in_zero_point=int(in_q.zero_point))
             if isinstance(layer, Conv2d):
                 entry.update(stride=list(layer.stride), padding=list(layer.padding))
-            if type(layer.requant).__name__ == "Thresholds":
-                entry.update(thresholds=int(layer.requant.thresholds.shape[1]))
+            if isinstance(rq, Requant):
+                entry.update(zero_point=int(rq.zero_point), clamp=[int(max(rq.lo, rq.zero_point) if rq.relu
+                                                                       else rq.lo), int(rq.hi)])
+            elif isinstance(rq, Thresholds):
+                entry.update(thresholds=int(rq.thresholds.shape[1]), out_lo=int(rq.out_lo),
+                             out_step=int(rq.out_step))
+            in_q = layer.out_q or in_q
         layers.append(entry)
     return {"input_shape": list(model.input_shape),
             "input": [model.input_q.bits, model.input_q.signed, model.input_q.binary],
             "layers": layers, "arrays": [list(a) for a in arrays]}
+
+
+def architecture_difference(a: dict, b: dict) -> str | None:
+    """The first field in which two :func:`architecture` records differ, said for a user
+    (``"layer 1 (dense) zero_point: 0 in the build, 3 in the new model"``), or None if they are equal."""
+    for key in ("input_shape", "input", "arrays"):
+        if a[key] != b[key]:
+            return f"{key.replace('_', ' ')}: {a[key]} in the build, {b[key]} in the new model"
+    if len(a["layers"]) != len(b["layers"]):
+        return f"layer count: {len(a['layers'])} in the build, {len(b['layers'])} in the new model"
+    for i, (la, lb) in enumerate(zip(a["layers"], b["layers"])):
+        for key in sorted(set(la) | set(lb)):
+            if la.get(key) != lb.get(key):
+                return f"layer {i} ({la['kind']}) {key}: {la.get(key)} in the build, {lb.get(key)} in the new model"
+    return None
 
 
 def architecture_hash(model: Model, arrays) -> int:

@@ -219,7 +219,13 @@ class DenseEngine(wiring.Component):
             elif p.mode == "thresholds":
                 rec.update({f"t{i}": int(v) for i, v in enumerate(p.thresholds[n])})
             recs.append(rec)
-        return pack_fields(recs, self.param_fields())
+        fields = self.param_fields()
+        try:
+            return pack_fields(recs, fields, signed_fields=[n for n, _ in fields if n not in ("mult", "shift")])
+        except ValueError as exc:
+            # Only a reweightable engine's fixed-width fields can be too narrow for a new model's values.
+            raise LowbitError(f"a parameter does not fit the engine's ROM: {exc}",
+                              "this model's biases or thresholds exceed what the build can hold") from None
 
     def weight_words(self) -> list[int]:
         cfg = self.config

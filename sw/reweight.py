@@ -299,7 +299,7 @@ def patch_and_pack(family: str, folder, placed: str, old: dict, new: dict, *, fa
 
 def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
     """Patch the weights of ``new_model`` into the bitstream in ``build_dir``; returns a summary."""
-    from ..hw.accel import architecture_hash
+    from ..hw.accel import architecture, architecture_difference
     from .build import load_build
     t0 = time.monotonic()
     build_dir = Path(build_dir)
@@ -308,9 +308,11 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
         raise LowbitError(f"{build_dir} was not built with --reweightable",
                           "rebuild with 'lowbit build ... --reweightable' to patch weights later")
     arrays = [tuple(a) for a in settings["arrays"]]
-    if architecture_hash(new_model, arrays) != architecture_hash(old_model, arrays):
-        raise LowbitError("the new model's architecture differs from the build's (layer shapes, bit-widths, "
-                          "output modes or thresholds)", "re-weighting needs the same architecture: run lowbit build")
+    difference = architecture_difference(architecture(old_model, arrays), architecture(new_model, arrays))
+    if difference is not None:
+        # Only weights, biases, multipliers, shifts and thresholds are in ROMs: anything else is netlist.
+        raise LowbitError(f"the new model needs a different netlist: {difference}",
+                          "re-weighting only changes ROM contents; build the new model with 'lowbit build'")
     from .build import check_reweightable
     check_reweightable(new_model, arrays)
     family = settings.get("family", "ice40")

@@ -93,18 +93,38 @@ def unpack_chunks(words, k: int, rows: int, bits: int, signed: bool, binary: boo
     return binary_decode(flat) if binary else _from_bits(flat, bits, signed)
 
 
-def pack_fields(records, fields) -> list[int]:
+def pack_fields(records, fields, signed_fields=None) -> list[int]:
     """Records (dicts) -> integers, each field at its offset: ``fields`` is ``[(name, bits), ...]``
     from bit 0 up, values in two's complement. Used for the per-channel parameter ROM.
 
-    >>> pack_fields([{"a": -1, "b": 3}], [("a", 4), ("b", 2)])
+    A value that does not fit its field is a ValueError naming the field, never silently truncated:
+    fields named in ``signed_fields`` hold ``[-2**(bits-1), 2**(bits-1))``, the others ``[0, 2**bits)``
+    (with ``signed_fields=None`` either reading is accepted).
+
+    >>> pack_fields([{"a": -1, "b": 3}], [("a", 4), ("b", 2)], signed_fields=("a",))
     [63]
+    >>> unpack_fields([63], [("a", 4), ("b", 2)], signed_fields=("a",))
+    [{'a': -1, 'b': 3}]
+    >>> pack_fields([{"a": 8}], [("a", 4)], signed_fields=("a",))
+    Traceback (most recent call last):
+    ...
+    ValueError: field 'a' of record 0 is 8, outside the 4-bit signed range [-8, 7]
     """
     out = []
-    for rec in records:
+    for i, rec in enumerate(records):
         word, offset = 0, 0
         for name, bits in fields:
-            word |= (int(rec[name]) & ((1 << bits) - 1)) << offset
+            value = int(rec[name])
+            if signed_fields is None:
+                lo, hi, kind = -(1 << (bits - 1)), (1 << bits) - 1, "two's-complement or unsigned"
+            elif name in signed_fields:
+                lo, hi, kind = -(1 << (bits - 1)), (1 << (bits - 1)) - 1, "signed"
+            else:
+                lo, hi, kind = 0, (1 << bits) - 1, "unsigned"
+            if not lo <= value <= hi:
+                raise ValueError(f"field {name!r} of record {i} is {value}, outside the {bits}-bit {kind} "
+                                 f"range [{lo}, {hi}]")
+            word |= (value & ((1 << bits) - 1)) << offset
             offset += bits
         out.append(word)
     return out

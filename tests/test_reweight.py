@@ -93,7 +93,7 @@ def test_fast_patchers_refuse_contents_they_cannot_find(builds):
 
 def test_reweight_refuses_another_architecture_and_plain_builds(builds, tmp_path):
     d, _, _ = builds
-    with pytest.raises(LowbitError, match="architecture differs"):
+    with pytest.raises(LowbitError, match="needs a different netlist: layer 0 \\(dense\\) shape"):
         reweight(d / "B", two_layer(3, n_hidden=6))
     settings = json.loads((d / "B" / "build.json").read_text())
     settings["reweightable"] = False

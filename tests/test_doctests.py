@@ -1,0 +1,16 @@
+"""The worked examples in docstrings are run: a paired pack/unpack example that drifts from the code fails."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["lowbit.sw.rom", "lowbit.sw.arith"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
