@@ -14,6 +14,7 @@ most significant digit first; layouts in :mod:`lowbit.sw.rom`), ``report.json`` 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -24,9 +25,15 @@ from .fold import COST_MODELS, LayerShape, fold
 from .model import Conv2d, Dense, Model
 from .outputs import atomic_dir
 
-__all__ = ["layer_shapes", "fold_model", "measure_cycles", "rom_images", "build", "load_build", "DEFAULT_BAUD"]
+__all__ = ["layer_shapes", "fold_model", "measure_cycles", "rom_images", "build", "load_build", "check_build_record",
+           "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH"]
 
 DEFAULT_BAUD = 1_000_000
+#: Fastest UART rate lowbit builds for (FTDI's high-speed bridges top out at 12 Mbaud).
+MAX_BAUD = 12_000_000
+#: Most inputs one INFER frame may carry (``--max-batch``): it sizes the board's input buffer and output
+#: FIFO and the length check unrolled in the host link (the IDENTIFY field itself is one byte).
+MAX_BATCH = 64
 
 
 def layer_shapes(model: Model) -> list[LayerShape]:
@@ -247,9 +254,70 @@ def summary_text(r: dict) -> str:
          if r["fmax_mhz"] * 0.9 >= r["clock_mhz"] * 1.2 else [])) + "\n"
 
 
+_DAMAGED = "the build folder is damaged; build it again with 'lowbit build'"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v, lo, hi) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_build_record(record, where="build.json") -> dict:
+    """The build record :func:`build` writes into ``build.json`` (board, arrays, clock_hz, baud, max_batch,
+    reweightable, rom_seed, family, rom_block), checked field by field; LowbitError names the first
+    field that is missing or out of range. ``run`` and ``reweight`` read nothing else from it."""
+    from .reweight import ROM_BLOCK
+    if not isinstance(record, dict):
+        kind = "a list" if isinstance(record, list) else "null" if record is None else type(record).__name__
+        raise LowbitError(f"{where} holds {kind}, not a build record", _DAMAGED)
+    fields = (
+        ("board", lambda v: isinstance(v, str) and v != "", "a board name"),
+        ("arrays", lambda v: isinstance(v, list) and 0 < len(v) <= 256 and
+         all(isinstance(a, list) and len(a) == 2 and all(_integer(x, 1, 64) for x in a) for a in v),
+         "a list of [rows, cols] pairs from 1 to 64"),
+        ("clock_hz", lambda v: _number(v) and math.isfinite(v) and 1e5 <= v <= 1e9, "a clock from 100 kHz to 1 GHz"),
+        ("baud", lambda v: _integer(v, 1, MAX_BAUD), f"an integer rate from 1 to {MAX_BAUD}"),
+        ("max_batch", lambda v: _integer(v, 1, MAX_BATCH), f"an integer from 1 to {MAX_BATCH}"),
+        ("reweightable", lambda v: isinstance(v, bool), "true or false"),
+        ("rom_seed", lambda v: _integer(v, 0, (1 << 63) - 1), "a non-negative integer"),
+        ("family", lambda v: isinstance(v, str) and v != "", "an FPGA family name"),
+        ("rom_block", lambda v: v is None or v in ROM_BLOCK.values(), f"null or one of {sorted(ROM_BLOCK.values())}"),
+    )
+    for name, ok, expected in fields:
+        if name not in record:
+            raise LowbitError(f"{where} has no field '{name}'", _DAMAGED)
+        if not ok(record[name]):
+            value = json.dumps(record[name], default=str)
+            raise LowbitError(f"{where}: field '{name}' must be {expected}, not "
+                              f"{value if len(value) <= 40 else value[:37] + '...'}", _DAMAGED)
+    family, block = record["family"], record["rom_block"]
+    if record["reweightable"] and (family not in ROM_BLOCK or block != ROM_BLOCK[family]):
+        raise LowbitError(f"{where}: a reweightable build needs family ice40 or ecp5 with rom_block 256 or 512, "
+                          f"not {family[:20]!r} with {block!r}", _DAMAGED)
+    return record
+
+
 def load_build(folder) -> tuple[Model, dict]:
-    """The model and build settings of a build folder; LowbitError if it is not a complete build."""
+    """The model and build record of a build folder; LowbitError if it is not a complete, undamaged build."""
     folder = Path(folder)
     if not (folder / "build.json").is_file() or not (folder / "model.lbm").is_file():
         raise LowbitError(f"{folder} is not a lowbit build folder", "run 'lowbit build MODEL --board B -o DIR' first")
-    return Model.load(folder / "model.lbm"), json.loads((folder / "build.json").read_text())
+    where = folder / "build.json"
+    with open(where, "rb") as f:
+        text = f.read(1 << 20)
+    if not text.strip():
+        raise LowbitError(f"{where} is empty", _DAMAGED)
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise LowbitError(f"{where} is not JSON ({type(exc).__name__})", _DAMAGED) from None
+    record = check_build_record(record, where)
+    model = Model.load(folder / "model.lbm")
+    layers = len(model.compute_layers())
+    if len(record["arrays"]) != layers:
+        raise LowbitError(f"{where}: field 'arrays' has {len(record['arrays'])} entries, the model has {layers} "
+                          "compute layers", _DAMAGED)
+    return model, record

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -315,22 +316,27 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
                           "re-weighting only changes ROM contents; build the new model with 'lowbit build'")
     from .build import check_reweightable
     check_reweightable(new_model, arrays)
-    family = settings.get("family", "ice40")
-    block = settings.get("rom_block", ROM_BLOCK["ice40"])
+    family = settings["family"]
+    block = settings["rom_block"]
+    placed = f"top.random.{PLACED_SUFFIX[family]}"
+    if not (build_dir / placed).is_file() or not (build_dir / "roms").is_dir():
+        raise LowbitError(f"{build_dir} has no {placed if not (build_dir / placed).is_file() else 'roms/'}, which a "
+                          "reweightable build keeps", "build it again with 'lowbit build ... --reweightable'")
     progress(f"patching the ROMs ({PATCH_TOOL[family]}'s slice matching, one pass) and packing")
     random = random_contents(old_model, arrays, settings["rom_seed"], block)
     new_roms = rom_contents(new_model, arrays, block)
-    work = build_dir / "reweight"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    placed = f"top.random.{PLACED_SUFFIX[family]}"
-    (work / placed).write_bytes((build_dir / placed).read_bytes())
-    bitstream = patch_and_pack(family, work, placed, random, new_roms, fast=True)
-    with atomic_file(build_dir / bitstream) as f:
-        f.write((work / bitstream).read_bytes())
+    # Work in a temporary folder that goes whatever happens; the build's files are replaced atomically,
+    # the bitstream first (a failure before it leaves the build as it was).
+    shutil.rmtree(build_dir / "reweight", ignore_errors=True)       # left by lowbit before this fix
+    with tempfile.TemporaryDirectory(prefix=".reweight.", dir=build_dir) as work:
+        work = Path(work)
+        (work / placed).write_bytes((build_dir / placed).read_bytes())
+        bitstream = patch_and_pack(family, work, placed, random, new_roms, fast=True)
+        with atomic_file(build_dir / bitstream) as f:
+            f.write((work / bitstream).read_bytes())
     new_model.save(build_dir / "model.lbm")
     for name, (width, words) in new_roms.items():
-        (build_dir / "roms" / f"{name}.hex").write_text(_hex(width, words))
-    shutil.rmtree(work, ignore_errors=True)
+        with atomic_file(build_dir / "roms" / f"{name}.hex", "w") as f:
+            f.write(_hex(width, words))
     seconds = round(time.monotonic() - t0, 2)
     return {"build": str(build_dir), "seconds": seconds, "roms": len(random)}

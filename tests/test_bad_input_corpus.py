@@ -60,11 +60,11 @@ def _fake_reweightable_build(tmp):
     from lowbit.sw.synth import device
     _lbm(tmp)
     folding = fold_model(Model.load(tmp / "m.lbm"), device("ecp5-85f"))
-    (tmp / "b").mkdir()
+    (tmp / "b" / "roms").mkdir(parents=True)
     (tmp / "b" / "model.lbm").write_bytes((tmp / "m.lbm").read_bytes())
     (tmp / "b" / "build.json").write_text(json.dumps({
-        "board": "ulx3s-85f", "arrays": [[f.rows, f.cols] for f in folding.layers], "reweightable": True,
-        "rom_seed": 1, "family": "ecp5", "rom_block": 512}))
+        "board": "ulx3s-85f", "arrays": [[f.rows, f.cols] for f in folding.layers], "clock_hz": 25e6,
+        "baud": 1_000_000, "max_batch": 8, "reweightable": True, "rom_seed": 1, "family": "ecp5", "rom_block": 512}))
     (tmp / "b" / "top.random.config").write_text(".device LFE5U-85F\n.bram_init 0\n" + ("000 " * 7 + "000\n") * 256)
 
 
@@ -201,6 +201,19 @@ def _onnx(name, dims=(1, 64), weight=None):
                                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w])
         onnx.save(helper.make_model(graph), tmp / name)
+    return setup
+
+
+def _damaged_build(text=None, edit=None):
+    """The fake build folder ``b`` with its build.json replaced by ``text``, or its record changed by
+    ``edit(record)``."""
+    def setup(tmp):
+        import json
+        _fake_reweightable_build(tmp)
+        record = json.loads((tmp / "b" / "build.json").read_text())
+        if edit:
+            edit(record)
+        (tmp / "b" / "build.json").write_text(text if text is not None else json.dumps(record))
     return setup
 
 
@@ -405,6 +418,60 @@ CASES = [
     Case("torch-zero-input-shape", ["quantize", "m.pt", "--input-shape", "0,8,8", "--calib-data", "calib.npz", "-o",
                                     "o.lbm"], "--input-shape: input shape (0, 8, 8) must be 1 to 3 positive integers",
          _then(_float_model, _write("m.pt", b"x")), outputs=("o.lbm",)),
+    # numeric options: range-checked before the model is even read
+    Case("build-baud-zero", ["build", "m.lbm", "--board", "icebreaker", "--baud", "0", "-o", "out"],
+         "--baud 0 is outside 1 to 12000000", _lbm, outputs=("out",)),
+    Case("build-baud-negative", ["build", "m.lbm", "--board", "icebreaker", "--baud", "-9600", "-o", "out"],
+         "--baud -9600 is outside", _lbm, outputs=("out",)),
+    Case("build-baud-absurd", ["build", "m.lbm", "--board", "ulx3s-85f", "--baud", "99000000", "-o", "out"],
+         "--baud 99000000 is outside", _lbm, outputs=("out",)),
+    Case("build-max-batch-zero", ["build", "m.lbm", "--board", "icebreaker", "--max-batch", "0", "-o", "out"],
+         "--max-batch 0 is outside 1 to 64", _lbm, outputs=("out",)),
+    Case("build-max-batch-negative", ["build", "m.lbm", "--board", "icebreaker", "--max-batch", "-2", "-o", "out"],
+         "--max-batch -2 is outside 1 to 64", _lbm, outputs=("out",)),
+    Case("build-max-batch-huge", ["build", "m.lbm", "--board", "icebreaker", "--max-batch", "100000", "-o", "out"],
+         "--max-batch 100000 is outside 1 to 64", _lbm, outputs=("out",)),
+    Case("build-clock-zero", ["build", "m.lbm", "--board", "icebreaker", "--clock-mhz", "0", "-o", "out"],
+         "--clock-mhz 0 must be a positive frequency", _lbm, outputs=("out",)),
+    Case("build-clock-nan", ["build", "m.lbm", "--board", "icebreaker", "--clock-mhz", "nan", "-o", "out"],
+         "--clock-mhz nan must be a positive frequency", _lbm, outputs=("out",)),
+    Case("run-batch-zero", ["run", "b", "--sim", "--data", "test.npz", "--batch", "0"], "--batch 0 must be at least 1",
+         _fake_reweightable_build, outputs=("b/sim",)),
+    Case("run-batch-negative", ["run", "b", "--sim", "--data", "test.npz", "--batch", "-1"],
+         "--batch -1 must be at least 1", _fake_reweightable_build, outputs=("b/sim",)),
+    Case("verilog-engine-k-zero", ["verilog", "--engine", "--k", "0", "-o", "e.v"], "--k 0 is outside 1 to 4096",
+         outputs=("e.v",)),
+    Case("verilog-engine-n-zero", ["verilog", "--engine", "--k", "8", "--n", "0", "-o", "e.v"],
+         "--n 0 is outside 1 to 4096", outputs=("e.v",)),
+    Case("verilog-engine-k-huge", ["verilog", "--engine", "--k", "10000000", "-o", "e.v"], "--k 10000000 is outside",
+         outputs=("e.v",)),
+    Case("bench-synth-only-no-match", ["bench", "--synth-only", "virtex"], "--synth-only 'virtex' matches no synthesis"),
+    Case("bench-synth-only-empty", ["bench", "--synth-only", ""], "matches no synthesis row"),
+    # build folders: build.json validated field by field before anything runs or is written
+    Case("run-build-json-not-json", ["run", "b", "--sim", "--data", "test.npz"], "build.json is not JSON",
+         _damaged_build(text="{board: icebreaker"), outputs=("b/sim",)),
+    Case("run-build-json-empty", ["run", "b", "--sim", "--data", "test.npz"], "build.json is empty",
+         _damaged_build(text=""), outputs=("b/sim",)),
+    Case("run-build-json-list", ["run", "b", "--sim", "--data", "test.npz"], "build.json holds a list, not a build",
+         _damaged_build(text="[1, 2]"), outputs=("b/sim",)),
+    Case("run-build-clock-zero", ["run", "b", "--sim", "--data", "test.npz"],
+         "field 'clock_hz' must be a clock from 100 kHz to 1 GHz, not 0", _damaged_build(edit=lambda r: r.update(clock_hz=0)),
+         outputs=("b/sim",)),
+    Case("run-build-max-batch-text", ["run", "b", "--sim", "--data", "test.npz"],
+         "field 'max_batch' must be an integer from 1 to 64, not \"8\"",
+         _damaged_build(edit=lambda r: r.update(max_batch="8")), outputs=("b/sim",)),
+    Case("run-build-arrays-mismatch", ["run", "b", "--sim", "--data", "test.npz"],
+         "field 'arrays' has 1 entries, the model has 2 compute layers",
+         _damaged_build(edit=lambda r: r.update(arrays=r["arrays"][:1])), outputs=("b/sim",)),
+    Case("reweight-build-json-not-json", ["reweight", "b", "m.lbm"], "build.json is not JSON",
+         _damaged_build(text="\x00\xff"), outputs=("b/reweight", "b/top.bit")),
+    Case("reweight-build-no-clock", ["reweight", "b", "m.lbm"], "build.json has no field 'clock_hz'",
+         _damaged_build(edit=lambda r: r.pop("clock_hz")), outputs=("b/reweight", "b/top.bit")),
+    Case("reweight-build-bad-family", ["reweight", "b", "m.lbm"], "a reweightable build needs family ice40 or ecp5 with",
+         _damaged_build(edit=lambda r: r.update(family="gowin")), outputs=("b/reweight", "b/top.bit")),
+    Case("reweight-build-no-placed-design", ["reweight", "b", "m.lbm"], "has no top.random.config",
+         lambda t: (_fake_reweightable_build(t), (t / "b" / "top.random.config").unlink()),
+         outputs=("b/reweight", "b/top.bit")),
     Case("verilog-output-folder-too-long", ["verilog", "-o", _LONG * 2 + "/x.v"], "too long for the file system"),
 ]
 
@@ -426,7 +493,8 @@ def test_bad_input_gives_one_clear_line(case, tmp_path):
     assert lines[0].startswith("lowbit: error: ") and case.expect in lines[0], lines[0]
     for rel in case.outputs:
         assert not os.path.lexists(tmp_path / rel), f"{rel} was left behind"
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    leftovers = [p.relative_to(tmp_path) for p in tmp_path.rglob(".*") if p.name.endswith(".partial")
+                 or p.name.startswith(".reweight.")]
     assert leftovers == []
 
 

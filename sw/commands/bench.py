@@ -3,8 +3,9 @@
 import sys
 import tempfile
 
-from ..benchmarks import cycle_rows, reference_rows, synth_rows
+from ..benchmarks import SYNTH_CONFIGS, cycle_rows, reference_rows, synth_config_name, synth_rows
 from ..cli import emit
+from ..errors import LowbitError
 
 NAME = "bench"
 HELP = ("cycles and PE utilisation of the demo models and Dense layers, integer-reference speed; "
@@ -18,7 +19,21 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true")
 
 
+def check_synth_only(text) -> None:
+    """``--synth-only TEXT`` must select at least one row (matched as synth_rows matches): refused before
+    the minutes of simulation that come first, with the valid names."""
+    if text is None:
+        return
+    names = [synth_config_name(*row) for row in SYNTH_CONFIGS]
+    devices = sorted({row[1] for row in SYNTH_CONFIGS})
+    if not text or not any(text in name or text in row[1] for name, row in zip(names, SYNTH_CONFIGS)):
+        raise LowbitError(f"--synth-only {text!r} matches no synthesis row",
+                          f"give part of a row name ({', '.join(dict.fromkeys(names))}) or a device "
+                          f"({', '.join(devices)})")
+
+
 def run(args):
+    check_synth_only(args.synth_only)
     progress = (lambda m: None) if args.json else (lambda m: sys.stderr.write(f"[lowbit] {m}\n"))
     rows = cycle_rows(progress)
     result = {"rows": rows}

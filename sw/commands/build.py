@@ -1,22 +1,29 @@
 """``lowbit build``: a quantized model -> bitstream, ROM images and report for a board."""
 
+import math
 import sys
 
-from ..build import DEFAULT_BAUD, build, summary_text
+from ..build import DEFAULT_BAUD, MAX_BATCH, MAX_BAUD, build, summary_text
 from ..cli import emit
+from ..errors import LowbitError
 from ..loaders import load_model
 from ..outputs import check_output_path
 
 NAME = "build"
 HELP = "build a bitstream for a board (icebreaker, ulx3s-85f or any amaranth-boards name)"
 
+#: Largest INFER frame payload (the frame's length field is 16 bits).
+MAX_FRAME_PAYLOAD = 0xFFFF
+
 
 def add_arguments(p):
     p.add_argument("model", help="quantized model (.lbm)")
     p.add_argument("--board", required=True)
     p.add_argument("-o", "--output", required=True, help="output folder (replaced only if the build succeeds)")
-    p.add_argument("--baud", type=int, default=DEFAULT_BAUD)
-    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD,
+                   help=f"UART rate, 1 to {MAX_BAUD} and at most a quarter of the clock (default {DEFAULT_BAUD})")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help=f"most inputs one INFER frame may carry, 1 to {MAX_BATCH} (default 8)")
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="run the design from a PLL at this frequency (default: the board's oscillator)")
     p.add_argument("--mult", choices=("lut", "dsp"), default="lut",
@@ -26,10 +33,37 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true")
 
 
+def check_options(args) -> None:
+    """Every numeric option in range, and the UART rate reachable from the board's clock: refused before
+    the model is read, let alone simulated or synthesised."""
+    from ...boards.targets import board_clock
+    from ...hw.serial import divisor_for
+    if not 1 <= args.baud <= MAX_BAUD:
+        raise LowbitError(f"--baud {args.baud} is outside 1 to {MAX_BAUD}",
+                          f"common rates: 115200, {DEFAULT_BAUD} (the default), 3000000")
+    if not 1 <= args.max_batch <= MAX_BATCH:
+        raise LowbitError(f"--max-batch {args.max_batch} is outside 1 to {MAX_BATCH}",
+                          "it sizes the board's input buffer; 8 (the default) keeps the link busy")
+    if args.clock_mhz is not None and not (math.isfinite(args.clock_mhz) and args.clock_mhz > 0):
+        raise LowbitError(f"--clock-mhz {args.clock_mhz:g} must be a positive frequency", "e.g. --clock-mhz 24")
+    clk_hz, _ = board_clock(args.board, args.clock_mhz)
+    try:
+        divisor_for(clk_hz, args.baud)
+    except ValueError as exc:
+        raise LowbitError(f"{args.board}: {exc}", "choose another --baud") from None
+
+
 def run(args):
+    check_options(args)
     # Refused now, not when the finished build is renamed into place after minutes of synthesis.
     check_output_path(args.output, folder=True)
     model = load_model(args.model)
+    # A frame carries a batch of inputs (one byte a code) and its answer (at most 4 bytes a value + argmax).
+    per_input = max(math.prod(model.input_shape), 4 * math.prod(model.output_shape) + 1)
+    if args.max_batch * per_input > MAX_FRAME_PAYLOAD:
+        most = max(1, MAX_FRAME_PAYLOAD // per_input)
+        raise LowbitError(f"--max-batch {args.max_batch} inputs of this model do not fit one frame "
+                          f"({MAX_FRAME_PAYLOAD} bytes)", f"use --max-batch {most} or less")
     # Progress goes to stderr in every mode: --json output on stdout stays clean.
     progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,

@@ -21,11 +21,15 @@ def add_arguments(p):
     target.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
     target.add_argument("--sim", action="store_true", help="simulate the board's RTL (Verilator + cocotb)")
     p.add_argument("--data", required=True, help=".npz with inputs x and optional labels y")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="inputs per INFER frame, at least 1 (capped by the build's "
+                   "--max-batch; default 8)")
     p.add_argument("--json", action="store_true")
 
 
 def run(args):
+    if args.batch < 1:
+        raise LowbitError(f"--batch {args.batch} must be at least 1",
+                          "inputs per INFER frame; the build's --max-batch caps it")
     model, settings = load_build(args.build)
     x, y = load_data(args.data)
     codes = model.quantize_input(x)

@@ -8,6 +8,8 @@ from ..errors import LowbitError
 from ..outputs import atomic_file, check_output_path
 
 NAME = "verilog"
+#: Largest --k / --n of a random engine layer (its weights are generated in memory).
+MAX_ENGINE_SIZE = 4096
 HELP = ("write Verilog: an R x C MAC array, with --engine a layer engine for a random layer, or (given a .lbm) "
         "the model's accelerator core")
 
@@ -31,8 +33,8 @@ def add_arguments(p):
                    help="column sums by a skewed partial-sum chain instead of an adder tree")
     p.add_argument("--systolic-2d", action="store_true",
                    help="with --systolic: activations hop column to column, outputs de-skewed")
-    p.add_argument("--k", type=int, help="with --engine: layer inputs (default 4 x rows)")
-    p.add_argument("--n", type=int, help="with --engine: layer outputs (default 4 x cols)")
+    p.add_argument("--k", type=int, help=f"with --engine: layer inputs, 1 to {MAX_ENGINE_SIZE} (default 4 x rows)")
+    p.add_argument("--n", type=int, help=f"with --engine: layer outputs, 1 to {MAX_ENGINE_SIZE} (default 4 x cols)")
     p.add_argument("--board", default="icebreaker", help="with a model: board whose device sizes the arrays")
     p.add_argument("--lint", action="store_true", help="lint the result with Verilator (documented waivers)")
     p.add_argument("-o", "--output", required=True)
@@ -43,6 +45,11 @@ def run(args):
     from amaranth.back import verilog
 
     from ...hw.config import ArrayConfig
+    for option, value in (("--k", args.k), ("--n", args.n)):
+        # 0 used to mean "default" silently; the defaults are spelled out in --help.
+        if value is not None and not 1 <= value <= MAX_ENGINE_SIZE:
+            raise LowbitError(f"{option} {value} is outside 1 to {MAX_ENGINE_SIZE}",
+                              f"leave {option} out for the default (4 x rows or 4 x cols)")
     check_output_path(args.output)
     if args.model:
         from ...boards.targets import board_device, platform_class
@@ -59,7 +66,7 @@ def run(args):
         try:
             cfg = ArrayConfig(rows=args.rows, cols=args.cols, act_bits=bits_a, weight_bits=bits_w,
                               act_signed=args.act_signed, weight_signed=not args.weight_unsigned,
-                              binary=args.binary, max_k=args.k or 4 * args.rows, mult=args.mult,
+                              binary=args.binary, max_k=args.k if args.k is not None else 4 * args.rows, mult=args.mult,
                               dsp_pack=args.dsp_pack, product_reg=not args.no_product_reg,
                               systolic=args.systolic or args.systolic_2d, systolic_2d=args.systolic_2d)
         except ValueError as exc:
@@ -86,7 +93,8 @@ def _random_engine(cfg, args):
     from ...hw.dense import DenseEngine, EngineParams
     from ..benchmarks import random_dense_model
     from ..model import Dense, QuantSpec, Thresholds
-    k, n = args.k or 4 * args.rows, args.n or 4 * args.cols
+    k = args.k if args.k is not None else 4 * args.rows
+    n = args.n if args.n is not None else 4 * args.cols
     if cfg.binary:
         rng = np.random.default_rng(0)
         b = QuantSpec(1, True, binary=True)
