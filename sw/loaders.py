@@ -62,8 +62,8 @@ def check_input_file(path, what: str = "file") -> Path:
 
 def read_npz(path, what: str = "file", keys=None) -> tuple[dict, list]:
     """``(arrays, names)``: the arrays of a NumPy ``.npz`` archive (only those of ``keys`` it has, if
-    given) as a dict, and the names of all its members. LowbitError for anything else: a single ``.npy`` array (also renamed to ``.npz``), a damaged archive, a pickled
-    (object) member."""
+    given) as a dict, and the names of all its members. LowbitError for anything else: a single
+    ``.npy`` array (also renamed to ``.npz``), a damaged archive, a pickled (object) member."""
     path = check_input_file(path, what)
     with open(path, "rb") as f:
         magic = f.read(6)

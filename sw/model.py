@@ -569,11 +569,10 @@ def _layer_from_json(i, e, arrays):
                       weight_q=_quant_from_json(e["weight_q"], f"{where} weight_q"),
                       out_q=_quant_from_json(e["out_q"], f"{where} out_q") if e["out_q"] is not None else None,
                       requant=rq)
-        for name in ("weight", "bias"):
-            if not isinstance(common[name], np.ndarray) or common[name].ndim != (1 if name == "bias" else
-                                                                                   2 if kind == "dense" else 4):
-                raise LowbitError(f"{where}: {name} has shape {np.shape(common[name])}, expected "
-                                  f"{'(N,)' if name == 'bias' else '(K, N)' if kind == 'dense' else '(KH, KW, Cin, Cout)'}",
+        expected = {"weight": (2, "(K, N)") if kind == "dense" else (4, "(KH, KW, Cin, Cout)"), "bias": (1, "(N,)")}
+        for name, (ndim, layout) in expected.items():
+            if np.ndim(common[name]) != ndim:
+                raise LowbitError(f"{where}: {name} has shape {np.shape(common[name])}, expected {layout}",
                                   "the file is corrupt")
         if kind == "dense":
             return Dense(**common)
@@ -585,4 +584,5 @@ def _layer_from_json(i, e, arrays):
                          _jpair(stride, f"{where} stride", 1) if stride is not None else None)
     if kind == "flatten":
         return Flatten()
-    raise LowbitError(f"layer {i}: unknown layer kind {_json_repr(kind)}", "supported: dense, conv2d, maxpool2d, flatten")
+    raise LowbitError(f"layer {i}: unknown layer kind {_json_repr(kind)}",
+                      "supported: dense, conv2d, maxpool2d, flatten")
