@@ -23,9 +23,32 @@ from .errors import LowbitError
 from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
 from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 
-__all__ = ["CALIBRATIONS", "clip_range", "quantize_tensor", "quantize_net", "error_report", "LayerError"]
+__all__ = ["CALIBRATIONS", "clip_range", "quantize_tensor", "quantize_net", "error_report", "LayerError",
+           "check_calibration_range", "CALIB_MAX_ABS", "CALIB_MIN_SPAN"]
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
+
+#: Calibration tensors (inputs and the activations they produce) must stay within this magnitude and
+#: inputs must span at least CALIB_MIN_SPAN: beyond, the scales degenerate (1e300 gives an input scale
+#: of 6.7e298, so every real input quantizes to 0) and float rounding swamps the codes.
+CALIB_MAX_ABS = 1e12
+CALIB_MIN_SPAN = 1e-9
+
+
+def check_calibration_range(values, what: str, need_span: bool = False) -> None:
+    """LowbitError naming ``what`` and its range if ``values`` cannot be quantized meaningfully: not
+    finite, beyond ±:data:`CALIB_MAX_ABS`, or (``need_span``) narrower than :data:`CALIB_MIN_SPAN`."""
+    with np.errstate(all="ignore"):
+        lo, hi = float(np.min(values)), float(np.max(values))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise LowbitError(f"{what} reach {lo:.3g}..{hi:.3g} (not finite) on the calibration data",
+                          "the weights or inputs overflow float64; rescale them")
+    if max(-lo, hi) > CALIB_MAX_ABS:
+        raise LowbitError(f"{what} range [{lo:.3g}, {hi:.3g}] is beyond ±{CALIB_MAX_ABS:g}: quantization would "
+                          "be degenerate", "rescale the data (e.g. to [0, 1]) as the model was trained")
+    if need_span and hi - lo < CALIB_MIN_SPAN:
+        raise LowbitError(f"{what} range [{lo:.6g}, {hi:.6g}] is empty or almost: quantization needs a spread "
+                          "of values", "pass a few hundred representative, varied inputs")
 
 
 def _levels(bits, signed):
@@ -134,6 +157,7 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
         calib_x = calib_x.reshape((calib_x.shape[0], *net.input_shape))
     if not np.all(np.isfinite(calib_x)):
         raise LowbitError("calibration data contains NaN or infinity")
+    check_calibration_range(calib_x, "calibration inputs x", need_span=True)
 
     # Input quantization.
     in_bits = 1 if binary else (input_bits or act_bits)
@@ -156,7 +180,8 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
     if not compute_idx:
         raise LowbitError("the model has no Dense or Conv2d layer", "lowbit needs at least one")
     last_compute = compute_idx[-1]
-    float_outs = net.forward(calib_x, intermediates=True)
+    with np.errstate(over="ignore", invalid="ignore"):    # overflow is reported by the range check
+        float_outs = net.forward(calib_x, intermediates=True)
 
     out_layers = []
     cur_q = in_q
@@ -191,6 +216,7 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
                 rq = Thresholds(np.zeros((n, 1), dtype=np.int64), out_lo=-1, out_step=2)
                 out_q = QuantSpec(1, True, 0, (1.0,), binary=True)
             else:
+                check_calibration_range(y_float, f"layer {i} ({layer.kind}) outputs")
                 if fuse_relu:
                     c = clip_range(y_float, act_bits, calib, False)
                     out_q = QuantSpec(act_bits, False, 0, (c / ((1 << act_bits) - 1),))

@@ -472,6 +472,22 @@ CASES = [
     Case("reweight-build-no-placed-design", ["reweight", "b", "m.lbm"], "has no top.random.config",
          lambda t: (_fake_reweightable_build(t), (t / "b" / "top.random.config").unlink()),
          outputs=("b/reweight", "b/top.bit")),
+    # calibration data whose range would make the quantization degenerate
+    Case("calib-near-1e300", ["quantize", "m.npz", "--calib-data", "c.npz", "-o", "o.lbm"],
+         "calibration inputs x range [0, 1e+300] is beyond", lambda t: (_float_model(t), _np.savez(
+             t / "c.npz", x=_np.linspace(0, 1e300, 3 * 64).reshape(3, 64))), outputs=("o.lbm",)),
+    Case("calib-hugely-negative", ["eval", "m.npz", "--calib-data", "c.npz", "--data", "test.npz"],
+         "range [-1e+15, 0] is beyond", lambda t: (_float_model(t), _np.savez(
+             t / "c.npz", x=_np.linspace(-1e15, 0, 3 * 64).reshape(3, 64)))),
+    Case("calib-constant", ["quantize", "m.npz", "--calib-data", "c.npz", "-o", "o.lbm"],
+         "calibration inputs x range [0.5, 0.5] is empty", lambda t: (_float_model(t), _np.savez(
+             t / "c.npz", x=_np.full((4, 64), 0.5))), outputs=("o.lbm",)),
+    Case("calib-layer-output-overflows", ["quantize", "bad.npz", "--calib-data", "calib.npz", "-o", "o.lbm"],
+         "layer 0 (dense) outputs range", _spec_npz({"input_shape": [64], "layers": [{"type": "dense"},
+                                                    {"type": "relu"}, {"type": "dense"}]},
+                                                   **{"0.weight": _np.full((64, 8), 1e14), "0.bias": _np.zeros(8),
+                                                      "2.weight": _np.ones((8, 10)), "2.bias": _np.zeros(10)}),
+         outputs=("o.lbm",)),
     Case("verilog-output-folder-too-long", ["verilog", "-o", _LONG * 2 + "/x.v"], "too long for the file system"),
 ]
 
