@@ -105,12 +105,15 @@ class AccelCore(wiring.Component):
         Most inputs one INFER frame may carry (sizes the input buffer and output FIFO).
     timeout_bytes : int
         Byte times of silence after which a partial frame is dropped.
+    mult : str
+        ``"lut"`` or ``"dsp"``: how every array's products are written (:class:`~lowbit.hw.config.ArrayConfig`).
     """
 
     def __init__(self, model: Model, arrays, clk_hz: float, baud: float, max_batch: int = 8,
                  timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None,
-                 rom_block: int = 256):
+                 rom_block: int = 256, mult: str = "lut"):
         self.reweightable, self.rom_init, self.rom_block = reweightable, rom_init, rom_block
+        self.mult = mult
         self.model, self.arrays = model, [tuple(a) for a in arrays]
         self.divisor = divisor_for(clk_hz, baud)
         self.max_batch = max_batch
@@ -121,7 +124,7 @@ class AccelCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
-                                         rom_init=self.rom_init, rom_block=self.rom_block)
+                                         rom_init=self.rom_init, rom_block=self.rom_block, mult=self.mult)
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.tx = tx = UARTTx(self.divisor)
         m.submodules.link = link = HostLink(self.identity, _code_shape(self.model.input_q),

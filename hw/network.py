@@ -172,9 +172,10 @@ def _code_shape(q):
     return signed(q.bits) if q.signed else unsigned(q.bits)
 
 
-def plan_network(model: Model, arrays, systolic: bool = False, systolic_2d: bool = False) -> list:
+def plan_network(model: Model, arrays, systolic: bool = False, systolic_2d: bool = False,
+                 mult: str = "lut") -> list:
     """Stages for ``model`` with ``arrays[i] = (rows, cols)`` for the i-th compute layer (``systolic``,
-    ``systolic_2d``: see :class:`lowbit.hw.config.ArrayConfig`).
+    ``systolic_2d``, ``mult``: see :class:`lowbit.hw.config.ArrayConfig`; ``mult`` reaches every array).
 
     ``arrays`` usually comes from :func:`lowbit.sw.fold.fold`. Raises LowbitError on a layer the
     hardware does not implement.
@@ -192,7 +193,7 @@ def plan_network(model: Model, arrays, systolic: bool = False, systolic_2d: bool
             cfg = ArrayConfig(rows=rows, cols=cols, act_bits=1 if in_q.binary else in_q.bits,
                               weight_bits=1 if w_q.binary else w_q.bits, act_signed=bool(in_q.signed),
                               weight_signed=bool(w_q.signed), binary=bool(in_q.binary), max_k=layer.k,
-                              systolic=systolic or systolic_2d, systolic_2d=systolic_2d)
+                              systolic=systolic or systolic_2d, systolic_2d=systolic_2d, mult=mult)
             if isinstance(layer, Conv2d):
                 plans.append(StagePlan("im2col", i, shape))
             plans.append(StagePlan("engine", i, shape, cfg, EngineParams.from_layer(layer, in_q)))
@@ -212,11 +213,11 @@ class Network(wiring.Component):
     ``o`` gives the model's outputs one per beat; ``mac_cycles`` sums the engines' counters."""
 
     def __init__(self, model: Model, arrays, *, reweightable: bool = False, rom_init: dict | None = None,
-                 rom_block: int = 256, systolic: bool = False, systolic_2d: bool = False):
+                 rom_block: int = 256, systolic: bool = False, systolic_2d: bool = False, mult: str = "lut"):
         self.model = model
         self.reweightable, self.rom_block = reweightable, rom_block
         self.rom_init = rom_init or {}      # {"layer{i}": {"weights": [...], "params": [...]}}
-        self.plans = plan_network(model, arrays, systolic, systolic_2d)
+        self.plans = plan_network(model, arrays, systolic, systolic_2d, mult)
         self.in_shape = _code_shape(model.input_q)
         last = [p for p in self.plans if p.kind == "engine"][-1]
         super().__init__({"i": In(stream.Signature(self.in_shape)),

@@ -21,8 +21,8 @@ def input_stream(model, codes):
     return [int(v) for v in ((flat > 0).astype(int) if model.input_q.binary else flat)]
 
 
-def run_network(model, arrays, codes, idle=0.2, stall=0.2, systolic=False, systolic_2d=False):
-    dut = Network(model, arrays, systolic=systolic, systolic_2d=systolic_2d)
+def run_network(model, arrays, codes, idle=0.2, stall=0.2, systolic=False, systolic_2d=False, mult="lut"):
+    dut = Network(model, arrays, systolic=systolic, systolic_2d=systolic_2d, mult=mult)
     ref = run(model, codes)
     got = []
 
@@ -58,6 +58,21 @@ def test_digits_networks_with_systolic_engines_are_bit_exact(digits, kind, bits,
     assert np.array_equal(got, ref)
     got, ref = run_network(model, arrays, model.quantize_input(xte[:5]), systolic_2d=True)
     assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("kind,bits,arrays", [("mlp", 4, [(4, 2), (2, 2)]), ("cnn", 2, [(3, 2), (2, 2)])])
+def test_mult_dsp_reaches_every_array_and_stays_bit_exact(digits, kind, bits, arrays):
+    """``mult="dsp"`` writes every array's products as ``*`` (for the DSP mapper), not shift-and-add."""
+    from amaranth.back import rtlil
+    xtr, ytr, xte, _ = digits
+    net = (train_mlp if kind == "mlp" else train_cnn)(xtr, ytr)
+    model = quantize_net(net, xtr, weight_bits=bits, act_bits=bits)
+    got, ref = run_network(model, arrays, model.quantize_input(xte[:3]), mult="dsp")
+    assert np.array_equal(got, ref)
+    products = sum(r * c for r, c in arrays)
+    count = lambda mult: rtlil.convert(Network(model, arrays, mult=mult)).count("cell $mul ")
+    # One more $mul per product with dsp (with lut, narrow products are shift-and-add or selects).
+    assert count("dsp") - count("lut") == products
 
 
 def test_chunk_packer_pads_the_last_chunk():
