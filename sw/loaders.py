@@ -112,9 +112,11 @@ def load_data(path, need_labels: bool = False):
     return x, y
 
 
-def load_float_net(path, input_shape=None):
-    """A FloatNet from ``.npz`` (lowbit's float format), ``.onnx``, or ``.pt``/``.pth`` (a pickled
-    ``nn.Sequential``, which needs ``input_shape`` as ``(C, H, W)`` or ``(K,)``)."""
+def load_float_net(path, input_shape=None, trust_pickle: bool = False):
+    """A FloatNet from ``.npz`` (lowbit's float format), ``.onnx``, or ``.pt``/``.pth`` (a state dict
+    with its layer list, or with ``trust_pickle`` a pickled ``nn.Sequential``, which runs code from the
+    file: :func:`lowbit.sw.torch_import.load_torch`), which needs ``input_shape`` as ``(C, H, W)`` or
+    ``(K,)``."""
     from .floatnet import FloatNet
     path = check_input_file(path, "model file")
     if path.suffix == ".npz":
@@ -135,7 +137,7 @@ def load_float_net(path, input_shape=None):
             raise LowbitError(f"{path.name} is a PyTorch model and needs its input shape",
                               "pass --input-shape C,H,W (or K for vectors)")
         from .torch_import import load_torch
-        return load_torch(path, input_shape)
+        return load_torch(path, input_shape, trust_pickle=trust_pickle)
     raise LowbitError(f"cannot read a float model from {path.name}",
                       "supported: .npz float models (docs/model-format.md), float .onnx, PyTorch .pt; "
                       "quantized models are .lbm")

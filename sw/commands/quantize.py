@@ -14,6 +14,9 @@ HELP = "post-training quantization of a float model into a lowbit model (.lbm)"
 def add_arguments(p):
     p.add_argument("model", help="float model: .npz (docs/model-format.md), .onnx, or PyTorch .pt")
     p.add_argument("--input-shape", help="input shape of a PyTorch model, C,H,W or K")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a .pt that holds a whole pickled nn.Sequential: unpickling RUNS CODE FROM THE FILE, "
+                        "so only for files you trust (without it, only tensors and lowbit's layer list are read)")
     p.add_argument("--calib-data", required=True, help=".npz with calibration inputs x")
     p.add_argument("--weight-bits", type=int, default=4)
     p.add_argument("--act-bits", type=int, default=4)
@@ -35,7 +38,7 @@ def run(args):
         except ValueError:
             raise LowbitError(f"--input-shape {args.input_shape!r} is not a list of integers", "e.g. 1,8,8") from None
         check_input_shape(shape, "--input-shape")
-    net = load_float_net(args.model, shape)
+    net = load_float_net(args.model, shape, trust_pickle=args.trust_pickle)
     x, _ = load_data(args.calib_data)
     model = quantize_net(net, x, weight_bits=args.weight_bits, act_bits=args.act_bits,
                          per_channel=args.per_channel, calib=args.calib)
