@@ -11,7 +11,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lowbit.sw.errors import LowbitError
@@ -74,7 +74,9 @@ def _load_or_refuse(path):
         model = Model.load(path)
     except LowbitError as exc:
         assert "\n" not in str(exc)
+        event("model refused")
         return False
+    event("model loaded")
     if int(np.prod(model.input_shape)) <= 4096:
         try:
             predict(model, np.zeros((2, *model.input_shape)))
@@ -167,3 +169,134 @@ def test_float_npz_spec_field_replaced_by_any_json(float_spec, data, new):
         return
     if int(np.prod(net.input_shape)) <= 4096:
         net.forward(np.zeros((1, *net.input_shape)))
+
+
+# -- build records ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def build_folder(good):
+    """A build folder (model.lbm, a valid build.json, an ECP5 placed design) and its record."""
+    from lowbit.sw.build import check_build_record, fold_model
+    from lowbit.sw.model import Model
+    from lowbit.sw.synth import device
+    _, _, tmp = good
+    folder = tmp / "b"
+    (folder / "roms").mkdir(parents=True)
+    (folder / "model.lbm").write_bytes((tmp / "good.lbm").read_bytes())
+    folding = fold_model(Model.load(folder / "model.lbm"), device("ecp5-85f"))
+    record = {"board": "ulx3s-85f", "arrays": [[f.rows, f.cols] for f in folding.layers], "clock_hz": 25e6,
+              "baud": 1_000_000, "max_batch": 8, "reweightable": True, "rom_seed": 1, "family": "ecp5",
+              "rom_block": 512, "timeout_bytes": 32, "mult": "lut", "requant_dsp": False, "pll": False,
+              "divisor": 25}
+    check_build_record(record)
+    (folder / "top.random.config").write_text(".device LFE5U-85F\n.bram_init 0\n" + ("000 " * 7 + "000\n") * 256)
+    return _Good((folder, record))
+
+
+def _one_line_error(code, err):
+    lines = [l for l in err.strip().splitlines() if not l.startswith("[lowbit] ")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("lowbit: error: "), (code, err)
+
+
+#: Values near what a build record holds, so that some edited records stay valid.
+RECORD_VALUES = st.sampled_from([0, 1, 4, 8, 25, 32, 64, 65, 256, 512, 25e6, 1e5, 1e10, True, False, None, "lut", "dsp",
+                                 "ecp5", "ice40", "icebreaker", [4, 4], [4, 1], [[4, 4], [4, 1]], [[4, 4]]])
+
+
+@FUZZ
+@given(data=st.data(), new=JSON | RECORD_VALUES)
+def test_build_record_field_replaced_by_any_json(build_folder, cli, data, new):
+    """run and reweight read a damaged build.json: a one-line error, or (a valid record) what they build
+    from it works."""
+    from lowbit.hw.accel import AccelCore
+    from lowbit.sw.build import load_build
+    folder, record = build_folder
+    path = data.draw(st.sampled_from(sorted(_paths(record), key=repr)), label="path")
+    edited = _replace(record, path, new)
+    (folder / "build.json").write_text(json.dumps(edited))
+    try:
+        model, rec = load_build(folder)
+    except LowbitError as exc:
+        assert "\n" not in str(exc)
+        event("record refused")
+    else:
+        event("record accepted")
+        # What 'run --sim' constructs from the record (elaboration is left to the real run).
+        core = AccelCore(model, rec["arrays"], rec["clock_hz"], rec["clock_hz"] / 4, rec["max_batch"])
+        core._MustUse__silence = True
+    code, _, err = cli("reweight", str(folder), str(folder / "model.lbm"))
+    _one_line_error(code, err)          # the fake placed design never holds the ROMs
+    assert not (folder / "reweight").exists() and not list(folder.glob(".reweight.*"))
+
+
+@FUZZ
+@given(text=JSON.map(json.dumps) | st.text(max_size=30) | st.binary(max_size=30).map(lambda b: b.decode("latin-1")))
+def test_build_record_is_any_text(build_folder, cli, text):
+    folder, _ = build_folder
+    (folder / "build.json").write_text(text, encoding="utf-8", errors="surrogateescape")
+    code, _, err = cli("run", str(folder), "--sim", "--data", str(folder / "missing.npz"))
+    _one_line_error(code, err)
+
+
+# -- CLI option ranges --------------------------------------------------------------------------
+
+INTS = st.integers(-10, 70) | st.sampled_from([-2 ** 31, 0, 115200, 3_000_000, 6_000_000, 12_000_000, 10 ** 9])
+CLOCKS = st.none() | st.sampled_from(["0", "-12", "nan", "inf", "1e9", "12", "24"])
+
+
+@FUZZ
+@given(baud=INTS, max_batch=INTS, clock=CLOCKS, board=st.sampled_from(["icebreaker", "ulx3s-85f"]))
+def test_build_options(good, cli, monkeypatch, baud, max_batch, clock, board):
+    """Every combination is refused in one line or reaches build() with values the gateware supports
+    (build itself is stubbed: no synthesis)."""
+    from lowbit.sw.build import MAX_BATCH, MAX_BAUD
+    from lowbit.sw.commands import build as command
+    _, _, tmp = good
+    reached = []
+    monkeypatch.setattr(command, "build", lambda *a, **kw: reached.append(kw) or {})
+    monkeypatch.setattr(command, "summary_text", lambda report: "")
+    argv = ["build", str(tmp / "good.lbm"), "--board", board, "-o", str(tmp / "out"), "--baud", str(baud),
+            "--max-batch", str(max_batch)] + (["--clock-mhz", clock] if clock else [])
+    code, _, err = cli(*argv)
+    event("reached build()" if reached else "refused")
+    if reached:
+        assert code == 0 and 1 <= reached[0]["max_batch"] <= MAX_BATCH and 1 <= reached[0]["baud"] <= MAX_BAUD
+    else:
+        _one_line_error(code, err)
+    assert not (tmp / "out").exists()
+
+
+@FUZZ
+@given(k=st.none() | INTS, n=st.none() | st.integers(-3, 12), batch=INTS)
+def test_verilog_engine_and_run_batch_options(good, cli, monkeypatch, k, n, batch):
+    import amaranth.back.verilog
+    _, _, tmp = good
+    monkeypatch.setattr(amaranth.back.verilog, "convert", lambda *a, **kw: "// stub\n")
+    argv = ["verilog", "--engine", "-o", str(tmp / "e.v")] + (["--k", str(k)] if k is not None else []) \
+        + (["--n", str(n)] if n is not None else [])
+    if k is None or k <= 64:           # larger (valid) layers only take longer to generate
+        code, _, err = cli(*argv)
+        if (k is None or k >= 1) and (n is None or n >= 1):
+            assert code == 0, err
+        else:
+            _one_line_error(code, err)
+    code, _, err = cli("run", str(tmp), "--sim", "--data", str(tmp / "missing.npz"), "--batch", str(batch))
+    _one_line_error(code, err)
+    assert ("--batch" in err) == (batch < 1)
+
+
+@FUZZ
+@given(text=st.text(max_size=10) | st.sampled_from(["array", "engine", "ecp5-85f", "ice40-up5k", "4x4", "dsp",
+                                                     "virtex", "", "systolic2d"]))
+def test_bench_synth_only(cli, monkeypatch, text):
+    from lowbit.sw.commands import bench as command
+    selected = []
+    monkeypatch.setattr(command, "cycle_rows", lambda progress: [])
+    monkeypatch.setattr(command, "reference_rows", lambda: [])
+    monkeypatch.setattr(command, "synth_rows", lambda tmp, progress, only: selected.append(only) or [])
+    code, _, err = cli("bench", f"--synth-only={text}", "--json")
+    if selected:
+        assert code == 0 and text
+    else:
+        _one_line_error(code, err)
+        assert "matches no synthesis row" in err
