@@ -77,9 +77,9 @@ class HostLink(wiring.Component):
             "tx_byte": Out(stream.Signature(8)),
             "net_i": Out(stream.Signature(code_shape)),
             "net_o": In(stream.Signature(out_shape)),
-            "mac_cycles": In(32),
-            "frames_ok": Out(16),
-            "errors": Out(16),
+            "mac_cycles": In(frames.field_bits(frames.COUNTERS_FIELDS, "mac_cycles")),
+            "frames_ok": Out(frames.field_bits(frames.COUNTERS_FIELDS, "frames")),
+            "errors": Out(frames.field_bits(frames.COUNTERS_FIELDS, "errors")),
         })
 
     def elaborate(self, platform):
@@ -194,8 +194,11 @@ class HostLink(wiring.Component):
         tx_crc = Signal(16)
         idx = Signal(16)
         plen = Signal(16)
-        counters = Signal(96)               # cycles, mac cycles, frames, errors (little-endian)
-        cycles = Signal(32)
+        # The COUNTERS response, little-endian in the order of frames.COUNTERS_FIELDS, each at its width.
+        cycles = Signal(frames.field_bits(frames.COUNTERS_FIELDS, "cycles"))
+        counter_of = {"cycles": cycles, "mac_cycles": self.mac_cycles, "frames": self.frames_ok,
+                      "errors": self.errors}
+        counters = Signal(8 * frames.COUNTERS_BYTES)
         counting = Signal()
         ident_bytes = ident.pack()
         ident_rom = Signal(8 * len(ident_bytes), init=int.from_bytes(ident_bytes, "little"))
@@ -229,7 +232,9 @@ class HostLink(wiring.Component):
         vbyte = Signal(range(nbytes + 1))
         vcount = Signal(range(n_out + 1))   # values of this sample already loaded
         best = Signal(self.out_shape)
-        best_i = Signal(8)
+        # Index of the first largest value; frames.Identity refuses more outputs than the argmax byte
+        # names, so the register fits it.
+        best_i = Signal(range(max(n_out, 2)))
         need_argmax = Signal()
 
         with m.FSM(name="tx"):
@@ -238,13 +243,14 @@ class HostLink(wiring.Component):
                 with m.If(start):
                     m.d.sync += [kind.eq(start_kind), err.eq(start_err), idx.eq(0), tx_crc.eq(0xFFFF)]
                     with m.If(start_kind == (frames.INFER | frames.RESPONSE)):
-                        m.d.sync += [plen.eq(batch * (n_out * nbytes + 1)), feed_addr.eq(0),
+                        m.d.sync += [plen.eq(batch * ident.infer_record_bytes), feed_addr.eq(0),
                                      feed_left.eq(batch * n_in), out_left.eq(batch * n_out), cycles.eq(0),
                                      counting.eq(1), vbyte.eq(0), vcount.eq(0), need_argmax.eq(0)]
                     with m.Elif(start_kind == (frames.IDENTIFY | frames.RESPONSE)):
                         m.d.sync += plen.eq(len(ident_bytes))
                     with m.Elif(start_kind == (frames.COUNTERS | frames.RESPONSE)):
-                        m.d.sync += [plen.eq(12), counters.eq(Cat(cycles, self.mac_cycles, self.frames_ok, self.errors))]
+                        m.d.sync += [plen.eq(frames.COUNTERS_BYTES),
+                                     counters.eq(Cat(*(counter_of[f.name] for f in frames.COUNTERS_FIELDS)))]
                     with m.Else():
                         m.d.sync += plen.eq(1)
                     m.next = "SYNC"
@@ -270,7 +276,7 @@ class HostLink(wiring.Component):
                     with m.If(kind == (frames.IDENTIFY | frames.RESPONSE)):
                         m.d.comb += payload.eq(ident_rom.word_select(idx[:max(1, (len(ident_bytes) - 1).bit_length())], 8))
                     with m.Elif(kind == (frames.COUNTERS | frames.RESPONSE)):
-                        m.d.comb += payload.eq(counters.word_select(idx[:4], 8))
+                        m.d.comb += payload.eq(counters.word_select(idx[:(frames.COUNTERS_BYTES - 1).bit_length()], 8))
                     with m.Else():
                         m.d.comb += payload.eq(err)
                     m.d.comb += [tx.valid.eq(1), tx.payload.eq(payload)]
@@ -289,9 +295,10 @@ class HostLink(wiring.Component):
     def _infer_bytes(self, m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, n_out, nbytes):
         # Either emit the pending argmax byte, or a byte of the current value, or load the next value.
         with m.If(need_argmax):
-            m.d.comb += [tx.valid.eq(1), tx.payload.eq(best_i)]
+            argmax = Signal(8)          # frames.INFER_FIELDS: the argmax is one byte (ARGMAX_BYTES)
+            m.d.comb += [argmax.eq(best_i), tx.valid.eq(1), tx.payload.eq(argmax)]
             with m.If(tx.ready):
-                m.d.sync += [tx_crc.eq(crc16_step(tx_crc, best_i)), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
+                m.d.sync += [tx_crc.eq(crc16_step(tx_crc, argmax)), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
         with m.Elif(vbyte != 0):
             # value is sign-extended to whole bytes; byte number (nbytes - vbyte) goes out next.
             wide = Signal(8 * nbytes)

@@ -10,13 +10,16 @@ over opcode, length and payload. Requests and their responses (response opcode =
 =========  ======  =====================================  ============================================
 request    opcode  request payload                        response payload
 =========  ======  =====================================  ============================================
-IDENTIFY   0x01    none                                   :data:`IDENTIFY_FIELDS` (20 bytes), then one
-                                                          byte L and L layer records (:data:`LAYER_FIELDS`)
-INFER      0x02    B x ``input_count`` codes, 1 byte each  B x (``output_count`` values of ``output_bytes``
-                   (two's complement; binary: 1 = +1)      bytes, then 1 byte argmax)
-COUNTERS   0x03    none                                   cycles of the last INFER (4), MAC cycles (4),
-                                                          frames received (2), errors (2)
+IDENTIFY   0x01    none                                   :data:`IDENTIFY_FIELDS` (:data:`IDENTIFY_HEAD_BYTES`
+                                                          = 19 bytes), then one byte L and L layer records
+                                                          (:data:`LAYER_FIELDS`, 11 bytes each)
+INFER      0x02    B x ``input_count`` codes, 1 byte each  B records of :data:`INFER_FIELDS`: ``output_count``
+                   (two's complement; binary: 1 = +1)      values of ``output_bytes`` bytes, then 1 byte argmax
+COUNTERS   0x03    none                                   :data:`COUNTERS_FIELDS` (:data:`COUNTERS_BYTES` = 12)
 =========  ======  =====================================  ============================================
+
+The byte counts in ``docs/protocol.md`` are generated from these tables (:func:`markdown_tables`; a test
+checks the document is up to date: regenerate with ``python -m lowbit.sw.frames docs/protocol.md``).
 
 A bad frame is answered with ``ERROR`` (0xFF) and a one-byte code: :data:`BAD_CRC`, :data:`BAD_LENGTH`
 (not 0 for IDENTIFY/COUNTERS, not a whole batch of 1..``max_batch`` inputs for INFER), :data:`BAD_OPCODE`,
@@ -29,12 +32,15 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import LowbitError
 
 __all__ = ["SYNC", "IDENTIFY", "INFER", "COUNTERS", "ERROR", "RESPONSE", "BAD_CRC", "BAD_LENGTH", "BAD_OPCODE",
-           "TIMEOUT", "ERROR_NAMES", "IDENTIFY_FIELDS", "LAYER_FIELDS", "crc16", "encode_frame", "FrameParser", "Identity",
-           "pack_inputs", "unpack_outputs", "HEADER_BYTES", "OVERHEAD_BYTES"]
+           "TIMEOUT", "ERROR_NAMES", "IDENTIFY_FIELDS", "LAYER_FIELDS", "COUNTERS_FIELDS", "INFER_FIELDS", "Field",
+           "IDENTIFY_HEAD_BYTES", "LAYER_BYTES", "COUNTERS_BYTES", "ARGMAX_BYTES", "MAX_OUTPUTS", "value_bytes", "field_bits",
+           "crc16", "encode_frame", "FrameParser", "Identity", "pack_counters", "unpack_counters", "pack_inputs",
+           "unpack_outputs", "markdown_tables", "update_doc", "HEADER_BYTES", "OVERHEAD_BYTES"]
 
 SYNC = 0xA5
 IDENTIFY, INFER, COUNTERS = 0x01, 0x02, 0x03
@@ -45,22 +51,79 @@ ERROR_NAMES = {BAD_CRC: "bad CRC", BAD_LENGTH: "bad length", BAD_OPCODE: "unknow
 HEADER_BYTES = 4       # sync, opcode, length
 OVERHEAD_BYTES = 6     # header + CRC
 
-#: IDENTIFY response fields, in order: (name, struct format).
-IDENTIFY_FIELDS = (("magic", "4s"), ("version", "B"), ("config_hash", "I"), ("input_count", "H"),
-                   ("output_count", "H"), ("output_bytes", "B"), ("input_bits", "B"), ("input_signed", "B"),
-                   ("input_binary", "B"), ("max_batch", "B"), ("output_signed", "B"))
-_IDENTIFY_STRUCT = "<" + "".join(f for _, f in IDENTIFY_FIELDS)
-#: One compute layer in the IDENTIFY response: kind (1 Dense, 2 Conv2d), K, N, input bits, weight bits,
-#: output bits (0 for integer logits), binary flag, array rows and columns.
-LAYER_FIELDS = (("kind", "B"), ("k", "H"), ("n", "H"), ("in_bits", "B"), ("weight_bits", "B"),
-                ("out_bits", "B"), ("binary", "B"), ("rows", "B"), ("cols", "B"))
-_LAYER_STRUCT = "<" + "".join(f for _, f in LAYER_FIELDS)
+class Field(NamedTuple):
+    """One field of a response: its name (a key of the decoded dict), its :mod:`struct` format
+    (``"*"`` for the INFER values, whose size the identity gives) and what it means (for the docs)."""
+
+    name: str
+    fmt: str
+    meaning: str
+
+
 MAGIC = b"LWBT"
 PROTOCOL_VERSION = 1
 
 
+def _struct(fields) -> str:
+    return "<" + "".join(f.fmt for f in fields)
+
+
+#: IDENTIFY response fields, in order; then one byte L and L records of :data:`LAYER_FIELDS`.
+IDENTIFY_FIELDS = (
+    Field("magic", "4s", f"`{MAGIC.decode()}`"), Field("version", "B", "protocol version"),
+    Field("config_hash", "I", "architecture hash"), Field("input_count", "H", "input count"),
+    Field("output_count", "H", "output count"), Field("output_bytes", "B", "bytes per output value"),
+    Field("input_bits", "B", "input bits"), Field("input_signed", "B", "input signed"),
+    Field("input_binary", "B", "input binary"), Field("max_batch", "B", "max batch"),
+    Field("output_signed", "B", "output signed"))
+_IDENTIFY_STRUCT = _struct(IDENTIFY_FIELDS)
+#: One compute layer in the IDENTIFY response.
+LAYER_FIELDS = (
+    Field("kind", "B", "kind (1 Dense, 2 Conv2d)"), Field("k", "H", "K (inputs)"), Field("n", "H", "N (outputs)"),
+    Field("in_bits", "B", "input bits"), Field("weight_bits", "B", "weight bits"),
+    Field("out_bits", "B", "output bits (0 = integer logits)"), Field("binary", "B", "binary"),
+    Field("rows", "B", "array rows"), Field("cols", "B", "array columns"))
+_LAYER_STRUCT = _struct(LAYER_FIELDS)
+#: COUNTERS response fields, in order (each counter wraps at its width).
+COUNTERS_FIELDS = (
+    Field("cycles", "I", "cycles of the last INFER, from its start to the network's last output"),
+    Field("mac_cycles", "I", "MAC cycles (cycles the arrays computed, summed over the engines)"),
+    Field("frames", "H", "good frames received before this request"),
+    Field("errors", "H", "bad frames answered with ERROR"))
+_COUNTERS_STRUCT = _struct(COUNTERS_FIELDS)
+#: One record of the INFER response per input of the batch.
+INFER_FIELDS = (
+    Field("values", "*", "`output_count` values of `output_bytes` bytes each (two's complement if "
+          "`output_signed`)"),
+    Field("argmax", "B", "index of the first largest value (ties go to the lowest index)"))
+
+IDENTIFY_HEAD_BYTES = struct.calcsize(_IDENTIFY_STRUCT)    # 19, then the layer count byte
+LAYER_BYTES = struct.calcsize(_LAYER_STRUCT)               # 11
+COUNTERS_BYTES = struct.calcsize(_COUNTERS_STRUCT)         # 12
+ARGMAX_BYTES = struct.calcsize("<" + INFER_FIELDS[1].fmt)
+#: Most outputs a model may have: the INFER response names the largest in :data:`ARGMAX_BYTES` bytes.
+MAX_OUTPUTS = 1 << (8 * ARGMAX_BYTES)
+
+
+def value_bytes(bits: int) -> int:
+    """Bytes an output value of ``bits`` bits takes in the INFER response (sign-extended to whole bytes)."""
+    return -(-bits // 8)
+
+
+def field_bits(fields, name: str) -> int:
+    """Width in bits of field ``name`` of a fixed-size table (the gateware sizes its registers by it)."""
+    for f in fields:
+        if f.name == name:
+            return 8 * struct.calcsize("<" + f.fmt)
+    raise KeyError(name)
+
+
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE. ``crc16(b"123456789") == 0x29B1`` (the standard check value)."""
+    """CRC-16/CCITT-FALSE.
+
+    >>> hex(crc16(b"123456789"))      # the standard check value
+    '0x29b1'
+    """
     for byte in data:
         crc ^= byte << 8
         for _ in range(8):
@@ -114,7 +177,13 @@ class FrameParser:
 
 @dataclass(frozen=True)
 class Identity:
-    """What a board says about the network it runs (the IDENTIFY response)."""
+    """What a board says about the network it runs (the IDENTIFY response).
+
+    Raises
+    ------
+    LowbitError
+        if ``output_count`` is more than the INFER response's argmax byte can name (:data:`MAX_OUTPUTS`).
+    """
 
     config_hash: int
     input_count: int
@@ -127,22 +196,33 @@ class Identity:
     output_signed: bool = True
     layers: tuple = ()      # one dict per compute layer, keys of LAYER_FIELDS
 
+    def __post_init__(self):
+        if self.output_count > MAX_OUTPUTS:
+            raise LowbitError(f"the model has {self.output_count} outputs, more than the {MAX_OUTPUTS} the "
+                              f"INFER response's {ARGMAX_BYTES}-byte argmax can name",
+                              f"lowbit builds networks with at most {MAX_OUTPUTS} outputs")
+
+    @property
+    def infer_record_bytes(self) -> int:
+        """Bytes of one :data:`INFER_FIELDS` record: the values, then the argmax."""
+        return self.output_count * self.output_bytes + ARGMAX_BYTES
+
     def pack(self) -> bytes:
-        head = struct.pack(_IDENTIFY_STRUCT, MAGIC, PROTOCOL_VERSION, self.config_hash, self.input_count,
-                           self.output_count, self.output_bytes, self.input_bits, int(self.input_signed),
-                           int(self.input_binary), self.max_batch, int(self.output_signed))
+        values = {"magic": MAGIC, "version": PROTOCOL_VERSION}
+        head = struct.pack(_IDENTIFY_STRUCT, *(values[f.name] if f.name in values else int(getattr(self, f.name))
+                                               for f in IDENTIFY_FIELDS))
         return head + bytes([len(self.layers)]) + b"".join(
-            struct.pack(_LAYER_STRUCT, *(int(layer[n]) for n, _ in LAYER_FIELDS)) for layer in self.layers)
+            struct.pack(_LAYER_STRUCT, *(int(layer[f.name]) for f in LAYER_FIELDS)) for layer in self.layers)
 
     @classmethod
     def unpack(cls, payload: bytes) -> "Identity":
-        head = struct.calcsize(_IDENTIFY_STRUCT)
-        per = struct.calcsize(_LAYER_STRUCT)
+        head, per = IDENTIFY_HEAD_BYTES, LAYER_BYTES
         if len(payload) < head + 1 or len(payload) != head + 1 + payload[head] * per:
             raise LowbitError(f"IDENTIFY response has {len(payload)} bytes, which is not a lowbit identity",
                               "is this a lowbit bitstream?")
-        f = dict(zip((n for n, _ in IDENTIFY_FIELDS), struct.unpack(_IDENTIFY_STRUCT, payload[:head])))
-        layers = tuple(dict(zip((n for n, _ in LAYER_FIELDS), struct.unpack_from(_LAYER_STRUCT, payload, head + 1 + i * per)))
+        f = dict(zip((x.name for x in IDENTIFY_FIELDS), struct.unpack(_IDENTIFY_STRUCT, payload[:head])))
+        layers = tuple(dict(zip((x.name for x in LAYER_FIELDS),
+                                struct.unpack_from(_LAYER_STRUCT, payload, head + 1 + i * per)))
                        for i in range(payload[head]))
         if f["magic"] != MAGIC or f["version"] != PROTOCOL_VERSION:
             raise LowbitError(f"board speaks protocol {f['magic']!r} v{f['version']}, expected {MAGIC!r} "
@@ -151,14 +231,32 @@ class Identity:
                    bool(f["input_signed"]), bool(f["input_binary"]), f["max_batch"], bool(f["output_signed"]), layers)
 
 
+def pack_counters(counters: dict) -> bytes:
+    """``{"cycles", "mac_cycles", "frames", "errors"}`` -> the COUNTERS response payload."""
+    return struct.pack(_COUNTERS_STRUCT, *(int(counters[f.name]) for f in COUNTERS_FIELDS))
+
+
+def unpack_counters(payload: bytes) -> dict:
+    """The COUNTERS response payload -> a dict keyed by the names of :data:`COUNTERS_FIELDS`.
+
+    >>> unpack_counters(bytes.fromhex("e8030000 10270000 0500 0100"))
+    {'cycles': 1000, 'mac_cycles': 10000, 'frames': 5, 'errors': 1}
+    """
+    if len(payload) != COUNTERS_BYTES:
+        raise LowbitError(f"COUNTERS response has {len(payload)} bytes, expected {COUNTERS_BYTES}",
+                          "is this a lowbit bitstream of this version?")
+    return dict(zip((f.name for f in COUNTERS_FIELDS), struct.unpack(_COUNTERS_STRUCT, payload)))
+
+
 def pack_inputs(codes) -> bytes:
     """Input codes (any integer array) -> one byte each, two's complement."""
     return bytes(int(c) & 0xFF for c in codes)
 
 
 def unpack_outputs(payload: bytes, batch: int, count: int, nbytes: int, signed: bool = True):
-    """INFER response payload -> (values as a list of lists, argmax list)."""
-    per = count * nbytes + 1
+    """INFER response payload (``batch`` records of :data:`INFER_FIELDS`) -> (values as a list of lists,
+    argmax list)."""
+    per = count * nbytes + ARGMAX_BYTES
     if len(payload) != batch * per:
         raise LowbitError(f"INFER response has {len(payload)} bytes, expected {batch * per}")
     values, argmax = [], []
@@ -166,5 +264,61 @@ def unpack_outputs(payload: bytes, batch: int, count: int, nbytes: int, signed: 
         chunk = payload[b * per:(b + 1) * per]
         values.append([int.from_bytes(chunk[i * nbytes:(i + 1) * nbytes], "little", signed=signed)
                        for i in range(count)])
-        argmax.append(chunk[-1])
+        argmax.append(int.from_bytes(chunk[count * nbytes:], "little"))
     return values, argmax
+
+
+_TYPE_NAMES = {"B": "u8", "H": "u16", "I": "u32"}
+
+
+def _field_rows(fields) -> list[str]:
+    rows = []
+    for f in fields:
+        if f.fmt == "*":
+            size, kind = "`output_count` × `output_bytes`", "values"
+        else:
+            size, kind = str(struct.calcsize("<" + f.fmt)), _TYPE_NAMES.get(f.fmt, "bytes")
+        rows.append(f"| `{f.name}` | {size} | {kind} | {f.meaning} |")
+    return rows
+
+
+def markdown_tables() -> str:
+    """The response layouts as Markdown tables, generated from the field tables above (they are the
+    section of ``docs/protocol.md`` between the ``frames.markdown_tables`` markers)."""
+    from ..hw.dense import LOGIT_BITS
+    head = "\n| field | bytes | type | meaning |\n|---|---|---|---|"
+    parts = [
+        f"IDENTIFY response: {IDENTIFY_HEAD_BYTES} bytes, then a layer count L (1 byte) and L layer records "
+        f"of {LAYER_BYTES} bytes, so {IDENTIFY_HEAD_BYTES + 1} + {LAYER_BYTES} L bytes in all.",
+        head, *_field_rows(IDENTIFY_FIELDS), "",
+        f"Layer record ({LAYER_BYTES} bytes), one per compute layer:", head, *_field_rows(LAYER_FIELDS), "",
+        f"INFER response: one record per input of the batch, `output_count` × `output_bytes` + {ARGMAX_BYTES} "
+        f"bytes each (`output_bytes` is 1 for codes, {value_bytes(LOGIT_BITS)} for {LOGIT_BITS}-bit integer "
+        f"logits; at most {MAX_OUTPUTS} outputs):",
+        head, *_field_rows(INFER_FIELDS), "",
+        f"COUNTERS response ({COUNTERS_BYTES} bytes):", head, *_field_rows(COUNTERS_FIELDS),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+DOC_BEGIN = "<!-- begin: generated by lowbit.sw.frames.markdown_tables() -->\n"
+DOC_END = "<!-- end: generated -->\n"
+
+
+def update_doc(path) -> bool:
+    """Rewrite the generated section of ``path`` (between :data:`DOC_BEGIN` and :data:`DOC_END`);
+    True if it changed."""
+    from pathlib import Path
+    path = Path(path)
+    text = path.read_text()
+    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    new = text[:start] + markdown_tables() + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+    for doc in sys.argv[1:]:
+        print(f"{doc}: {'updated' if update_doc(doc) else 'up to date'}")

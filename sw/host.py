@@ -94,9 +94,8 @@ class Device:
         return self._identity
 
     def read_counters(self) -> dict:
-        body = self.request(frames.COUNTERS)
-        return {"cycles": int.from_bytes(body[0:4], "little"), "mac_cycles": int.from_bytes(body[4:8], "little"),
-                "frames": int.from_bytes(body[8:10], "little"), "errors": int.from_bytes(body[10:12], "little")}
+        """The board's counters, keyed by the names of :data:`lowbit.sw.frames.COUNTERS_FIELDS`."""
+        return frames.unpack_counters(self.request(frames.COUNTERS))
 
     def infer(self, codes, batch: int | None = None, retries: int = 2):
         """Run input codes (N, input_count) through the board; returns (values (N, outputs), argmax (N,)).

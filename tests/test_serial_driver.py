@@ -1,7 +1,8 @@
 """The serial-port path of the driver (pyserial) against a software board on a pseudo-terminal.
 
 The board side speaks the protocol of lowbit.sw.frames and answers INFER from the integer reference;
-it corrupts the first INFER response's CRC so the driver's retry path runs too.
+it corrupts the first INFER response's CRC so the driver's retry path runs too, and answers COUNTERS with
+distinct values in every field (or, told to, with a reply one byte short) so the decoding is checked.
 """
 
 import os
@@ -10,8 +11,11 @@ import threading
 import numpy as np
 import pytest
 
+from lowbit.boards.targets import board_device, platform_class
 from lowbit.hw.accel import identity_for
 from lowbit.sw import frames
+from lowbit.sw.build import fold_model
+from lowbit.sw.errors import LowbitError
 from lowbit.sw.digits import digits_split, train_mlp
 from lowbit.sw.host import Device, SerialTransport
 from lowbit.sw.intref import run
@@ -20,7 +24,11 @@ from lowbit.sw.posttrain import quantize_net
 serial = pytest.importorskip("serial")
 
 
-def software_board(fd, model, identity, stop):
+#: What the software board's COUNTERS says: a different value, with different bytes, in every field.
+COUNTERS = {"cycles": 0x11223344, "mac_cycles": 0x55667788, "frames": 0x99AA, "errors": 0xBBCC}
+
+
+def software_board(fd, model, identity, stop, counters_payload=frames.pack_counters(COUNTERS)):
     parser = frames.FrameParser()
     corrupted = False
     while not stop.is_set():
@@ -32,11 +40,11 @@ def software_board(fd, model, identity, stop):
             if op == frames.IDENTIFY:
                 reply = frames.encode_frame(op | 0x80, identity.pack())
             elif op == frames.COUNTERS:
-                reply = frames.encode_frame(op | 0x80, bytes(12))
+                reply = frames.encode_frame(op | 0x80, counters_payload)
             elif op == frames.INFER:
                 codes = np.frombuffer(body, dtype=np.uint8).astype(np.int64).reshape(-1, *model.input_shape)
                 out = run(model, codes).reshape(len(codes), -1)
-                payload = b"".join(b"".join(int(v).to_bytes(4, "little", signed=True) for v in row)
+                payload = b"".join(b"".join(int(v).to_bytes(identity.output_bytes, "little", signed=True) for v in row)
                                    + bytes([int(np.argmax(row))]) for row in out)
                 reply = bytearray(frames.encode_frame(op | 0x80, payload))
                 if not corrupted:            # first answer damaged in transit: the host must retry
@@ -48,29 +56,54 @@ def software_board(fd, model, identity, stop):
             os.write(fd, reply)
 
 
-def test_driver_over_a_serial_port(tmp_path):
+@pytest.fixture(scope="module")
+def digits():
     xtr, ytr, xte, _ = digits_split()
     model = quantize_net(train_mlp(xtr, ytr, epochs=5), xtr)
-    identity = identity_for(model, [(16, 1), (2, 1)], max_batch=8)
+    # The arrays an iCEBreaker build of this model has (what its IDENTIFY would report).
+    arrays = [(f.rows, f.cols) for f in fold_model(model, board_device(platform_class("icebreaker")())).layers]
+    return model, identity_for(model, arrays, max_batch=8), xte
+
+
+def on_a_pty(model, identity, test, **board_kwargs):
+    """Run ``test(device)`` against the software board on a pseudo-terminal."""
     master, slave = os.openpty()
     stop = threading.Event()
-    board = threading.Thread(target=software_board, args=(master, model, identity, stop), daemon=True)
+    board = threading.Thread(target=software_board, args=(master, model, identity, stop), kwargs=board_kwargs,
+                             daemon=True)
     board.start()
     try:
-        device = Device(SerialTransport(os.ttyname(slave), 1_000_000), timeout_s=0.5)
-        assert device.identify() == identity
-        codes = model.quantize_input(xte[:20]).reshape(20, -1)
-        values, argmax = device.infer(codes, batch=8)
-        ref = run(model, codes.reshape(20, *model.input_shape))
-        assert np.array_equal(values, ref) and np.array_equal(argmax, ref.argmax(1))
-        assert device.read_counters()["errors"] == 0
+        test(Device(SerialTransport(os.ttyname(slave), 1_000_000), timeout_s=0.5))
     finally:
         stop.set()
         os.close(slave)
         os.close(master)
 
 
+def test_driver_over_a_serial_port(digits):
+    model, identity, xte = digits
+
+    def test(device):
+        assert device.identify() == identity
+        codes = model.quantize_input(xte[:20]).reshape(20, -1)
+        values, argmax = device.infer(codes, batch=8)
+        ref = run(model, codes.reshape(20, *model.input_shape))
+        assert np.array_equal(values, ref) and np.array_equal(argmax, ref.argmax(1))
+        assert device.read_counters() == COUNTERS
+
+    on_a_pty(model, identity, test)
+
+
+def test_a_counters_reply_of_the_wrong_length_is_refused(digits):
+    model, identity, _ = digits
+
+    def test(device):
+        with pytest.raises(LowbitError, match="COUNTERS response has 11 bytes, expected 12"):
+            device.read_counters()
+
+    on_a_pty(model, identity, test, counters_payload=frames.pack_counters(COUNTERS)[:-1])
+
+
 def test_missing_port_is_a_clear_error():
-    from lowbit.sw.errors import LowbitError
     with pytest.raises(LowbitError, match="cannot open serial port /dev/nonexistent-lowbit"):
         SerialTransport("/dev/nonexistent-lowbit", 115200)
