@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw import frames
 from ..sw.model import Conv2d, Dense, Model
+from .dense import LOGIT_BITS
 from .hostlink import HostLink
 from .network import Network, _code_shape
 from .serial import UARTRx, UARTTx, divisor_for
@@ -79,7 +80,8 @@ def architecture_hash(model: Model, arrays) -> int:
 def identity_for(model: Model, arrays, max_batch: int) -> frames.Identity:
     out_count = int(np.prod(model.output_shape))
     last = model.compute_layers()[-1]
-    out_bytes = 4 if last.requant is None else 1
+    # Integer logits are LOGIT_BITS wide, codes at most 8 bits: each value is sent in whole bytes.
+    out_bytes = frames.value_bytes(LOGIT_BITS if last.requant is None else last.out_q.bits)
     out_signed = last.out_q is None or (last.out_q.signed and not last.out_q.binary)
     q = model.input_q
     layers, in_q = [], q

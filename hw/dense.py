@@ -46,6 +46,8 @@ __all__ = ["LOGIT_BITS", "DenseEngine", "EngineParams", "Requantizer", "engine_o
 
 #: Width of integer-logit outputs (``acc + bias`` of a final layer without requantization).
 LOGIT_BITS = 32
+#: Width of a per-channel shift in the parameter ROM: holds any shift of the contract (``arith.MAX_SHIFT``).
+SHIFT_BITS = arith.MAX_SHIFT.bit_length()
 
 
 def engine_out_shape(params) -> Shape:
@@ -203,7 +205,7 @@ class DenseEngine(wiring.Component):
         if self.params.mode == "requant":
             fields.append(("mult", self.mult_bits))
             if self.const_shift is None:
-                fields.append(("shift", 6))
+                fields.append(("shift", SHIFT_BITS))
         elif self.params.mode == "thresholds":
             fields += [(f"t{i}", self.thr_bits) for i in range(self.params.thresholds.shape[1])]
         return fields
@@ -420,7 +422,7 @@ class Requantizer(wiring.Component):
         r3_y = Signal(self.o.payload.shape())
         if p.mode == "requant":
             r2_mult = Signal(unsigned(e.mult_bits))
-            r2_shift = Signal(6)
+            r2_shift = Signal(SHIFT_BITS)
             with m.If(adv):
                 m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(value + field("bias", True)),
                              r2_mult.eq(field("mult"))]
@@ -429,7 +431,7 @@ class Requantizer(wiring.Component):
             prod_bits = e.total_bits + e.mult_bits + 1
             r3p_valid = Signal()
             r3_prod = Signal(signed(prod_bits))
-            r3_shift = Signal(6)
+            r3_shift = Signal(SHIFT_BITS)
             with m.If(adv):
                 m.d.sync += [r3p_valid.eq(r2_valid), r3_prod.eq(r2_total * r2_mult), r3_shift.eq(r2_shift)]
             # Round half up and shift (arith.round_shift), add the zero point, clamp.
@@ -437,7 +439,7 @@ class Requantizer(wiring.Component):
                 s = e.const_shift
                 rounded = (r3_prod + (1 << (s - 1))) >> s if s > 0 else r3_prod
             else:
-                half = Mux(r3_shift == 0, 0, Const(1, prod_bits + 1) << (r3_shift - 1)[:6])
+                half = Mux(r3_shift == 0, 0, Const(1, prod_bits + 1) << (r3_shift - 1)[:SHIFT_BITS])
                 rounded = (r3_prod + half) >> r3_shift
             y = Signal(signed(prod_bits + 2))
             m.d.comb += y.eq(rounded + p.zero_point)
