@@ -25,46 +25,113 @@ from pathlib import Path
 from .errors import LowbitError
 from .toolchain import run_tool
 
-__all__ = ["Device", "DEVICES", "device", "ImplementResult", "implement", "yosys_script", "parse_nextpnr_report",
+__all__ = ["Family", "FAMILIES", "ICE40", "ECP5", "family_of_utilization", "Device", "DEVICES", "device", "ImplementResult", "implement", "yosys_script", "parse_nextpnr_report",
            "pack_bitstream", "PLACED_SUFFIX", "BITSTREAM_SUFFIX"]
 
 
 @dataclass(frozen=True)
-class Device:
-    """An FPGA part: family, nextpnr arguments, and the capacity of each resource (by nextpnr's names).
+class Family:
+    """An FPGA family as Yosys and nextpnr see it: nextpnr's names for its resources, and which resource
+    each Yosys cell type occupies (for the check before place-and-route). Everything in lowbit that
+    names a resource (reports, the summary, the folding budget) reads it from here.
 
-    ``yosys_cells`` maps Yosys cell types to the nextpnr resource they occupy, for the pre-place check.
+    Attributes
+    ----------
+    logic_resource, ff_resource, bram_resource, dsp_resource, io_resource : str
+        nextpnr's utilisation names (an iCE40 logic cell holds a LUT and a flip-flop, so its
+        ``ff_resource`` is its ``logic_resource``).
+    cells : dict
+        Yosys cell type after synthesis -> what it occupies: ``"logic"``, ``"bram"``, ``"dsp"`` (the
+        resources above) or another resource by name; :attr:`cell_resource` resolves it.
+    """
+
+    name: str
+    logic_resource: str
+    ff_resource: str
+    bram_resource: str
+    dsp_resource: str
+    io_resource: str
+    cells: dict
+
+    @property
+    def cell_resource(self) -> dict:
+        """Yosys cell type -> nextpnr resource (for the check before place-and-route)."""
+        role = {"logic": self.logic_resource, "bram": self.bram_resource, "dsp": self.dsp_resource}
+        return {cell: role.get(r, r) for cell, r in self.cells.items()}
+
+
+_ICE40_SPRAM = "ICESTORM_SPRAM"
+ICE40 = Family("ice40", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP", "SB_IO",
+               {"SB_LUT4": "logic", "SB_RAM40_4K": "bram", "SB_MAC16": "dsp", "SB_SPRAM256KA": _ICE40_SPRAM})
+ECP5 = Family("ecp5", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_IO",
+              {"LUT4": "logic", "DP16KD": "bram", "MULT18X18D": "dsp"})
+FAMILIES: dict[str, Family] = {f.name: f for f in (ICE40, ECP5)}
+
+
+def family_of_utilization(utilization: dict) -> Family:
+    """The :class:`Family` whose resource names a utilisation report (``{resource: ...}``) uses."""
+    for fam in FAMILIES.values():
+        if fam.logic_resource in utilization:
+            return fam
+    raise LowbitError(f"no known FPGA family uses the resources {sorted(utilization)}",
+                      f"lowbit knows {', '.join(FAMILIES)}")
+
+
+@dataclass(frozen=True)
+class Device:
+    """An FPGA part: family, nextpnr arguments, and the capacity of each resource (by nextpnr's names,
+    which the :class:`Family` gives: ``logic_resource``, ``bram_resource``, ``dsp_resource``).
+
+    ``lut_resource`` is the family's ``logic_resource``; it may be passed (boards do) but must agree.
     """
 
     name: str
     family: str
     nextpnr_args: tuple
     capacity: dict
-    lut_resource: str
+    lut_resource: str | None = None
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"device {self.name!r} has family {self.family!r}, not one of {', '.join(FAMILIES)}")
+        logic = FAMILIES[self.family].logic_resource
+        if self.lut_resource not in (None, logic):
+            raise ValueError(f"device {self.name!r}: the logic resource of {self.family} is {logic}, "
+                             f"not {self.lut_resource!r}")
+        object.__setattr__(self, "lut_resource", logic)
+
+    @property
+    def resources(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
+    def logic_resource(self) -> str:
+        return self.resources.logic_resource
+
+    @property
+    def bram_resource(self) -> str:
+        return self.resources.bram_resource
+
+    @property
+    def dsp_resource(self) -> str:
+        return self.resources.dsp_resource
 
     @property
     def logic_capacity(self) -> int:
-        return self.capacity[self.lut_resource]
+        return self.capacity[self.logic_resource]
 
 
 DEVICES: dict[str, Device] = {d.name: d for d in (
     Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"),
-           {"ICESTORM_LC": 5280, "ICESTORM_RAM": 30, "ICESTORM_DSP": 8, "ICESTORM_SPRAM": 4, "SB_IO": 39},
-           "ICESTORM_LC"),
+           {ICE40.logic_resource: 5280, ICE40.bram_resource: 30, ICE40.dsp_resource: 8, _ICE40_SPRAM: 4,
+            ICE40.io_resource: 39}),
     Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"),
-           {"TRELLIS_COMB": 83640, "TRELLIS_FF": 83640, "DP16KD": 208, "MULT18X18D": 156, "TRELLIS_IO": 365},
-           "TRELLIS_COMB"),
+           {ECP5.logic_resource: 83640, ECP5.ff_resource: 83640, ECP5.bram_resource: 208, ECP5.dsp_resource: 156,
+            ECP5.io_resource: 365}),
     Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA256"),
-           {"TRELLIS_COMB": 24288, "TRELLIS_FF": 24288, "DP16KD": 56, "MULT18X18D": 28, "TRELLIS_IO": 197},
-           "TRELLIS_COMB"),
+           {ECP5.logic_resource: 24288, ECP5.ff_resource: 24288, ECP5.bram_resource: 56, ECP5.dsp_resource: 28,
+            ECP5.io_resource: 197}),
 )}
-
-# Yosys cell types after synthesis -> nextpnr resource (for the check before place-and-route).
-_CELL_RESOURCE = {
-    "ice40": {"SB_LUT4": "ICESTORM_LC", "SB_RAM40_4K": "ICESTORM_RAM", "SB_MAC16": "ICESTORM_DSP",
-              "SB_SPRAM256KA": "ICESTORM_SPRAM"},
-    "ecp5": {"LUT4": "TRELLIS_COMB", "DP16KD": "DP16KD", "MULT18X18D": "MULT18X18D"},
-}
 
 
 def device(name) -> Device:
@@ -151,17 +218,18 @@ def _check_fits(cells: dict, dev: Device) -> dict:
     # Keys: nextpnr resource names.
     """Estimate nextpnr resources from Yosys cells; raise before place-and-route if over capacity."""
     estimate: dict[str, int] = {}
-    for cell, resource in _CELL_RESOURCE[dev.family].items():
+    fam = dev.resources
+    for cell, resource in fam.cell_resource.items():
         if cells.get(cell):
             estimate[resource] = estimate.get(resource, 0) + cells[cell]
-    if dev.family == "ice40":
+    if fam.ff_resource == fam.logic_resource:
         # iCE40 LCs hold one LUT4 and one FF; carries ride along with LUTs. A FF without a LUT still takes an LC.
         ffs = sum(n for c, n in cells.items() if c.startswith("SB_DFF"))
-        estimate["ICESTORM_LC"] = max(estimate.get("ICESTORM_LC", 0), ffs)
+        estimate[fam.logic_resource] = max(estimate.get(fam.logic_resource, 0), ffs)
     else:
         # An ECP5 CCU2C carry cell occupies two COMB slots; flip-flops have their own slots.
-        estimate["TRELLIS_COMB"] = estimate.get("TRELLIS_COMB", 0) + 2 * cells.get("CCU2C", 0)
-        estimate["TRELLIS_FF"] = cells.get("TRELLIS_FF", 0)
+        estimate[fam.logic_resource] = estimate.get(fam.logic_resource, 0) + 2 * cells.get("CCU2C", 0)
+        estimate[fam.ff_resource] = cells.get("TRELLIS_FF", 0)
     # A device whose capacity lowbit does not know (an unusual board) is left to nextpnr to judge.
     over = [(r, n, dev.capacity[r]) for r, n in estimate.items() if r in dev.capacity and n > dev.capacity[r]]
     if over:
