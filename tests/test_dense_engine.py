@@ -178,9 +178,29 @@ def test_random_layers(k, n, rows, cols, bits, a_signed, mode, reduction, seed):
     check_engine(cfg, layer, in_q, x, seed=seed % 1000)
 
 
-def test_vector_count_reported(capsys):
-    # Not an assertion on results: prints how many vectors the module ran (see the issue note).
-    print(f"dense engine vectors checked so far in this worker: {VECTORS['count']}")
+def test_the_check_counts_its_vectors_and_fails_on_a_wrong_reference(monkeypatch):
+    # The grids above pass only if check_engine can fail: one output of the reference off by one must
+    # be caught, and a passing check has compared every vector it was given.
+    rng = np.random.default_rng(3)
+    layer, in_q = make_layer(rng, 6, 3, 4, False, 4, True)
+    x = rng.integers(0, 16, (5, 6))
+    cfg = ArrayConfig(rows=2, cols=2, act_bits=4, weight_bits=4, act_signed=False, weight_signed=True, max_k=6)
+    before = VECTORS["count"]
+    check_engine(cfg, layer, in_q, x)
+    assert VECTORS["count"] == before + len(x)
+
+    reference = run_layer
+
+    def off_by_one(*args):
+        out, acc = reference(*args)
+        out = out.copy()
+        out[len(x) - 1, 2] += 1
+        return out, acc
+
+    monkeypatch.setitem(globals(), "run_layer", off_by_one)
+    with pytest.raises(AssertionError):
+        check_engine(cfg, layer, in_q, x)
+    assert VECTORS["count"] == before + len(x)
 
 
 @pytest.mark.parametrize("bits", [8, 24])

@@ -1,7 +1,7 @@
 """Layer engines of the demo models as Verilog, under cocotb + Verilator, equal to the reference.
 
-Each real layer (the 4-bit digits MLP's two layers as built for iCEBreaker, the CNN's classifier, and
-the Brevitas binary MLP's hidden layer) runs all 540 test images with random idle and stall cycles;
+Each real layer (the 4-bit digits MLP's two layers, the CNN's classifier, and the Brevitas binary MLP's
+hidden layer, each with the array sizes an iCEBreaker build folds it to) runs all 540 test images with random idle and stall cycles;
 every output beat is compared exactly. A corrupted expectation must make the same bench fail.
 """
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from lowbit.boards.targets import board_device, platform_class
 from lowbit.sim.engine_bench import run_engine_bench
+from lowbit.sw.build import fold_model
 from lowbit.sw.digits import digits_split, train_cnn, train_mlp
 from lowbit.sw.posttrain import quantize_net
 from lowbit.sw.qonnx_import import load_qonnx
@@ -22,8 +24,10 @@ def models():
     xtr, ytr, xte, _ = digits_split()
     mlp = quantize_net(train_mlp(xtr, ytr), xtr, weight_bits=4, act_bits=4)
     cnn = quantize_net(train_cnn(xtr, ytr), xtr, weight_bits=4, act_bits=4)
-    return {"mlp": (mlp, [(16, 1), (2, 1)]), "cnn": (cnn, [(4, 4), (2, 1)]),
-            "bnn": (load_qonnx(FIX / "digits_bnn.onnx"), [(64, 1), (16, 1)])}, xte
+    bnn = load_qonnx(FIX / "digits_bnn.onnx")
+    dev = board_device(platform_class("icebreaker")())     # what `lowbit build --board icebreaker` folds for
+    return {name: (model, [(f.rows, f.cols) for f in fold_model(model, dev).layers])
+            for name, model in (("mlp", mlp), ("cnn", cnn), ("bnn", bnn))}, xte
 
 
 @pytest.mark.parametrize("name,index", [("mlp", 0), ("mlp", 1), ("cnn", 1), ("bnn", 0)])
