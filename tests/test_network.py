@@ -116,5 +116,5 @@ def test_unsupported_layer_is_refused(digits):
     xtr, ytr, _, _ = digits
     model = quantize_net(train_mlp(xtr, ytr, epochs=1), xtr)
     model.layers.insert(1, object())
-    with pytest.raises(LowbitError):
+    with pytest.raises(LowbitError, match="layer 1 is a object, which lowbit does not support"):
         plan_network(model, [(1, 1), (1, 1)])

@@ -20,7 +20,7 @@ def test_atomic_file_replaces_only_on_success(tmp_path):
 
 def test_atomic_dir_leaves_nothing_on_failure_and_replaces_on_success(tmp_path):
     out = tmp_path / "build"
-    with pytest.raises(LowbitError):
+    with pytest.raises(LowbitError, match="does not fit"):
         with atomic_dir(out) as d:
             (d / "report.json").write_text("{}")
             raise LowbitError("does not fit")

@@ -30,7 +30,7 @@ def test_up5k_place_and_route_of_a_tiny_design(tmp_path):
 def test_an_unmet_timing_target_fails_unless_measuring(tmp_path):
     """A target nobody meets stops the build; for measurements the Fmax reached is reported instead."""
     src = _write(tmp_path, Counter(16), "counter")
-    with pytest.raises(LowbitError):
+    with pytest.raises(LowbitError, match=r"nextpnr-ice40 failed .*Max frequency .* MHz \(FAIL at 2000.00 MHz\)"):
         implement([src], "counter", "ice40-up5k", tmp_path / "a", clock_mhz=2000, pack=False,
                   progress=lambda m: None)
     result = implement([src], "counter", "ice40-up5k", tmp_path / "b", clock_mhz=2000, pack=False,
