@@ -49,13 +49,17 @@ def test_brevitas_import_agrees_with_the_qonnx_executor(name, data):
     theirs = expected[name]
     agree = np.mean(ours == theirs.argmax(1))
     acc, their_acc = np.mean(ours == yte), float(expected[f"{name}_acc"])
-    assert agree >= 0.99 and abs(acc - their_acc) <= 0.005, (agree, acc, their_acc)
-    # Stronger than argmax: integer logits times the last layer's scale are qonnx's float outputs.
+    # The class of every image is qonnx's (so is the accuracy; the stored one is a float32).
+    assert np.array_equal(ours, theirs.argmax(1)), agree
+    assert abs(acc - their_acc) <= 1e-6, (acc, their_acc)
+    # Stronger than argmax: integer logits times the last layer's scale are qonnx's float outputs, every
+    # one within 1e-4 relative or 1e-4 of the largest logit (qonnx computes in float32: near-zero logits
+    # carry its cancellation error, up to 3.2e-6 absolute on these fixtures).
     last = model.compute_layers()[-1]
     in_scale = (model.compute_layers()[-2].out_q if len(model.compute_layers()) > 1 else model.input_q).scale[0]
     real = out.reshape(len(xte), -1) * in_scale * last.weight_q.scale[0]
     close = np.isclose(real, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
-    assert close.mean() >= 0.999, close.mean()
+    assert close.all(), close.mean()
     print(f"\n[qonnx {name}] argmax agreement {agree:.2%}, accuracy {acc:.2%} (qonnx {their_acc:.2%}), "
           f"outputs equal {close.mean():.2%}")
 
@@ -65,8 +69,8 @@ def test_second_fixture_set_agrees_with_its_qonnx_outputs(name, data):
     xte, yte, _ = data
     expected = np.load(FIX2 / "expected.npz")
     _, ours = predict(load_qonnx(FIX2 / f"{name}.onnx"), xte)
-    assert np.mean(ours == expected[name].argmax(1)) >= 0.99
-    assert abs(np.mean(ours == yte) - float(expected[f"{name}_acc"])) <= 0.005
+    assert np.array_equal(ours, expected[name].argmax(1)), np.mean(ours == expected[name].argmax(1))
+    assert abs(np.mean(ours == yte) - float(expected[f"{name}_acc"])) <= 1e-6
 
 
 def test_multithreshold_on_unquantized_float_weights_is_refused_by_name():
@@ -125,7 +129,7 @@ def test_eval_cli_reads_a_qonnx_model(tmp_path):
                            str(tmp_path / "d.npz"), "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["n"] == 540 and abs(result["accuracy"] - 0.9) < 0.005
+    assert result["n"] == 540 and result["accuracy"] == 486 / 540     # 90.00 %, as qonnx's executor
 
 
 # -- refusals -----------------------------------------------------------------------------------------
