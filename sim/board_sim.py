@@ -8,7 +8,10 @@ board through :class:`CocotbTransport` from a cocotb bridge thread. Results come
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +32,7 @@ class CocotbTransport:
     def __init__(self, dut, clk_period_ns: float, byte_cycles: int, clk_hz: float):
         from cocotb.task import resume
         self.dut, self.period, self.byte_cycles, self.clk_hz = dut, clk_period_ns, byte_cycles, clk_hz
+        self.bytes_sent = self.bytes_received = 0     # what crossed the link, for link-rate checks
         self.write = resume(self._write)
         self.read = resume(self._read)
 
@@ -37,6 +41,7 @@ class CocotbTransport:
     async def _write(self, data: bytes) -> None:
         from cocotb.triggers import FallingEdge
         dut = self.dut
+        self.bytes_sent += len(data)
         for b in data:
             await FallingEdge(dut.clk)
             dut.h_w_data.value = b
@@ -65,6 +70,7 @@ class CocotbTransport:
             waited += step
         await FallingEdge(dut.clk)
         dut.h_r_en.value = 0
+        self.bytes_received += len(out)
         return bytes(out)
 
 
@@ -72,7 +78,7 @@ def write_board_verilog(core, path) -> None:
     Path(path).write_text(verilog.convert(BoardHarness(core, core.divisor), name="board"))
 
 
-def _run_bench(core, build_dir, bench: str, **job) -> dict:
+def _run_bench(core, build_dir, bench: str, progress=None, trace=None, **job) -> dict:
     build_dir = Path(build_dir).resolve()   # the simulator runs in its own working directory
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "board.v"
@@ -81,12 +87,19 @@ def _run_bench(core, build_dir, bench: str, **job) -> dict:
         src.write_text(text)
     job_file = build_dir / f"{bench}_job.npz"
     result = build_dir / f"{bench}_result.json"
-    result.unlink(missing_ok=True)
+    status = build_dir / f"{bench}_progress.txt"
+    for f in (result, status):
+        f.unlink(missing_ok=True)
     np.savez(job_file, byte_cycles=10 * core.divisor, **job)
+    sim_build = build_dir / ("sim_build_trace" if trace else "sim_build")
     t0 = time.monotonic()
-    tests, failed = cocotb_run([src], "board", f"lowbit.sim.{bench}", build_dir / "sim_build",
-                               extra_env={"LOWBIT_JOB": str(job_file), "LOWBIT_RESULT": str(result)})
+    with _watch(status, progress, t0):
+        tests, failed = cocotb_run([src], "board", f"lowbit.sim.{bench}", sim_build, waves=trace is not None,
+                                   extra_env={"LOWBIT_JOB": str(job_file), "LOWBIT_RESULT": str(result),
+                                              "LOWBIT_PROGRESS": str(status)})
     wall = time.monotonic() - t0
+    if trace is not None and (sim_build / "dump.vcd").exists():
+        shutil.move(str(sim_build / "dump.vcd"), str(trace))
     if failed or not result.exists():
         log = build_dir / "sim_build" / "sim.log"
         raise LowbitError(f"the board simulation failed ({failed} of {tests} tests)", f"see {log}")
@@ -95,11 +108,43 @@ def _run_bench(core, build_dir, bench: str, **job) -> dict:
     return out
 
 
-def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0) -> dict:
+@contextlib.contextmanager
+def _watch(status: Path, progress, t0: float, every: float = 2.0):
+    """While the simulation runs, report the ``done total`` lines the testbench writes to ``status``
+    through ``progress`` (inputs done / total and the rate), every ``every`` seconds."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll():
+        last = None
+        while not stop.wait(every):
+            try:
+                done, total = map(int, status.read_text().split())
+            except (OSError, ValueError):
+                continue
+            if done != last:
+                rate = done / max(time.monotonic() - t0, 1e-9)
+                progress(f"simulated board: {done}/{total} inputs ({rate:.1f} inputs/s)")
+                last = done
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0, progress=None,
+                   trace=None) -> dict:
     """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
-    simulated cycles and wall time."""
-    return _run_bench(core, build_dir, "tb_board", codes=np.asarray(codes, dtype=np.int64), batch=batch,
-                      clk_mhz=clk_mhz)
+    simulated cycles and wall time. ``progress(message)`` hears how far it got; ``trace`` names a VCD
+    file for the waveform (a separate Verilator build with tracing)."""
+    return _run_bench(core, build_dir, "tb_board", progress=progress, trace=trace,
+                      codes=np.asarray(codes, dtype=np.int64), batch=batch, clk_mhz=clk_mhz)
 
 
 def inject_faults(core, build_dir, codes, reference, count: int, seed: int = 0, clk_mhz: float = 12.0) -> dict:

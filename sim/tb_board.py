@@ -20,6 +20,7 @@ from lowbit.sw.host import Device
 @cocotb.test()
 async def run_job(dut):
     job = np.load(os.environ["LOWBIT_JOB"])
+    progress = os.environ.get("LOWBIT_PROGRESS")
     # Simulated time is counted in cycles: a nominal 10 ns period, converted with clk_mhz where needed.
     period = 10.0
     cocotb.start_soon(Clock(dut.clk, period, unit="ns").start())
@@ -34,13 +35,24 @@ async def run_job(dut):
     def host():
         device = Device(transport, timeout_s=0.01)
         ident = device.identify()
-        values, argmax = device.infer(job["codes"], batch=int(job["batch"]))
+        codes, batch = job["codes"], int(job["batch"])
+        # A few frames at a time, so the progress file says how far the run is.
+        step = batch * max(1, 64 // batch)
+        values, argmax = [], []
+        for start in range(0, len(codes), step):
+            v, a = device.infer(codes[start:start + step], batch=batch)
+            values.append(v)
+            argmax.append(a)
+            if progress:
+                with open(progress, "w") as f:
+                    f.write(f"{min(start + step, len(codes))} {len(codes)}\n")
         counters = device.read_counters()
-        return ident, values, argmax, counters
+        return ident, np.concatenate(values), np.concatenate(argmax), counters
 
     ident, values, argmax, counters = await bridge(host)()
     from cocotb.utils import get_sim_time
     cycles = int(get_sim_time("ns") / period)
     with open(os.environ["LOWBIT_RESULT"], "w") as f:
         json.dump({"identity": ident.__dict__, "values": values.tolist(), "argmax": argmax.tolist(),
-                   "counters": counters, "sim_cycles": cycles}, f)
+                   "counters": counters, "sim_cycles": cycles,
+                   "bytes_sent": transport.bytes_sent, "bytes_received": transport.bytes_received}, f)

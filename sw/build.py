@@ -26,6 +26,7 @@ from .model import Conv2d, Dense, Model
 from .outputs import atomic_dir
 
 __all__ = ["layer_shapes", "fold_model", "measure_cycles", "rom_images", "build", "load_build", "check_build_record",
+           "make_core", "CORE_FIELDS", "requant_dsp_tiles", "default_requant_dsp",
            "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH"]
 
 DEFAULT_BAUD = 1_000_000
@@ -34,6 +35,8 @@ MAX_BAUD = 12_000_000
 #: Most inputs one INFER frame may carry (``--max-batch``): it sizes the board's input buffer and output
 #: FIFO and the length check unrolled in the host link (the IDENTIFY field itself is one byte).
 MAX_BATCH = 64
+#: Byte times of silence after which the board drops a partial frame (recorded in build.json).
+TIMEOUT_BYTES = 32
 
 
 def layer_shapes(model: Model) -> list[LayerShape]:
@@ -50,12 +53,94 @@ def layer_shapes(model: Model) -> list[LayerShape]:
     return shapes
 
 
-def fold_model(model: Model, dev):
-    """Array sizes for ``model`` on ``dev`` (a :class:`lowbit.sw.synth.Device`); LowbitError if it cannot fit."""
+def fold_model(model: Model, dev, mult: str = "lut"):
+    """Array sizes for ``model`` on ``dev`` (a :class:`lowbit.sw.synth.Device`); LowbitError if it cannot fit.
+    With ``mult="dsp"`` every product takes a DSP block, so the arrays' products are capped at the DSPs
+    left after the requantizers' (:func:`requant_dsp_tiles`)."""
     cost = COST_MODELS[dev.family]
     logic = dev.capacity.get(cost.logic_resource, 10 ** 9)
-    brams = dev.capacity.get("ICESTORM_RAM" if dev.family == "ice40" else "DP16KD", 10 ** 6)
-    return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name)
+    brams = dev.capacity.get(dev.bram_resource, 10 ** 6)
+    max_macs = None
+    if mult == "dsp":
+        dsps = dev.capacity.get(dev.dsp_resource, 0)
+        reserved = requant_dsp_tiles(model, [(1, 1)] * len(model.compute_layers()))
+        max_macs = dsps - reserved
+        if max_macs < len(model.compute_layers()):
+            raise LowbitError(f"--mult dsp needs at least {len(model.compute_layers()) + reserved} DSP blocks for "
+                              f"this model (one product per layer and {reserved} for the requantizers); "
+                              f"{dev.name} has {dsps}", "build with --mult lut")
+    return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name, max_macs=max_macs)
+
+
+def requant_dsp_tiles(model: Model, arrays, reweightable: bool = False) -> int:
+    """DSP blocks the requantizers' multipliers take if mapped to DSPs: one per 16 bits of multiplier
+    (the 4-bit digits MLP's two requantizers, 16-bit multipliers, took 2 SB_MAC16 in
+    ``lowbit build --board icebreaker``; Yosys keeps the rest of a wide product in logic)."""
+    from ..hw.dense import DenseEngine
+    from ..hw.network import plan_network
+    tiles = 0
+    for plan in plan_network(model, arrays):
+        if plan.kind == "engine" and plan.params.mode == "requant":
+            engine = DenseEngine(plan.config, plan.params, reweightable=reweightable)
+            engine._MustUse__silence = True
+            tiles += math.ceil(engine.mult_bits / 16)
+    return tiles
+
+
+def array_products_multiply(model: Model, arrays, mult: str) -> bool:
+    """Whether any array product is written as a ``*`` (which a DSP-mapping synthesis would put into a DSP
+    block): always with ``mult="dsp"``; with ``"lut"`` only for operands too wide for shift-and-add."""
+    from ..hw.array import SHIFT_ADD_MAX_BITS
+    from ..hw.network import plan_network
+    if mult == "dsp":
+        return True
+    for plan in plan_network(model, arrays):
+        cfg = plan.config
+        if plan.kind == "engine" and not cfg.binary and cfg.weight_bits > 2 \
+                and min(cfg.act_bits, cfg.weight_bits) > SHIFT_ADD_MAX_BITS:
+            return True
+    return False
+
+
+def default_requant_dsp(model: Model, arrays, dev, mult: str, reweightable: bool) -> bool:
+    """Whether the requantizers' multipliers go to DSP blocks by default: on iCE40, when the arrays'
+    products need none (else ``synth_ice40 -dsp`` would map them too) and the estimated tiles fit.
+    Measured on the 4-bit digits MLP for iCEBreaker (``lowbit build --mult lut`` before and after):
+    4455 -> 3459 LCs and Fmax 19.6 -> 22.9 MHz with 2 of 8 SB_MAC16. ECP5 keeps them in LUTs
+    (not yet measured there)."""
+    if mult == "dsp":
+        return True
+    if dev.family != "ice40" or array_products_multiply(model, arrays, mult):
+        return False
+    return requant_dsp_tiles(model, arrays, reweightable) <= dev.capacity.get(dev.dsp_resource, 0)
+
+
+def link_rate(identity, baud: float, batch: int) -> dict:
+    """Inferences per second the serial link carries with INFER frames of ``batch`` inputs: the request
+    (frame overhead + one byte per input code) and the response (overhead + values and argmax of each
+    input) at 10 bit times per byte, one after the other as the driver waits for each answer."""
+    from . import frames
+    request = frames.OVERHEAD_BYTES + batch * identity.input_count
+    response = frames.OVERHEAD_BYTES + batch * identity.infer_record_bytes
+    seconds = (request + response) * 10 / baud
+    return {"batch": batch, "request_bytes": request, "response_bytes": response,
+            "inferences_per_s": round(batch / seconds, 1)}
+
+
+#: Fields of the build record that shape the board core; :func:`make_core` builds the core from them and
+#: from nothing else, so ``lowbit run --sim`` simulates what was built.
+CORE_FIELDS = ("arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable", "rom_block", "mult")
+
+
+def make_core(model: Model, record: dict, rom_init: dict | None = None):
+    """The :class:`lowbit.hw.accel.AccelCore` a build record describes (``rom_init``: ROM contents of a
+    reweightable core, e.g. the placeholders at build time or the contents read back from its bitstream)."""
+    from ..hw.accel import AccelCore
+    kwargs = {}
+    if record["reweightable"]:
+        kwargs = {"reweightable": True, "rom_init": rom_init, "rom_block": record["rom_block"]}
+    return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
+                     record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
 
 
 def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = False,
@@ -151,7 +236,6 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     from amaranth.back import verilog
 
     from ..boards.targets import board_clock, board_device, build_board, platform_class
-    from ..hw.accel import AccelCore
     t_start = time.monotonic()
     platform = platform_class(board)()
     dev = board_device(platform)
@@ -164,26 +248,37 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         from .reweight import rom_block_for
         rom_block = rom_block_for(dev.family)
     progress(f"folding the network onto {dev.name}")
-    folding = fold_model(model, dev)
+    folding = fold_model(model, dev, mult)
     arrays = [(f.rows, f.cols) for f in folding.layers]
+    requant_dsp = default_requant_dsp(model, arrays, dev, mult, reweightable)
+    record = {"board": board, "family": dev.family, "arrays": [list(a) for a in arrays], "clock_hz": clk_hz,
+              "baud": baud, "max_batch": max_batch, "timeout_bytes": TIMEOUT_BYTES, "reweightable": reweightable,
+              "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
+              "pll": pll is not None}
     try:
-        core = AccelCore(model, arrays, clk_hz, baud, max_batch)     # validates the baud rate early
+        core = make_core(model, record)     # validates the baud rate early
     except ValueError as exc:
         raise LowbitError(f"{board}: {exc}", "choose another --baud") from None
     core._MustUse__silence = True
+    record["divisor"] = core.divisor
     progress(f"arrays {arrays}; measuring cycles per inference in simulation")
     cycles = measure_cycles(model, arrays)
-    core_args = {}
+    placeholder_init = None
     if reweightable:
         from .reweight import random_contents, rom_contents, rom_init
         check_reweightable(model, arrays)
         placeholder = random_contents(model, arrays, rom_seed, rom_block)
         real = rom_contents(model, arrays, rom_block)
-        core_args = {"reweightable": True, "rom_init": rom_init(placeholder), "rom_block": rom_block}
+        placeholder_init = rom_init(placeholder)
+
+    def core_factory(hz):
+        if hz != clk_hz:
+            raise AssertionError(f"the board was prepared for {hz} Hz, the record says {clk_hz} Hz")
+        return make_core(model, record, placeholder_init)
+
     with atomic_dir(outdir) as tmp:
         model.save(tmp / "model.lbm")
-        (tmp / "core.v").write_text(verilog.convert(AccelCore(model, arrays, clk_hz, baud, max_batch, **core_args),
-                                                    name="lowbit_core"))
+        (tmp / "core.v").write_text(verilog.convert(make_core(model, record, placeholder_init), name="lowbit_core"))
         if reweightable:
             (tmp / "roms").mkdir()
             for name, (width, words) in real.items():
@@ -191,8 +286,8 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         else:
             _write_roms(core, tmp / "roms")
         try:
-            result = build_board(board, lambda hz: AccelCore(model, arrays, hz, baud, max_batch, **core_args), tmp,
-                                 progress=progress, seed=seed, pack=not reweightable, clock_mhz=clock_mhz, mult=mult)
+            result = build_board(board, core_factory, tmp, progress=progress, seed=seed, pack=not reweightable,
+                                 clock_mhz=clock_mhz, mult="dsp" if requant_dsp else "lut")
         except LowbitError as exc:
             if mult == "dsp" and exc.message.startswith("yosys failed") and not exc.hint:
                 # Seen: the WebAssembly Yosys stops without a message in synth_ecp5's ABC9 step on the 4-bit
@@ -217,39 +312,45 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         report = {
             "board": board, "device": dev.name, "fmax_mhz": round(result.fmax_mhz, 2),
             "clock_mhz": clk_hz / 1e6, "oscillator_mhz": platform.default_clk_frequency / 1e6, "mult": mult,
+            "requant_dsp": requant_dsp,
             "pll": pll is not None, "timing_met": result.timing_met, "baud": baud, "max_batch": max_batch,
             "arrays": arrays, "cycles_per_inference": per, "latency_cycles": cycles["latency_cycles"],
-            "inferences_per_s": round(clk_hz / per, 1),
+            "compute_inferences_per_s": round(clk_hz / per, 1),
+            "link": link_rate(core.identity, baud, max_batch),
             "utilization_pe": round(macs / (sum(r * c for r, c in arrays) * per), 4),
             "utilization": util,
             "estimate": folding.as_dict()["estimate"],
             "actual": {folding.logic_resource: util.get(folding.logic_resource, {}).get("used"),
-                       "brams": util.get("ICESTORM_RAM" if dev.family == "ice40" else "DP16KD", {}).get("used")},
+                       "brams": util.get(dev.bram_resource, {}).get("used")},
             "bitstream": result.bitstream.name, "seconds": round(time.monotonic() - t_start, 1),
         }
-        (tmp / "build.json").write_text(json.dumps({"board": board, "arrays": arrays, "clock_hz": clk_hz,
-                                                    "baud": baud, "max_batch": max_batch,
-                                                    "reweightable": reweightable, "rom_seed": rom_seed,
-                                                    "family": dev.family, "rom_block": rom_block}, indent=1))
+        # What a host sees is the slower of the two: the array's rate or what the UART carries.
+        link_ips = report["link"]["inferences_per_s"]
+        report["inferences_per_s"] = min(report["compute_inferences_per_s"], link_ips)
+        report["bound"] = "link" if link_ips < report["compute_inferences_per_s"] else "compute"
+        (tmp / "build.json").write_text(json.dumps(record, indent=1))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "summary.txt").write_text(summary_text(report))
     return report
 
 
 def summary_text(r: dict) -> str:
-    lut = "ICESTORM_LC" if "ICESTORM_LC" in r["utilization"] else "TRELLIS_COMB"
-    bram = "ICESTORM_RAM" if lut == "ICESTORM_LC" else "DP16KD"
-    dsp = "ICESTORM_DSP" if lut == "ICESTORM_LC" else "MULT18X18D"
+    from .synth import family_of_utilization
+    fam = family_of_utilization(r["utilization"])
+    lut, bram, dsp = fam.logic_resource, fam.bram_resource, fam.dsp_resource
     u = r["utilization"]
     return "\n".join([
         f"board {r['board']} ({r['device']}), arrays {r['arrays']}",
         f"{lut}: {u[lut]['used']} / {u[lut]['available']} (estimate {r['estimate'].get(lut)})",
         f"{bram}: {u[bram]['used']} / {u[bram]['available']}   {dsp}: {u.get(dsp, {}).get('used', 0)}",
         f"Fmax {r['fmax_mhz']} MHz at a {r['clock_mhz']} MHz clock: timing {'met' if r['timing_met'] else 'FAILED'}",
-        f"{r['cycles_per_inference']} cycles per inference -> {r['inferences_per_s']} inferences/s; "
-        f"PE utilisation {r['utilization_pe']:.1%}",
+        f"{r['cycles_per_inference']} cycles per inference -> {r['compute_inferences_per_s']} inferences/s "
+        f"computed; PE utilisation {r['utilization_pe']:.1%}",
+        f"the {r['baud']} baud link carries {r['link']['inferences_per_s']} inferences/s (batches of "
+        f"{r['link']['batch']}: {r['link']['request_bytes']} bytes out, {r['link']['response_bytes']} back), "
+        f"so the {r['bound']} binds: {r['inferences_per_s']} inferences/s",
     ] + ([f"clock from a PLL (oscillator {r['oscillator_mhz']:g} MHz)"] if r.get("pll") else [])
-      + ([f"Fmax leaves room: --clock-mhz {int(r['fmax_mhz'] * 0.9)} would raise throughput "
+      + ([f"Fmax leaves room: --clock-mhz {int(r['fmax_mhz'] * 0.9)} would raise the compute rate "
           f"{int(r['fmax_mhz'] * 0.9) / r['clock_mhz']:.1f}x (rebuild; timing is checked again)"]
          if r["fmax_mhz"] * 0.9 >= r["clock_mhz"] * 1.2 else [])) + "\n"
 
@@ -267,7 +368,8 @@ def _integer(v, lo, hi) -> bool:
 
 def check_build_record(record, where="build.json") -> dict:
     """The build record :func:`build` writes into ``build.json`` (board, arrays, clock_hz, baud, max_batch,
-    reweightable, rom_seed, family, rom_block), checked field by field; LowbitError names the first
+    reweightable, rom_seed, family, rom_block, and what shaped the core: timeout_bytes, mult, requant_dsp,
+    pll, the UART divisor), checked field by field; LowbitError names the first
     field that is missing or out of range. ``run`` and ``reweight`` read nothing else from it."""
     from .reweight import ROM_BLOCK
     if not isinstance(record, dict):
@@ -285,6 +387,12 @@ def check_build_record(record, where="build.json") -> dict:
         ("rom_seed", lambda v: _integer(v, 0, (1 << 63) - 1), "a non-negative integer"),
         ("family", lambda v: isinstance(v, str) and v != "", "an FPGA family name"),
         ("rom_block", lambda v: v is None or v in ROM_BLOCK.values(), f"null or one of {sorted(ROM_BLOCK.values())}"),
+        # What else shaped the core and the netlist (older build folders lack them: build again).
+        ("timeout_bytes", lambda v: _integer(v, 1, 1 << 16), "an integer from 1 to 65536"),
+        ("mult", lambda v: v in ("lut", "dsp"), "lut or dsp"),
+        ("requant_dsp", lambda v: isinstance(v, bool), "true or false"),
+        ("pll", lambda v: isinstance(v, bool), "true or false"),
+        ("divisor", lambda v: _integer(v, 4, 1 << 24), "an integer from 4 up"),
     )
     for name, ok, expected in fields:
         if name not in record:
@@ -293,6 +401,14 @@ def check_build_record(record, where="build.json") -> dict:
             value = json.dumps(record[name], default=str)
             raise LowbitError(f"{where}: field '{name}' must be {expected}, not "
                               f"{value if len(value) <= 40 else value[:37] + '...'}", _DAMAGED)
+    from ..hw.serial import divisor_for
+    try:
+        divisor = divisor_for(record["clock_hz"], record["baud"])
+    except ValueError:
+        divisor = None
+    if divisor != record["divisor"]:
+        raise LowbitError(f"{where}: field 'divisor' is {record['divisor']}, but clock_hz and baud give {divisor}",
+                          _DAMAGED)
     family, block = record["family"], record["rom_block"]
     if record["reweightable"] and (family not in ROM_BLOCK or block != ROM_BLOCK[family]):
         raise LowbitError(f"{where}: a reweightable build needs family ice40 or ecp5 with rom_block 256 or 512, "

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .errors import LowbitError
+from .synth import FAMILIES
 
 __all__ = ["LayerShape", "CostModel", "COST_MODELS", "LayerFold", "Folding", "fold", "layer_cycles", "predict_cycles",
            "rom_blocks"]
@@ -113,7 +114,7 @@ COST_MODELS = {
     family: CostModel(family, resource,
                       {(1, 1): 6, (2, 2): 27, (4, 2): 40, (4, 4): 62, (8, 4): 110, (8, 8): 200},
                       lc_per_column=30, lc_per_layer=900, lc_system=1400)
-    for family, resource in (("ice40", "ICESTORM_LC"), ("ecp5", "TRELLIS_COMB"))
+    for family, resource in ((f.name, f.logic_resource) for f in FAMILIES.values())
 }
 
 
@@ -188,8 +189,9 @@ def _options(extent: int, limit: int, exact: bool = True) -> list[int]:
 
 
 def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, max_rows: int = 64,
-         max_cols: int = 64, device_name: str = "the device") -> Folding:
-    """Choose ``(rows, cols)`` per layer: widen the bottleneck layer while the estimate fits.
+         max_cols: int = 64, device_name: str = "the device", max_macs: int | None = None) -> Folding:
+    """Choose ``(rows, cols)`` per layer: widen the bottleneck layer while the estimate fits (and, with
+    ``max_macs``, while all arrays together have at most that many products, e.g. one DSP block each).
 
     Raises
     ------
@@ -231,6 +233,8 @@ def fold(shapes, model: CostModel, logic_capacity: int, bram_capacity: int, *, m
                 logic = sum(x.logic for x in folds) - f.logic + cand.logic
                 brams = sum(x.brams for x in folds) - f.brams + cand.brams
                 if logic > budget or brams > bram_capacity:
+                    continue
+                if max_macs is not None and sum(x.rows * x.cols for x in folds) - f.rows * f.cols + r * c > max_macs:
                     continue
                 gain = (f.cycles - cand.cycles) / max(1, cand.logic - f.logic)
                 if best is None or gain > best[0]:

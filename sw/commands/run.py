@@ -23,6 +23,7 @@ def add_arguments(p):
     p.add_argument("--data", required=True, help=".npz with inputs x and optional labels y")
     p.add_argument("--batch", type=int, default=8, help="inputs per INFER frame, at least 1 (capped by the build's "
                    "--max-batch; default 8)")
+    p.add_argument("--trace", metavar="FILE.vcd", help="with --sim: write the waveform of the board simulation")
     p.add_argument("--json", action="store_true")
 
 
@@ -35,24 +36,34 @@ def run(args):
     codes = model.quantize_input(x)
     ref = reference(model, codes).reshape(len(x), -1)
     flat = codes.reshape(len(x), -1)
+    say = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
+    if args.trace and not args.sim:
+        raise LowbitError("--trace needs --sim", "a waveform comes from the simulated board")
     if args.sim:
-        from ...hw.accel import AccelCore
-        from ...sim.board_sim import simulate_board
-        clk = settings["clock_hz"]
-        # The simulated board runs its UART at 4 clocks per bit (the fastest the UART allows).
-        core = AccelCore(model, settings["arrays"], clk, clk / 4, settings["max_batch"])
-        if not args.json:
-            sys.stderr.write(f"[lowbit] simulating {len(x)} inputs through the board RTL (UART at 4 clocks/bit)\n")
-        res = simulate_board(core, Path(args.build) / "sim", flat, batch=min(args.batch, settings["max_batch"]),
-                             clk_mhz=clk / 1e6)
+        from ..simulate import simulate_build
+        say(f"simulating {len(x)} inputs through the board as built (UART divisor {settings['divisor']})")
+        res = simulate_build(args.build, flat, batch=args.batch, progress=say, trace=args.trace)
         values, argmax = np.array(res["values"]), np.array(res["argmax"])
         counters, extra = res["counters"], {"wall_seconds": res["wall_seconds"], "sim_cycles": res["sim_cycles"],
-                                            "layers": list(res["identity"]["layers"])}
+                                            "layers": list(res["identity"]["layers"]),
+                                            "rom_source": res["rom_source"],
+                                            "link_bytes": {"sent": res["bytes_sent"], "received": res["bytes_received"]}}
+        if args.trace:
+            extra["trace"] = str(args.trace)
     else:
+        from ...hw.accel import architecture_hash
         from ..host import Device, SerialTransport
         device = Device(SerialTransport(args.port, settings["baud"]), timeout_s=2.0)
+        ident = device.identify()
+        expected = architecture_hash(model, settings["arrays"])
+        if ident.config_hash != expected:
+            from ..synth import BITSTREAM_SUFFIX
+            bitstream = Path(args.build) / f"top.{BITSTREAM_SUFFIX[settings['family']]}"
+            raise LowbitError(f"the board on {args.port} holds another design (architecture hash "
+                              f"{ident.config_hash:08x}, this build folder's is {expected:08x})",
+                              f"flash {bitstream} first")
         values, argmax = device.infer(flat, batch=args.batch)
-        counters, extra = device.read_counters(), {"layers": list(device.identify().layers)}
+        counters, extra = device.read_counters(), {"layers": list(ident.layers)}
     mismatches = int(np.sum(np.any(values != ref, axis=1)))
     last_batch = len(x) % args.batch or args.batch
     result = {"n": int(len(x)), "mismatches": mismatches, "bit_exact": mismatches == 0,

@@ -1,0 +1,62 @@
+"""Simulate a build folder: the core its record describes, with the ROMs its bitstream holds.
+
+``lowbit run --sim`` and ``lowbit demo`` both come here, so there is one way to check a build. The core
+is made by :func:`lowbit.sw.build.make_core` from ``build.json`` (arrays, clock, baud divisor, batch,
+timeouts, multiplier mapping, reweightable datapath and ROM padding), never from defaults; for a
+reweightable (or re-weighted) build its ROM contents are read back out of the final bitstream
+(:mod:`lowbit.sw.bitstream_roms`), so a patching bug shows as a mismatch. The UART runs at the built
+divisor, so the simulated link carries the bytes at the rate the board's does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .build import load_build, make_core
+from .errors import LowbitError
+
+__all__ = ["build_core", "simulate_build"]
+
+
+def build_core(build_dir, model=None, record=None, progress=lambda m: None):
+    """The board core of ``build_dir`` as built: ``(core, rom_source)`` where ``rom_source`` says where
+    the ROM contents came from (``"bitstream"`` or ``"model"``)."""
+    build_dir = Path(build_dir)
+    if model is None or record is None:
+        model, record = load_build(build_dir)
+    if not record["reweightable"]:
+        # The ROMs were initialised from this model's integers when the design was synthesised.
+        return make_core(model, record), "model"
+    from .bitstream_roms import read_roms, unpack_bitstream
+    from .reweight import random_contents, rom_init
+    from .synth import PLACED_SUFFIX
+    family = record["family"]
+    arrays = [tuple(a) for a in record["arrays"]]
+    placed = build_dir / f"top.random.{PLACED_SUFFIX[family]}"
+    if not placed.is_file():
+        raise LowbitError(f"{build_dir} has no {placed.name}, which a reweightable build keeps",
+                          "build it again with 'lowbit build ... --reweightable'")
+    progress("reading the ROM contents back out of the bitstream")
+    placeholder = random_contents(model, arrays, record["rom_seed"], record["rom_block"])
+    roms = read_roms(placed.read_text(), unpack_bitstream(build_dir, family), placeholder, family)
+    return make_core(model, record, rom_init(roms)), "bitstream"
+
+
+def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None, trace=None) -> dict:
+    """Send input ``codes`` (N, input_count) through the simulated board of ``build_dir`` (Verilator +
+    cocotb, the host driver on the other end of the UART pins); returns the board's ``values``,
+    ``argmax``, ``identity``, ``counters``, ``sim_cycles``, ``wall_seconds`` and ``rom_source``.
+    ``trace`` names a ``.vcd`` file to write the waveform of the whole run into."""
+    from ..sim.board_sim import simulate_board
+    build_dir = Path(build_dir)
+    model, record = load_build(build_dir)
+    if trace is not None and Path(trace).suffix != ".vcd":
+        raise LowbitError(f"--trace {trace}: the simulator writes VCD", "name the file *.vcd")
+    core, source = build_core(build_dir, model, record, progress)
+    codes = np.asarray(codes, dtype=np.int64).reshape(len(codes), -1)
+    res = simulate_board(core, build_dir / "sim", codes, batch=min(batch, record["max_batch"]),
+                         clk_mhz=record["clock_hz"] / 1e6, progress=progress, trace=trace)
+    res["rom_source"] = source
+    return res
