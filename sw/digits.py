@@ -56,6 +56,20 @@ class _Adam:
             p -= self.lr * (m / (1 - 0.9 ** self.t)) / (np.sqrt(v / (1 - 0.999 ** self.t)) + 1e-8)
 
 
+def small_blas():
+    """Context manager running BLAS single-threaded, if ``threadpoolctl`` is installed (else no-op).
+
+    The training and rounding loops multiply small matrices thousands of times; on a shared 2-core machine
+    OpenBLAS's thread hand-off makes each product several times slower than one thread computing it.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _softmax_grad(logits, y):
     p = np.exp(logits - logits.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)

@@ -7,7 +7,11 @@ the quantization MSE).
 
 :func:`quantize_net` is the PTQ pass: weights symmetric (per channel with ``per_channel``), activations
 calibrated on data, ReLU fused into the requantization clamp, int32 biases, fixed-point multipliers
-from :func:`lowbit.sw.arith.quantize_multiplier`. A network with 1-bit weights and activations becomes
+from :func:`lowbit.sw.arith.quantize_multiplier`. Two optional error-compensation steps run layer by layer
+on the calibration data, each layer seeing the *integer* outputs of the layers already quantized:
+``adaround`` chooses each weight's rounding direction (:mod:`lowbit.sw.adaround`), ``bias_correction``
+folds the mean pre-activation error per output channel into the integer bias. :func:`equalize_net`
+(cross-layer range equalisation) is a separate float-to-float pass to run before. A network with 1-bit weights and activations becomes
 a binary (XNOR-popcount) network whose hidden activations are sign thresholds. The last compute layer
 outputs exact integer logits (``acc + bias``) so argmax needs no requantization.
 """
@@ -21,10 +25,11 @@ import numpy as np
 from . import arith
 from .errors import LowbitError
 from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from .intref import run_layer
 from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 
 __all__ = ["CALIBRATIONS", "clip_range", "quantize_tensor", "quantize_net", "error_report", "LayerError",
-           "check_calibration_range", "CALIB_MAX_ABS", "CALIB_MIN_SPAN"]
+           "check_calibration_range", "CALIB_MAX_ABS", "CALIB_MIN_SPAN", "equalize_net", "compare_reports"]
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
 
@@ -136,8 +141,14 @@ def _weight_scale(w, bits, per_channel, method):
 
 
 def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int = 4, per_channel: bool = True,
-                 calib: str = "mse", input_bits: int | None = None) -> Model:
-    """Post-training quantization of ``net`` with calibration inputs ``calib_x`` (float, N x input_shape)."""
+                 calib: str = "mse", input_bits: int | None = None, bias_correction: bool = False,
+                 adaround: bool = False, seed: int = 0) -> Model:
+    """Post-training quantization of ``net`` with calibration inputs ``calib_x`` (float, N x input_shape).
+
+    ``bias_correction`` and ``adaround`` (seeded by ``seed``) compensate the quantization error of each
+    layer on ``calib_x``; both need integer (2 to 8-bit) weights: a binary network has no rounding to choose
+    and thresholds instead of biases, so it is refused with a hint to train it (``lowbit train``).
+    """
     for name, bits in (("weight", weight_bits), ("activation", act_bits)):
         if not isinstance(bits, int) or not 1 <= bits <= 8:
             raise LowbitError(f"{name} bit-width {bits!r} is not supported", "choose 1 to 8 bits")
@@ -147,6 +158,10 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
     if binary and not (weight_bits == 1 and act_bits == 1):
         raise LowbitError(f"{weight_bits}-bit weights with {act_bits}-bit activations are not supported",
                           "1-bit means a binary (±1) network: use --weight-bits 1 --act-bits 1")
+    if binary and (bias_correction or adaround):
+        raise LowbitError("bias correction and AdaRound apply to integer weights, not a binary (1-bit) network",
+                          "train the binary network instead: lowbit train MODEL --weight-bits 1 --act-bits 1")
+    compensate = bias_correction or adaround
     calib_x = np.asarray(calib_x, dtype=np.float64)
     if calib_x.ndim < 2 or calib_x.shape[0] == 0:
         raise LowbitError("calibration data is empty", "pass a few hundred representative inputs")
@@ -185,6 +200,8 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
 
     out_layers = []
     cur_q = in_q
+    # The integer codes the calibration inputs reach through the layers built so far (compensation only).
+    cur_codes = in_q.quantize(calib_x - meta.get("input_offset", 0.0)) if compensate else None
     i = 0
     while i < len(layers_f):
         layer = layers_f[i]
@@ -207,6 +224,19 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
                 w_q = QuantSpec(weight_bits, True, 0, tuple(s_w))
             acc_scale = s_in * s_w
             bias = np.clip(np.round(layer.bias / acc_scale), -(1 << 31), (1 << 31) - 1).astype(np.int64)
+            if compensate:
+                x_float = calib_x if i == 0 else float_outs[i - 1]
+                rows_q, rows_f = _layer_rows(layer, cur_codes, cur_q.zero_point, x_float)
+                if adaround:
+                    from .adaround import adaround_codes
+                    codes = adaround_codes(w.reshape(-1, n), s_w, weight_bits, rows_q * s_in, rows_f,
+                                           layer.bias, relu=fuse_relu, seed=seed + i).reshape(w.shape)
+                if bias_correction:
+                    # Mean error of the real pre-activation per output channel, in accumulator units.
+                    acc = rows_q @ codes.reshape(-1, n)
+                    err = (acc + bias) * acc_scale - (rows_f @ w.reshape(-1, n) + layer.bias)
+                    bias = np.clip(bias - np.round(err.mean(axis=0) / acc_scale), -(1 << 31),
+                                   (1 << 31) - 1).astype(np.int64)
             y_float = float_outs[i + 1] if fuse_relu else float_outs[i]
             kw = {}
             if i == last_compute:
@@ -231,6 +261,8 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
                 out_layers.append(Dense(codes, bias, w_q, out_q, rq))
             else:
                 out_layers.append(Conv2d(codes, bias, w_q, out_q, rq, tuple(layer.stride), tuple(layer.padding)))
+            if compensate:
+                cur_codes = run_layer(out_layers[-1], cur_codes, cur_q.zero_point)[0]
             cur_q = out_q if out_q is not None else cur_q
             i += 2 if fuse_relu else 1
             continue
@@ -243,12 +275,84 @@ def quantize_net(net: FloatNet, calib_x, *, weight_bits: int = 4, act_bits: int 
             out_layers.append(Flatten())
         else:
             raise LowbitError(f"layer {i}: {layer.kind} cannot be quantized")
+        if compensate:
+            cur_codes = run_layer(out_layers[-1], cur_codes, cur_q.zero_point)[0]
         i += 1
     # Layers after the last compute layer (e.g. a trailing ReLU on logits) have no integer meaning.
     model = Model(tuple(net.input_shape), in_q, out_layers, net.name,
                   {**meta, "weight_bits": weight_bits, "act_bits": act_bits, "per_channel": per_channel,
-                   "calib": calib})
+                   "calib": calib, **({"bias_correction": True} if bias_correction else {}),
+                   **({"adaround": True, "seed": seed} if adaround else {})})
     return model.validate()
+
+
+def _layer_rows(layer, codes, zero_point, x_float):
+    """The rows a Dense or Conv2d layer multiplies by its (K, N) weight matrix: ``(codes - zero point)``
+    of the integer input (int64) and the float input, im2col-unrolled for a convolution."""
+    if isinstance(layer, FDense):
+        return codes.reshape(len(codes), -1) - zero_point, np.asarray(x_float).reshape(len(x_float), -1)
+    kernel = layer.weight.shape[:2]
+    rows_q = arith.im2col(codes, kernel, layer.stride, layer.padding, pad_value=zero_point) - zero_point
+    return rows_q, _float_im2col(np.asarray(x_float, dtype=np.float64), kernel, layer.stride, layer.padding)
+
+
+def _float_im2col(x, kernel, stride, padding):
+    b, h, w, c = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = arith.conv2d_out_shape(h, w, kernel, stride, padding)
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    cols = np.empty((b, oh, ow, kh, kw, c))
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[:, :, :, ky, kx, :] = xp[:, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw, :]
+    return cols.reshape(b * oh * ow, kh * kw * c)
+
+
+def equalize_net(net: FloatNet, sweeps: int = 8) -> tuple[FloatNet, list]:
+    """Cross-layer range equalisation (Nagel et al., "Data-free quantization", 2019) of a ReLU network.
+
+    For each compute layer followed by ReLU (then optionally MaxPool2d and Flatten) and another compute
+    layer, output channel ``c`` of the first is divided by ``s_c`` and the weights that read channel ``c``
+    in the second multiplied by it, with ``s_c = sqrt(r1_c / r2_c)`` (``r`` the channels' weight ranges),
+    so both get the range ``sqrt(r1_c r2_c)``. ReLU and max pooling commute with a positive per-channel
+    scale, so the float function is unchanged (up to float rounding); per-tensor weight quantization then
+    wastes fewer levels on one wide channel. Repeated ``sweeps`` times for chains of more than two layers.
+
+    Returns ``(equalised net, channel_scale)``: ``channel_scale[i]`` (for each compute layer index ``i``
+    whose outputs were rescaled) holds ``s``: an equalised layer output times ``s`` is the original one.
+    """
+    import copy
+    layers = copy.deepcopy(net.layers)
+    pairs = []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, (FDense, FConv2d)) or i + 1 >= len(layers) or not isinstance(layers[i + 1], FReLU):
+            continue
+        j = i + 2
+        while j < len(layers) and isinstance(layers[j], (FMaxPool2d, FFlatten)):
+            j += 1
+        if j < len(layers) and isinstance(layers[j], (FDense, FConv2d)):
+            pairs.append((i, j))
+    scales = {i: np.ones(layers[i].weight.shape[-1]) for i, _ in pairs}
+    for _ in range(sweeps if pairs else 0):
+        for i, j in pairs:
+            first, second = layers[i], layers[j]
+            n = first.weight.shape[-1]
+            r1 = np.max(np.abs(first.weight.reshape(-1, n)), axis=0)
+            w2 = second.weight
+            # Which rows of the second layer read channel c: the Cin axis of a conv, or every n-th row of
+            # a Dense layer after a flattened (h, w, c) map (or exactly row c after a Dense layer).
+            rows = w2.reshape(-1, n, w2.shape[-1]) if isinstance(second, FDense) else \
+                np.moveaxis(w2, 2, -2).reshape(-1, n, w2.shape[-1])
+            r2 = np.max(np.abs(rows), axis=(0, 2))
+            s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.where(r2 > 0, r2, 1.0)), 1.0)
+            first.weight = first.weight / s
+            first.bias = first.bias / s
+            if isinstance(second, FDense):
+                second.weight = (rows * s[None, :, None]).reshape(w2.shape)
+            else:
+                second.weight = w2 * s[None, None, :, None]
+            scales[i] = scales[i] * s
+    return FloatNet(net.input_shape, layers, net.name), [scales.get(i) for i in range(len(layers))]
 
 
 @dataclass
@@ -264,9 +368,12 @@ class LayerError:
                 "sqnr_db": self.sqnr_db}
 
 
-def error_report(net: FloatNet, model: Model, x) -> list[LayerError]:
+def error_report(net: FloatNet, model: Model, x, channel_scale=None) -> list[LayerError]:
     """Per compute layer: the float layer output (after a fused ReLU) against the dequantized integer
-    output, on inputs ``x``: MSE, max abs error and SQNR in dB."""
+    output, on inputs ``x``: MSE, max abs error and SQNR in dB.
+
+    ``channel_scale`` (from :func:`equalize_net`) maps an equalised net's outputs back to the units of
+    the net it came from, so that ``net`` is the original and the errors compare with its report."""
     from .intref import run
     x = np.asarray(x, dtype=np.float64).reshape((len(x), *net.input_shape))
     float_outs = net.forward(x, intermediates=True)
@@ -278,12 +385,12 @@ def error_report(net: FloatNet, model: Model, x) -> list[LayerError]:
     while i < len(layers_f):
         if isinstance(layers_f[i], (FDense, FConv2d)):
             fuse = i + 1 < len(layers_f) and isinstance(layers_f[i + 1], FReLU)
-            f_idx.append(i + 1 if fuse else i)
+            f_idx.append((i, i + 1 if fuse else i))
             i += 2 if fuse else 1
         else:
             i += 1
     compute = [(j, t) for j, t in enumerate(trace) if isinstance(t[0], (Dense, Conv2d))]
-    for (j, (layer, y, acc)), fi in zip(compute, f_idx):
+    for (j, (layer, y, acc)), (ci, fi) in zip(compute, f_idx):
         ref = float_outs[fi]
         if layer.out_q is None:  # integer logits, in units of input scale x weight scale
             deq = y * np.asarray(layer.weight_q.scale) * _in_scale(model, j)
@@ -291,6 +398,8 @@ def error_report(net: FloatNet, model: Model, x) -> list[LayerError]:
             deq, ref = y.astype(np.float64), np.where(ref >= 0, 1.0, -1.0)
         else:
             deq = layer.out_q.dequantize(y)
+        if channel_scale is not None and channel_scale[ci] is not None:
+            deq = deq * channel_scale[ci]
         err = deq - ref
         mse = float(np.mean(err ** 2))
         sig = float(np.mean(ref ** 2))
@@ -305,3 +414,9 @@ def _in_scale(model, index):
         if isinstance(layer, (Dense, Conv2d)) and layer.out_q is not None:
             q = layer.out_q
     return q.scale[0]
+
+
+def compare_reports(before: list[LayerError], after: list[LayerError]) -> list[dict]:
+    """Per layer: MSE and SQNR before and after a compensation step (two :func:`error_report` lists)."""
+    return [{"layer": a.index, "kind": a.kind, "mse_before": b.mse, "mse_after": a.mse,
+             "sqnr_db_before": b.sqnr_db, "sqnr_db_after": a.sqnr_db} for b, a in zip(before, after)]
