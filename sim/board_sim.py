@@ -78,7 +78,8 @@ def write_board_verilog(core, path) -> None:
     Path(path).write_text(verilog.convert(BoardHarness(core, core.divisor), name="board"))
 
 
-def _run_bench(core, build_dir, bench: str, progress=None, trace=None, **job) -> dict:
+def _run_bench(core, build_dir, bench: str, progress=None, trace=None, extra_sources=(), build_args=(),
+               **job) -> dict:
     build_dir = Path(build_dir).resolve()   # the simulator runs in its own working directory
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "board.v"
@@ -94,14 +95,15 @@ def _run_bench(core, build_dir, bench: str, progress=None, trace=None, **job) ->
     sim_build = build_dir / ("sim_build_trace" if trace else "sim_build")
     t0 = time.monotonic()
     with _watch(status, progress, t0):
-        tests, failed = cocotb_run([src], "board", f"lowbit.sim.{bench}", sim_build, waves=trace is not None,
+        tests, failed = cocotb_run([src, *extra_sources], "board", f"lowbit.sim.{bench}", sim_build,
+                                   waves=trace is not None, build_args=build_args,
                                    extra_env={"LOWBIT_JOB": str(job_file), "LOWBIT_RESULT": str(result),
                                               "LOWBIT_PROGRESS": str(status)})
     wall = time.monotonic() - t0
     if trace is not None and (sim_build / "dump.vcd").exists():
         shutil.move(str(sim_build / "dump.vcd"), str(trace))
     if failed or not result.exists():
-        log = build_dir / "sim_build" / "sim.log"
+        log = sim_build / "sim.log"
         raise LowbitError(f"the board simulation failed ({failed} of {tests} tests)", f"see {log}")
     out = json.loads(result.read_text())
     out["wall_seconds"] = round(wall, 2)
@@ -139,12 +141,14 @@ def _watch(status: Path, progress, t0: float, every: float = 2.0):
 
 
 def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0, progress=None,
-                   trace=None) -> dict:
+                   trace=None, extra_sources=(), build_args=(), settle_cycles: int = 3) -> dict:
     """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
     simulated cycles and wall time. ``progress(message)`` hears how far it got; ``trace`` names a VCD
-    file for the waveform (a separate Verilator build with tracing)."""
-    return _run_bench(core, build_dir, "tb_board", progress=progress, trace=trace,
-                      codes=np.asarray(codes, dtype=np.int64), batch=batch, clk_mhz=clk_mhz)
+    file for the waveform (a separate Verilator build with tracing). ``extra_sources`` are Verilog files
+    the core needs (a gate-level netlist and its cell models), built with ``build_args``."""
+    return _run_bench(core, build_dir, "tb_board", progress=progress, trace=trace, extra_sources=extra_sources,
+                      build_args=build_args, codes=np.asarray(codes, dtype=np.int64), batch=batch,
+                      clk_mhz=clk_mhz, settle_cycles=settle_cycles)
 
 
 def inject_faults(core, build_dir, codes, reference, count: int, seed: int = 0, clk_mhz: float = 12.0) -> dict:

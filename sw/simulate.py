@@ -44,19 +44,38 @@ def build_core(build_dir, model=None, record=None, progress=lambda m: None):
     return make_core(model, record, rom_init(roms)), "bitstream"
 
 
-def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None, trace=None) -> dict:
+def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None, trace=None,
+                   netlist: bool = False) -> dict:
     """Send input ``codes`` (N, input_count) through the simulated board of ``build_dir`` (Verilator +
     cocotb, the host driver on the other end of the UART pins); returns the board's ``values``,
     ``argmax``, ``identity``, ``counters``, ``sim_cycles``, ``wall_seconds`` and ``rom_source``.
-    ``trace`` names a ``.vcd`` file to write the waveform of the whole run into."""
+    ``trace`` names a ``.vcd`` file to write the waveform of the whole run into. ``netlist`` simulates the
+    gate-level netlist Yosys wrote for the bitstream instead of the RTL (iCE40 builds, ROMs as
+    synthesised, so not for reweightable builds, whose netlist holds placeholder ROMs)."""
     from ..sim.board_sim import simulate_board
     build_dir = Path(build_dir)
     model, record = load_build(build_dir)
     if trace is not None and Path(trace).suffix != ".vcd":
         raise LowbitError(f"--trace {trace}: the simulator writes VCD", "name the file *.vcd")
-    core, source = build_core(build_dir, model, record, progress)
     codes = np.asarray(codes, dtype=np.int64).reshape(len(codes), -1)
-    res = simulate_board(core, build_dir / "sim", codes, batch=min(batch, record["max_batch"]),
-                         clk_mhz=record["clock_hz"] / 1e6, progress=progress, trace=trace)
+    job = dict(batch=min(batch, record["max_batch"]), clk_mhz=record["clock_hz"] / 1e6, progress=progress,
+               trace=trace)
+    if netlist:
+        from ..sim.netlist_sim import NetlistCore, netlist_sources
+        if record["family"] != "ice40":
+            raise LowbitError(f"--netlist is implemented for iCE40 builds, this one is {record['family']}",
+                              "simulate the RTL with --sim alone")
+        if record["reweightable"]:
+            raise LowbitError("the netlist of a reweightable build holds its placeholder ROMs, not the weights",
+                              "check a reweightable build with --sim (ROMs read from its bitstream)")
+        progress("simulating the gate-level netlist Yosys wrote for the bitstream (cell models from Yosys)")
+        sources = netlist_sources(build_dir, build_dir / "sim_netlist")
+        res = simulate_board(NetlistCore(record["divisor"]), build_dir / "sim_netlist", codes,
+                             extra_sources=sources, build_args=("-DNO_ICE40_DEFAULT_ASSIGNMENTS", "-Wno-fatal"),
+                             settle_cycles=2000, **job)
+        res["rom_source"] = "netlist"
+        return res
+    core, source = build_core(build_dir, model, record, progress)
+    res = simulate_board(core, build_dir / "sim", codes, **job)
     res["rom_source"] = source
     return res

@@ -202,6 +202,8 @@ def yosys_script(verilog_files, top: str, dev: Device, json_out: Path, mult: str
         lines.append(f"synth_ice40 -top {top}" + (" -dsp" if mult == "dsp" else "") + f" -json {json_out.as_posix()}")
     else:
         lines.append(f"synth_ecp5 -top {top}" + (" -nodsp" if mult == "lut" else "") + f" -json {json_out.as_posix()}")
+    # The same netlist as Verilog, for the gate-level check (lowbit run --sim --netlist).
+    lines.append(f"write_verilog -noattr {top}_netlist.v")
     lines.append("tee -q -o cells.json stat -json")
     return "\n".join(lines) + "\n"
 

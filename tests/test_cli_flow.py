@@ -68,3 +68,23 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     assert report["bound"] == "link" and 500 < link["inferences_per_s"] < 2000     # 1 Mbaud, 64 inputs
     # On iCE40 the requantizers' multipliers go to SB_MAC16 when the arrays need none.
     assert report["requant_dsp"] and report["utilization"]["ICESTORM_DSP"]["used"] > 0
+    # The gate-level netlist Yosys wrote for this bitstream agrees too (8 inputs: it is slow).
+    code, out, err = cli("run", str(files / "b"), "--sim", "--netlist", "--limit", "8", "--data",
+                         str(files / "test.npz"), "--json")
+    assert code == 0, err
+    gate = json.loads(out)
+    assert gate["simulation"] == "netlist" and gate["rom_source"] == "netlist"
+    assert gate["n"] == 8 and gate["mismatches"] == 0 and gate["sim_inputs_per_s"] > 0
+    # --trace writes the waveform of the board simulation (same build, 2 inputs).
+    tmp_path = files / "trace"
+    tmp_path.mkdir()
+    with np.load(files / "test.npz") as z:
+        np.savez(tmp_path / "two.npz", x=z["x"][:2])
+    code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"),
+                         "--trace", str(tmp_path / "run.vcd"), "--json")
+    assert code == 0, err
+    text = (tmp_path / "run.vcd").read_text(errors="replace")
+    assert "$enddefinitions" in text and " rx " in text and " tx " in text
+    code, _, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"), "--trace",
+                       str(tmp_path / "run.fst"))
+    assert code == 2 and "writes VCD" in err

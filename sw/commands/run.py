@@ -13,6 +13,8 @@ from ..loaders import load_data
 
 NAME = "run"
 HELP = "run a data set through a built board (--port) or its RTL simulation (--sim), compare with the reference"
+#: Inputs a gate-level run takes by default (it runs about 20 times slower than the RTL).
+NETLIST_LIMIT = 32
 
 
 def add_arguments(p):
@@ -24,6 +26,11 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=8, help="inputs per INFER frame, at least 1 (capped by the build's "
                    "--max-batch; default 8)")
     p.add_argument("--trace", metavar="FILE.vcd", help="with --sim: write the waveform of the board simulation")
+    p.add_argument("--netlist", action="store_true",
+                   help="with --sim: simulate the gate-level netlist Yosys wrote for the bitstream (iCE40), "
+                        "on the first --limit inputs")
+    p.add_argument("--limit", type=int, default=None,
+                   help=f"run only the first N inputs (default: all; {NETLIST_LIMIT} with --netlist)")
     p.add_argument("--json", action="store_true")
 
 
@@ -31,8 +38,15 @@ def run(args):
     if args.batch < 1:
         raise LowbitError(f"--batch {args.batch} must be at least 1",
                           "inputs per INFER frame; the build's --max-batch caps it")
+    if args.limit is not None and args.limit < 1:
+        raise LowbitError(f"--limit {args.limit} must be at least 1", "the number of inputs to run")
+    if args.netlist and not args.sim:
+        raise LowbitError("--netlist needs --sim", "the netlist runs in the simulator")
     model, settings = load_build(args.build)
     x, y = load_data(args.data)
+    limit = args.limit or (NETLIST_LIMIT if args.netlist else None)
+    if limit is not None:
+        x, y = x[:limit], (None if y is None else y[:limit])
     codes = model.quantize_input(x)
     ref = reference(model, codes).reshape(len(x), -1)
     flat = codes.reshape(len(x), -1)
@@ -41,13 +55,18 @@ def run(args):
         raise LowbitError("--trace needs --sim", "a waveform comes from the simulated board")
     if args.sim:
         from ..simulate import simulate_build
-        say(f"simulating {len(x)} inputs through the board as built (UART divisor {settings['divisor']})")
-        res = simulate_build(args.build, flat, batch=args.batch, progress=say, trace=args.trace)
+        say(f"simulating {len(x)} inputs through the board as built ({'gate-level netlist' if args.netlist else 'RTL'}"
+            f", UART divisor {settings['divisor']})")
+        res = simulate_build(args.build, flat, batch=args.batch, progress=say, trace=args.trace,
+                             netlist=args.netlist)
         values, argmax = np.array(res["values"]), np.array(res["argmax"])
         counters, extra = res["counters"], {"wall_seconds": res["wall_seconds"], "sim_cycles": res["sim_cycles"],
                                             "layers": list(res["identity"]["layers"]),
                                             "rom_source": res["rom_source"],
                                             "link_bytes": {"sent": res["bytes_sent"], "received": res["bytes_received"]}}
+        extra["simulation"] = "netlist" if args.netlist else "rtl"
+        extra["sim_run_seconds"] = round(res["run_seconds"], 2)
+        extra["sim_inputs_per_s"] = round(len(x) / max(res["run_seconds"], 1e-9), 2)
         if args.trace:
             extra["trace"] = str(args.trace)
     else:
