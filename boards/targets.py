@@ -90,8 +90,7 @@ def board_device(platform) -> Device:
                           "Yosys/nextpnr flow in lowbit", "choose an iCE40 or ECP5 board")
     known = DEVICES.get(_KNOWN_PARTS.get(platform.device, ""))
     capacity = dict(known.capacity) if known else {}
-    lut = known.lut_resource if known else ("ICESTORM_LC" if fam == "ice40" else "TRELLIS_COMB")
-    return Device(known.name if known else _normalise(platform.device), fam, args, capacity, lut)
+    return Device(known.name if known else _normalise(platform.device), fam, args, capacity)
 
 
 class BoardTop(Elaboratable):

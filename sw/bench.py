@@ -39,9 +39,7 @@ def synth_core(make_core, device_name: str, outdir, *, clock_mhz: float = 12.0, 
     (wrapped / f"{name}.v").write_text(verilog.convert(SerialWrapper(core), name=name))
     result = implement([wrapped / f"{name}.v"], name, dev, wrapped, clock_mhz=clock_mhz, mult=mult,
                        pack=False, progress=progress, timing_allow_fail=True)
-    res = dev.lut_resource
-    dsp = "ICESTORM_DSP" if dev.family == "ice40" else "MULT18X18D"
-    bram = "ICESTORM_RAM" if dev.family == "ice40" else "DP16KD"
+    res, dsp, bram = dev.logic_resource, dev.dsp_resource, dev.bram_resource
     total = result.utilization[res]["used"]
     return {
         "device": dev.name, "logic_resource": res, "logic": max(0, total - wrapper), "logic_total": total,

@@ -70,7 +70,8 @@ def _pnr_check(workdir: Path) -> Check:
                            progress=lambda msg: None)
     except LowbitError as exc:
         return Check("ice40 up5k flow", False, exc.message, exc.hint or f"reinstall {TOOLS['yosys'].package} and {TOOLS['nextpnr-ice40'].package}")
-    lcs = result.utilization["ICESTORM_LC"]["used"]
+    from .synth import device
+    lcs = result.utilization[device("ice40-up5k").logic_resource]["used"]
     ok = result.bitstream is not None and result.bitstream.exists() and result.timing_met
     return Check("ice40 up5k flow", ok, f"synthesised, placed and packed a 16-bit counter: {lcs} LCs, "
                  f"Fmax {result.fmax_mhz:.1f} MHz, {time.monotonic() - t0:.1f} s",

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["lowbit.sw.rom", "lowbit.sw.arith"]
+MODULES = ["lowbit.sw.rom", "lowbit.sw.arith", "lowbit.sw.frames"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -20,7 +20,10 @@ from lowbit.sw.posttrain import quantize_net
 def board():
     xtr, ytr, xte, _ = digits_split()
     model = quantize_net(train_mlp(xtr, ytr), xtr)
-    core = AccelCore(model, [(16, 1), (2, 1)], 12e6, 3e6)
+    from lowbit.sw.build import fold_model
+    from lowbit.sw.synth import device
+    arrays = [(f.rows, f.cols) for f in fold_model(model, device("ice40-up5k")).layers]    # as built
+    core = AccelCore(model, arrays, 12e6, 3e6)
     codes = model.quantize_input(xte[:1])
     return core, codes.reshape(-1), run(model, codes)[0]
 

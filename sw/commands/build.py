@@ -3,6 +3,8 @@
 import math
 import sys
 
+from ...hw.dense import LOGIT_BITS
+from .. import frames
 from ..build import DEFAULT_BAUD, MAX_BATCH, MAX_BAUD, build, summary_text
 from ..cli import emit
 from ..errors import LowbitError
@@ -58,8 +60,10 @@ def run(args):
     # Refused now, not when the finished build is renamed into place after minutes of synthesis.
     check_output_path(args.output, folder=True)
     model = load_model(args.model)
-    # A frame carries a batch of inputs (one byte a code) and its answer (at most 4 bytes a value + argmax).
-    per_input = max(math.prod(model.input_shape), 4 * math.prod(model.output_shape) + 1)
+    # A frame carries a batch of inputs (one byte a code) and its answer (values of at most LOGIT_BITS
+    # and the argmax).
+    per_input = max(math.prod(model.input_shape),
+                    frames.value_bytes(LOGIT_BITS) * math.prod(model.output_shape) + frames.ARGMAX_BYTES)
     if args.max_batch * per_input > MAX_FRAME_PAYLOAD:
         most = max(1, MAX_FRAME_PAYLOAD // per_input)
         raise LowbitError(f"--max-batch {args.max_batch} inputs of this model do not fit one frame "
