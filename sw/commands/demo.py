@@ -55,7 +55,8 @@ def run(args):
     from ..synth import family_of_utilization
     lut = family_of_utilization(report["utilization"]).logic_resource
     result = {
-        "model": args.model, "bits": args.bits, "board": args.board, "n": int(len(xte)),
+        "model": args.model, "bits": args.bits, "board": args.board, "n": int(len(xte)), "arrays": report["arrays"],
+        "dsp_used": report["utilization"].get(family_of_utilization(report["utilization"]).dsp_resource, {}).get("used", 0),
         "float_accuracy": float_acc, "reference_accuracy": ref_acc, "hardware_accuracy": hw_acc,
         "mismatches": mismatches, "bit_exact": mismatches == 0,
         "cycles_per_inference": report["cycles_per_inference"], "utilization_pe": report["utilization_pe"],
