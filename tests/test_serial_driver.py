@@ -107,3 +107,48 @@ def test_a_counters_reply_of_the_wrong_length_is_refused(digits):
 def test_missing_port_is_a_clear_error():
     with pytest.raises(LowbitError, match="cannot open serial port /dev/nonexistent-lowbit"):
         SerialTransport("/dev/nonexistent-lowbit", 115200)
+
+
+def _build_folder(tmp_path, model, arrays):
+    import json
+    folder = tmp_path / "build"
+    folder.mkdir()
+    model.save(folder / "model.lbm")
+    (folder / "build.json").write_text(json.dumps({
+        "board": "icebreaker", "family": "ice40", "arrays": [list(a) for a in arrays], "clock_hz": 12e6,
+        "baud": 1_000_000, "max_batch": 8, "timeout_bytes": 32, "reweightable": False, "rom_seed": 1,
+        "rom_block": None, "mult": "lut", "requant_dsp": True, "pll": False, "divisor": 12}))
+    return folder
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_run_port_checks_the_boards_identity_against_the_build(digits, tmp_path, cli, same):
+    """lowbit run --port: a board that answers IDENTIFY with this build's hash runs the data set; one
+    that holds another design is refused before any input is sent."""
+    import json
+    model, identity, xte = digits
+    arrays = [(l["rows"], l["cols"]) for l in identity.layers]
+    folder = _build_folder(tmp_path, model, arrays)
+    np.savez(tmp_path / "d.npz", x=xte[:16])
+    board_model = model
+    if not same:
+        xtr, ytr, _, _ = digits_split()
+        board_model = quantize_net(train_mlp(xtr, ytr, hidden=16, epochs=2), xtr)
+    board_identity = identity_for(board_model, arrays if same else [(4, 1), (2, 1)], max_batch=8)
+
+    master, slave = os.openpty()
+    stop = threading.Event()
+    board = threading.Thread(target=software_board, args=(master, board_model, board_identity, stop), daemon=True)
+    board.start()
+    try:
+        code, out, err = cli("run", str(folder), "--port", os.ttyname(slave), "--data", str(tmp_path / "d.npz"),
+                             "--json")
+    finally:
+        stop.set()
+        os.close(slave)
+        os.close(master)
+    if same:
+        assert code == 0, err
+        assert json.loads(out)["mismatches"] == 0 and json.loads(out)["n"] == 16
+    else:
+        assert code == 2 and "holds another design (architecture hash" in err
