@@ -21,7 +21,9 @@ scales are learned as LSQ does (Esser et al., 2020; in log domain) or stay calib
 Binary networks (``weight_bits = act_bits = 1``) follow the FINN/BNN recipe: latent real weights in
 ``[-1, 1]`` whose signs are the ±1 weights, hidden outputs ``sign(acc + t)`` with integer thresholds
 ``t`` (STE inside a learned window per channel), inputs binarized around the mean of the training inputs.
-A binary network keeps only the float net's topology: its latent weights start random.
+A binary network keeps only the float net's topology: its latent weights start random, and by default
+it learns the float net's softmax on inputs with Gaussian noise added before binarization
+(``distill``, ``input_noise`` of :func:`train_qat`).
 
 NumPy only, Adam, mini-batches from a seeded generator: the same inputs and seed give the same model.
 """
@@ -291,7 +293,11 @@ class QATNet:
         logits = codes.reshape(len(codes), -1)
         return (logits, cache) if train else logits
 
-    def loss_and_grads(self, x, y):
+    def loss_and_grads(self, x, y, soft=None, distill: float = 0.0):
+        """Cross-entropy of the quantized network's real logits and the gradients of :meth:`params`.
+
+        With ``soft`` (teacher probabilities, one row per input) the target is
+        ``(1 - distill) * onehot(y) + distill * soft`` (knowledge distillation at temperature 1)."""
         logits, cache = self.forward(x, train=True)
         # The real logits: integer logits times their unit (binary: a fixed temperature).
         op, _, _, _, sw, s_in = cache[-1][:6]
@@ -299,9 +305,12 @@ class QATNet:
         z = logits * unit
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
-        loss = float(-np.mean(np.log(np.maximum(p[np.arange(len(y)), y], 1e-30))))
-        p[np.arange(len(y)), y] -= 1
-        g = p / len(y)                              # gradient on the real logits
+        target = np.zeros_like(p)
+        target[np.arange(len(y)), y] = 1.0
+        if soft is not None and distill:
+            target = (1 - distill) * target + distill * np.asarray(soft, dtype=np.float64)
+        loss = float(-np.mean(np.sum(target * np.log(np.maximum(p, 1e-30)), axis=1)))
+        g = (p - target) / len(y)                   # gradient on the real logits
         grads = {}
         for entry in reversed(cache):
             tag = entry[0]
@@ -489,11 +498,21 @@ def _accuracy(qnet, x, y):
 
 def train_qat(net: FloatNet, x, y, *, weight_bits: int, act_bits: int, epochs: int = 30, lr: float | None = None,
               seed: int = 0, batch: int = 64, per_channel: bool = True, scales: str = "learned",
-              input_bits: int | None = None, input_offset: float | None = None, val=None, log=None) -> QATResult:
+              input_bits: int | None = None, input_offset: float | None = None, val=None, log=None,
+              distill: float | None = None, input_noise: float | None = None) -> QATResult:
     """Quantization-aware fine-tuning of ``net`` on inputs ``x`` and integer labels ``y``.
 
     ``lr`` (the start of a cosine decay over the epochs) defaults to 1e-3 (integer) or 3e-2 (binary;
-    latent weights live in [-1, 1]). With ``val`` =
+    latent weights live in [-1, 1]).
+
+    ``distill`` (0 to 1) mixes the float ``net``'s own softmax on each batch into the one-hot target
+    (knowledge distillation, temperature 1); ``input_noise`` adds Gaussian noise of that standard
+    deviation (in input units, clipped to the training inputs' range) to each batch before it is
+    quantized, the teacher labelling the noisy inputs. Both default to off for integer networks and
+    to ``distill=1``, ``input_noise=0.1`` for binary ones: on the digits MLP at 1/1 (64-32-10, 300
+    epochs) they raise the validation accuracy (last 200 training images held out, 6 seeds) from 87.9 %
+    to 89.9 % (test split, trained on all of it: 92.22 % at seed 0), as the noisy binarized inputs near the threshold teach the ±1 network where the float
+    one draws its boundaries. With ``val`` =
     ``(x_val, y_val)`` the epoch with the best validation accuracy of the quantized forward is exported,
     else the last. ``log`` is a callable for progress lines (the CLI passes one writing to stderr).
     Returns a :class:`QATResult`; its ``model`` validates and the integer reference executes it.
@@ -516,6 +535,14 @@ def train_qat(net: FloatNet, x, y, *, weight_bits: int, act_bits: int, epochs: i
     if val is not None:
         val = (np.asarray(val[0]), _labels(val[1], len(val[0]), "validation"))
     lr = lr if lr is not None else (3e-2 if qnet.binary else 1e-3)
+    distill = float(distill if distill is not None else (1.0 if qnet.binary else 0.0))
+    input_noise = float(input_noise if input_noise is not None else (0.1 if qnet.binary else 0.0))
+    if not 0 <= distill <= 1:
+        raise LowbitError(f"distillation weight {distill!r} must be between 0 and 1", "e.g. 1 (all soft targets)")
+    if not (np.isfinite(input_noise) and input_noise >= 0):
+        raise LowbitError(f"input noise {input_noise!r} must be a non-negative standard deviation", "e.g. 0.1")
+    x_lo, x_hi = float(np.min(x)), float(np.max(x))
+    noise_rng = np.random.default_rng([seed, 1])          # apart from the batch order: off changes nothing
     params = qnet.params()
     learned = [p for p in params if scales == "learned" or not _is_scale(qnet, p)]
     opt = _Adam(learned, lr)
@@ -528,7 +555,11 @@ def train_qat(net: FloatNet, x, y, *, weight_bits: int, act_bits: int, epochs: i
             losses = []
             for s in range(0, len(x), batch):
                 idx = order[s:s + batch]
-                loss, grads = qnet.loss_and_grads(x[idx], y[idx])
+                xb = x[idx]
+                if input_noise:
+                    xb = np.clip(xb + noise_rng.normal(0, input_noise, xb.shape), x_lo, x_hi)
+                soft = _softmax(net.forward(np.asarray(xb, dtype=np.float64))) if distill else None
+                loss, grads = qnet.loss_and_grads(xb, y[idx], soft, distill)
                 by_id = {id(p): g for p, g in zip(params, grads)}
                 opt.step([by_id[id(p)] for p in learned])
                 qnet.clamp()
@@ -546,8 +577,14 @@ def train_qat(net: FloatNet, x, y, *, weight_bits: int, act_bits: int, epochs: i
         for p, v in zip(params, best_state):
             p[...] = v
     model = qnet.export()
-    model.meta.update(epochs=epochs, seed=seed, lr=lr, scales=scales)
+    model.meta.update(epochs=epochs, seed=seed, lr=lr, scales=scales, distill=distill, input_noise=input_noise)
     return QATResult(model, qnet, history, time.perf_counter() - start)
+
+
+def _softmax(z):
+    z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def _is_scale(qnet, p):

@@ -33,7 +33,7 @@ COLUMNS = (
     ("qat2", "2/2 QAT", lambda n, x, y, e: train_qat(n, x, y, weight_bits=2, act_bits=2, epochs=e(60),
                                                      lr=3e-3)),
     ("ptq1", "1/1 PTQ", lambda n, x, y, e: quantize_net(n, x, weight_bits=1, act_bits=1)),
-    ("qat1", "1/1 QAT", lambda n, x, y, e: train_qat(n, x, y, weight_bits=1, act_bits=1, epochs=e(100))),
+    ("qat1", "1/1 QAT", lambda n, x, y, e: train_qat(n, x, y, weight_bits=1, act_bits=1, epochs=e(300))),
 )
 
 

@@ -28,6 +28,10 @@ def add_arguments(p):
     p.add_argument("--lr", type=float, help="Adam learning rate at the start of the cosine decay "
                                             "(default 1e-3, binary 3e-2)")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--distill", type=float, help="weight 0 to 1 of the float model's softmax in the target "
+                                                "(knowledge distillation; default 0, binary 1)")
+    p.add_argument("--input-noise", type=float, help="std of Gaussian noise added to each batch's inputs before "
+                                                     "quantization (default 0, binary 0.1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="output .lbm file")
     p.add_argument("--json", action="store_true")
@@ -52,7 +56,8 @@ def run(args):
     stderr_log(f"training {args.weight_bits}/{args.act_bits} for {args.epochs} epochs on {len(x)} inputs")
     result = train_qat(net, x, y, weight_bits=args.weight_bits, act_bits=args.act_bits, epochs=args.epochs,
                        lr=args.lr, seed=args.seed, batch=args.batch, per_channel=not args.per_tensor,
-                       scales=args.scales, val=val, log=stderr_log)
+                       scales=args.scales, val=val, log=stderr_log, distill=args.distill,
+                       input_noise=args.input_noise)
     result.model.save(args.output)
     train_acc = float((result.net.predict_logits(x).argmax(axis=1) == y).mean())
     out = {"output": args.output, "weight_bits": args.weight_bits, "act_bits": args.act_bits,
