@@ -26,7 +26,7 @@ from amaranth.lib import io
 from ..sw.errors import LowbitError
 from ..sw.synth import DEVICES, Device, implement
 
-__all__ = ["board_names", "platform_class", "board_device", "board_clock", "BoardTop", "prepare_board",
+__all__ = ["platform_class", "board_device", "board_clock", "BoardTop", "prepare_board",
            "build_board"]
 
 # Capacity tables of the parts lowbit knows (keys: Amaranth's device names).
@@ -53,11 +53,6 @@ def _all_platforms() -> dict:
                     and getattr(cls, "device", None) and getattr(cls, "resources", None):
                 found.setdefault(_normalise(attr[:-len("Platform")]), cls)
     return found
-
-
-def board_names() -> list[str]:
-    """Normalised names of every amaranth-boards platform (not all have a UART or an open flow)."""
-    return sorted(_all_platforms())
 
 
 def platform_class(board: str):

@@ -22,7 +22,7 @@ from ..sw.errors import LowbitError
 from .board_harness import BoardHarness
 from .verilator import cocotb_run
 
-__all__ = ["CocotbTransport", "write_board_verilog", "simulate_board", "inject_faults"]
+__all__ = ["CocotbTransport", "simulate_board", "inject_faults"]
 
 
 class CocotbTransport:
@@ -72,10 +72,6 @@ class CocotbTransport:
         dut.h_r_en.value = 0
         self.bytes_received += len(out)
         return bytes(out)
-
-
-def write_board_verilog(core, path) -> None:
-    Path(path).write_text(verilog.convert(BoardHarness(core, core.divisor), name="board"))
 
 
 def _run_bench(core, build_dir, bench: str, progress=None, trace=None, extra_sources=(), build_args=(),

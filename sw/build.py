@@ -24,8 +24,9 @@ from .errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
 from .model import Conv2d, Dense, Model
 from .outputs import atomic_dir
+from .rom import hex_text, rom_images
 
-__all__ = ["layer_shapes", "fold_model", "measure_cycles", "rom_images", "build", "load_build", "check_build_record",
+__all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "load_build", "check_build_record",
            "make_core", "CORE_FIELDS", "requant_dsp_tiles", "default_requant_dsp",
            "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH"]
 
@@ -182,37 +183,6 @@ def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = Fals
             "mac_cycles_per_inference": marks["mac"] / samples}
 
 
-def rom_images(core) -> dict[str, list[int]]:
-    """Contents of every weight and parameter ROM of an AccelCore, by a stable name."""
-    from ..hw.dense import DenseEngine
-    from ..hw.network import plan_network
-    images = {}
-    for plan in plan_network(core.model, core.arrays):
-        if plan.kind == "engine":
-            engine = DenseEngine(plan.config, plan.params)
-            images[f"layer{plan.layer_index}_weights"] = engine.weight_words()
-            images[f"layer{plan.layer_index}_params"] = engine.param_words()
-            engine._MustUse__silence = True
-    return images
-
-
-def _write_roms(core, folder: Path):
-    folder.mkdir()
-    from ..hw.network import plan_network
-    widths = {}
-    for plan in plan_network(core.model, core.arrays):
-        if plan.kind == "engine":
-            from ..hw.dense import DenseEngine
-            e = DenseEngine(plan.config, plan.params)
-            e._MustUse__silence = True
-            widths[f"layer{plan.layer_index}_weights"] = plan.config.weight_word_bits if not plan.config.binary \
-                else plan.config.rows * plan.config.cols
-            widths[f"layer{plan.layer_index}_params"] = sum(b for _, b in e.param_fields())
-    for name, words in rom_images(core).items():
-        digits = max(1, (widths[name] + 3) // 4)
-        (folder / f"{name}.hex").write_text("".join(f"{w:0{digits}x}\n" for w in words))
-
-
 def check_reweightable(model: Model, arrays) -> None:
     """The value-dependent limits a reweightable build cannot adapt to (LowbitError otherwise)."""
     from ..hw.dense import DenseEngine
@@ -279,12 +249,10 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     with atomic_dir(outdir) as tmp:
         model.save(tmp / "model.lbm")
         (tmp / "core.v").write_text(verilog.convert(make_core(model, record, placeholder_init), name="lowbit_core"))
-        if reweightable:
-            (tmp / "roms").mkdir()
-            for name, (width, words) in real.items():
-                (tmp / "roms" / f"{name}.hex").write_text("".join(f"{w:0{width // 4}x}\n" for w in words))
-        else:
-            _write_roms(core, tmp / "roms")
+        (tmp / "roms").mkdir()
+        images = real if reweightable else rom_images(model, arrays)
+        for name, (width, words) in images.items():
+            (tmp / "roms" / f"{name}.hex").write_text(hex_text(width, words))
         try:
             result = build_board(board, core_factory, tmp, progress=progress, seed=seed, pack=not reweightable,
                                  clock_mhz=clock_mhz, mult="dsp" if requant_dsp else "lut")

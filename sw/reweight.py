@@ -45,25 +45,11 @@ def rom_block_for(family: str) -> int:
     return ROM_BLOCK[family]
 
 
-def _engines(model, arrays, rom_block, **kw):
-    from ..hw.dense import DenseEngine
-    from ..hw.network import plan_network
-    for plan in plan_network(model, arrays):
-        if plan.kind == "engine":
-            engine = DenseEngine(plan.config, plan.params, reweightable=True, rom_block=rom_block, **kw)
-            engine._MustUse__silence = True
-            yield f"layer{plan.layer_index}", engine
-
-
 def rom_contents(model, arrays, rom_block: int = 256) -> dict:
-    """``{"layer{i}_weights" | "layer{i}_params": (width, [words padded to the ROM depth])}``."""
-    out = {}
-    for name, engine in _engines(model, arrays, rom_block):
-        geo = engine.rom_geometry()
-        for kind, words in (("weights", engine.weight_words()), ("params", engine.param_words())):
-            width, depth = geo[kind]
-            out[f"{name}_{kind}"] = (width, list(words) + [0] * (depth - len(words)))
-    return out
+    """``{"layer{i}_weights" | "layer{i}_params": (width, [words padded to the ROM depth])}`` of a
+    reweightable build (:func:`lowbit.sw.rom.rom_images`)."""
+    from .rom import rom_images
+    return rom_images(model, arrays, reweightable=True, rom_block=rom_block)
 
 
 def random_contents(model, arrays, seed: int = 1, rom_block: int = 256) -> dict:
@@ -86,8 +72,8 @@ def rom_init(contents: dict) -> dict:
 
 
 def _hex(width, words) -> str:
-    digits = width // 4
-    return "".join(f"{w:0{digits}x}\n" for w in words)
+    from .rom import hex_text
+    return hex_text(width, words)
 
 
 def _patch_each_rom(folder: Path, src: str, dst: str, old: dict, new: dict, suffix: str, patch_one) -> None:

@@ -28,7 +28,8 @@ import numpy as np
 
 from .arith import binary_decode, binary_encode
 
-__all__ = ["pack_weights", "unpack_weights", "pack_chunks", "unpack_chunks", "pack_fields", "unpack_fields"]
+__all__ = ["pack_weights", "unpack_weights", "pack_chunks", "unpack_chunks", "pack_fields", "unpack_fields",
+           "rom_images", "hex_text"]
 
 
 def _to_bits(values, bits):
@@ -78,7 +79,15 @@ def unpack_weights(words, k: int, n: int, rows: int, cols: int, bits: int, signe
 
 def pack_chunks(x, rows: int, bits: int, binary: bool = False) -> list[int]:
     """One input vector (K,) -> ``ceil(K / rows)`` stream beats of ``rows`` lanes (lane 0 in the low
-    bits); missing lanes are padded with code 0 (bit 0 = -1 for binary, see the module docstring)."""
+    bits); missing lanes are padded with code 0 (bit 0 = -1 for binary, see the module docstring).
+
+    >>> [hex(v) for v in pack_chunks([1, -2, 3], 2, 4)]
+    ['0xe1', '0x3']
+    >>> unpack_chunks(pack_chunks([1, -2, 3], 2, 4), 3, 2, 4, True).tolist()
+    [1, -2, 3]
+    >>> unpack_chunks(pack_chunks([1, -1, -1], 2, 1, binary=True), 3, 2, 1, False, binary=True).tolist()
+    [1, -1, -1]
+    """
     x = np.asarray(x, dtype=np.int64).ravel()
     kc = math.ceil(len(x) / rows)
     full = np.zeros(kc * rows, dtype=np.int64)
@@ -143,3 +152,33 @@ def unpack_fields(words, fields, signed_fields=()) -> list[dict]:
             offset += bits
         out.append(rec)
     return out
+
+
+def rom_images(model, arrays, *, reweightable: bool = False, rom_block: int = 256) -> dict:
+    """Every weight and parameter ROM of ``model`` built with ``arrays``, by stable name:
+    ``{"layer{i}_weights" | "layer{i}_params": (width, words)}``. The one place ROM contents are computed:
+    the build writes them, re-weighting patches them, simulation reads them back. A ``reweightable``
+    build's ROMs are padded to whole ``rom_block``-word blocks and to widths of whole hex digits."""
+    from ..hw.dense import DenseEngine
+    from ..hw.network import plan_network
+    out = {}
+    for plan in plan_network(model, arrays):
+        if plan.kind != "engine":
+            continue
+        engine = DenseEngine(plan.config, plan.params, reweightable=reweightable, rom_block=rom_block)
+        engine._MustUse__silence = True      # built for its parameter arithmetic only, never elaborated
+        geometry = engine.rom_geometry()
+        for kind, words in (("weights", engine.weight_words()), ("params", engine.param_words())):
+            width, depth = geometry[kind]
+            out[f"layer{plan.layer_index}_{kind}"] = (width, list(words) + [0] * (depth - len(words)))
+    return out
+
+
+def hex_text(width: int, words) -> str:
+    """A ROM as a hex file: one word per line, most significant digit first, ``ceil(width / 4)`` digits.
+
+    >>> hex_text(6, [1, 63])
+    '01\\n3f\\n'
+    """
+    digits = max(1, -(-width // 4))
+    return "".join(f"{w:0{digits}x}\n" for w in words)
