@@ -216,7 +216,7 @@ def test_requantizer_multiplier_width_follows_the_parameters(bits):
 
 
 def test_per_channel_shifts_become_one_shift_with_identical_results():
-    from lowbit.hw.dense import _common_shift
+    from lowbit.hw.requant import _common_shift
     rng = np.random.default_rng(11)
     mult, shift = arith.quantize_multiplier(rng.uniform(0.001, 0.5, 8))
     assert len(set(shift.tolist())) > 1
