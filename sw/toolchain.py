@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import LowbitError
 
-__all__ = ["Tool", "TOOLS", "tool", "command", "tool_version", "yosys_share", "amaranth_build_env", "verilator_env", "formal_env",
+__all__ = ["Tool", "TOOLS", "tool", "command", "tool_version", "yosys_share", "prepare", "amaranth_build_env", "verilator_env", "formal_env",
            "run_tool"]
 
 
@@ -153,11 +153,26 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
+@lru_cache(maxsize=None)
+def prepare(name: str) -> None:
+    """Run tool ``name`` once with its version arguments, discarding what it prints, so that a YoWASP
+    tool has compiled itself (and printed its one-time notice) before a program parses its output."""
+    try:
+        subprocess.run([*command(name), *TOOLS[name].version_args], capture_output=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired):
+        pass      # the real run reports a missing or broken tool with its own message
+
+
 def formal_env(shim_dir) -> dict[str, str]:
     """``PATH`` for SymbiYosys: it calls ``yosys``, ``yosys-smtbmc`` and the solver by their plain names,
     so ``shim_dir`` receives small wrappers with those names that run lowbit's tools."""
     shim_dir = Path(shim_dir)
     shim_dir.mkdir(parents=True, exist_ok=True)
+    # A YoWASP tool's first run on a machine compiles it and says "Preparing to run ..." on stdout,
+    # which yosys-smtbmc takes for the solver's answer ("Unexpected response from solver"): run each
+    # once first, output discarded.
+    for name in ("yosys", "yosys-smtbmc", "boolector"):
+        prepare(name)
     for name in ("yosys", "yosys-smtbmc", "boolector"):
         wrapper = shim_dir / name
         wrapper.write_text(f'#!/bin/sh\nexec "{tool(name)}" "$@"\n')
