@@ -19,6 +19,10 @@ from lowbit.sw.model import Model
 from lowbit.sw.reweight import (patch_asc, patch_asc_fast, patch_config, patch_config_fast, random_contents,
                                 read_config_brams, reweight, rom_contents)
 
+# One worker runs this module (make test passes --dist loadgroup), so each board's two builds are made
+# once: with plain load balancing both workers built the ULX3S pair (575 s of setup instead of 240).
+pytestmark = pytest.mark.xdist_group("reweight-builds")
+
 #: board -> (placed design with random ROMs, bitstream, ROM block)
 BOARDS = {"icebreaker": ("top.random.asc", "top.bin", 256), "ulx3s-85f": ("top.random.config", "top.bit", 512)}
 
