@@ -56,13 +56,14 @@ def layer_shapes(model: Model) -> list[LayerShape]:
 
 def fold_model(model: Model, dev, mult: str = "lut"):
     """Array sizes for ``model`` on ``dev`` (a :class:`lowbit.sw.synth.Device`); LowbitError if it cannot fit.
-    With ``mult="dsp"`` every product takes a DSP block, so the arrays' products are capped at the DSPs
-    left after the requantizers' (:func:`requant_dsp_tiles`)."""
+    With ``mult="dsp"`` every product wide enough for Yosys to map (:data:`DSP_MIN_PRODUCT_BITS`) takes a
+    DSP block, so the arrays' products are capped at the DSPs left after the requantizers'
+    (:func:`requant_dsp_tiles`)."""
     cost = COST_MODELS[dev.family]
     logic = dev.capacity.get(cost.logic_resource, 10 ** 9)
     brams = dev.capacity.get(dev.bram_resource, 10 ** 6)
     max_macs = None
-    if mult == "dsp":
+    if mult == "dsp" and any(_product_maps_to_dsp(s, dev) for s in layer_shapes(model)):
         dsps = dev.capacity.get(dev.dsp_resource, 0)
         reserved = requant_dsp_tiles(model, [(1, 1)] * len(model.compute_layers()))
         max_macs = dsps - reserved
@@ -71,6 +72,16 @@ def fold_model(model: Model, dev, mult: str = "lut"):
                               f"this model (one product per layer and {reserved} for the requantizers); "
                               f"{dev.name} has {dsps}", "build with --mult lut")
     return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name, max_macs=max_macs)
+
+
+#: Narrowest product Yosys maps to a DSP block, per family: synth_ice40 leaves products of fewer than 11
+#: bits in logic (a 4 x 4-bit product stays in LUTs even with -dsp: docs/hardware.md), synth_ecp5 maps
+#: every multiplier of 2 x 2 bits or more.
+DSP_MIN_PRODUCT_BITS = {"ice40": 11, "ecp5": 4}
+
+
+def _product_maps_to_dsp(shape: LayerShape, dev) -> bool:
+    return not shape.binary and shape.act_bits + shape.weight_bits >= DSP_MIN_PRODUCT_BITS.get(dev.family, 4)
 
 
 def requant_dsp_tiles(model: Model, arrays, reweightable: bool = False) -> int:
