@@ -26,11 +26,11 @@ demo: $(STAMP)
 
 # The tests CI runs: everything but the tests marked slow.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 # Every test, including long synthesis and simulation runs.
 test-all: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # The same tests against the newest release of every dependency, in a separate venv: run it before
 # deciding to upgrade; `make lock` then records the versions it used in constraints.txt.
@@ -42,7 +42,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e ".[dev]"
 	$(LATEST)/bin/python -m pip freeze --exclude-editable | grep -v -i '^lowbit' > $(LATEST)/freeze.txt
 	diff <(grep -v '^#' constraints.txt) $(LATEST)/freeze.txt || true
-	$(LATEST)/bin/python -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(LATEST)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 lock: $(LATEST)/freeze.txt
 	{ grep '^#' constraints.txt; cat $(LATEST)/freeze.txt; } > constraints.txt.new && mv constraints.txt.new constraints.txt
