@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LowbitError
-from .reweight import _SUBIDX, _bram_blocks, _ecp5_index, _slices
+from .reweight import _bram_blocks, _ecp5_index, _slices, asc_brams
 from .synth import BITSTREAM_SUFFIX, PLACED_SUFFIX
 from .toolchain import run_tool
 
@@ -26,29 +26,9 @@ __all__ = ["read_roms", "unpack_bitstream", "asc_slots", "config_slots"]
 def asc_slots(asc_text: str):
     """Every 256-word bit slice an iCE40 ``.asc`` holds in its initialised BRAMs: yields
     ``((x, y), index array, slice bits)`` in icebram's order (index into the BRAM's 4096 bits)."""
-    lines = asc_text.split("\n")
-    data_line, config_line = {}, {}
-    for n, line in enumerate(lines):
-        if line.startswith(".ram_data"):
-            x, y = map(int, line.split()[1:3])
-            data_line[(x, y)] = n
-        elif line.startswith(".ramt_tile"):
-            x, y = map(int, line.split()[1:3])
-            config_line[(x, y - 1)] = n
-    for pos, dl in sorted(data_line.items()):
-        cl = config_line[pos]
-        mode = (2 if lines[cl + 3][7] == "1" else 0) | (1 if lines[cl + 4][7] == "1" else 0)
-        value = 0
-        for j in range(16):
-            value |= int(lines[dl + 1 + j], 16) << (256 * j)
-        data = np.array([(value >> b) & 1 for b in range(4096)], dtype=np.uint8)
-        sub = _SUBIDX[mode]
-        P = 16 // (16 >> mode)
-        for blk_base in range(0, 4096, 4096 // P):
-            for bit_base in range(0, 16, P):
-                idx = np.array([blk_base + bit_base + oaddr * 16 + sub[iaddr]
-                                for oaddr in range(256 // P) for iaddr in range(P)])
-                yield pos, idx, data[idx]
+    for pos, _, bits, slices in asc_brams(asc_text.split("\n")):
+        for idx in slices:
+            yield pos, idx, bits[idx]
 
 
 def config_slots(cfg_text: str):

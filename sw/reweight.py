@@ -139,13 +139,11 @@ def _check_counts(counts: dict, owner: dict) -> None:
                           "the ROM may not be in block RAM, or this build is not the one it claims")
 
 
-def patch_asc_fast(asc_text: str, old: dict, new: dict) -> str:
-    """The algorithm of icebram (slice matching in every initialised iCE40 BRAM), for all ROMs in one
-    pass over the ``.asc`` text. Every slice of every ROM must be found the same number of times (at
-    least once), as icebram requires; tests check the result against icebram's own output."""
-    pattern, owner = _patterns(old, new, 256)
-    counts = dict.fromkeys(pattern, 0)
-    lines = asc_text.split("\n")
+def asc_brams(lines):
+    """The initialised BRAMs of an iCE40 ``.asc`` (split into ``lines``), in icebram's slice order: yields
+    ``((x, y), first data line, bits, slices)`` with ``bits`` the BRAM's 4096 bits (a NumPy array a caller
+    may change, then write back with :func:`write_asc_bram`) and ``slices`` the index arrays of its
+    256-word bit slices for the BRAM's port width."""
     data_line, config_line = {}, {}
     for n, line in enumerate(lines):
         if line.startswith(".ram_data"):
@@ -154,29 +152,45 @@ def patch_asc_fast(asc_text: str, old: dict, new: dict) -> str:
         elif line.startswith(".ramt_tile"):
             x, y = map(int, line.split()[1:3])
             config_line[(x, y - 1)] = n
-    for pos, dl in data_line.items():
+    for pos, dl in sorted(data_line.items()):
         cl = config_line[pos]
         mode = (2 if lines[cl + 3][7] == "1" else 0) | (1 if lines[cl + 4][7] == "1" else 0)
         value = 0
         for j in range(16):
             value |= int(lines[dl + 1 + j], 16) << (256 * j)
-        data = np.array([(value >> b) & 1 for b in range(4096)], dtype=np.uint8)
+        bits = np.array([(value >> b) & 1 for b in range(4096)], dtype=np.uint8)
         sub = _SUBIDX[mode]
         P = 16 // (16 >> mode)
+        slices = [np.array([blk_base + bit_base + oaddr * 16 + sub[iaddr]
+                            for oaddr in range(256 // P) for iaddr in range(P)])
+                  for blk_base in range(0, 4096, 4096 // P) for bit_base in range(0, 16, P)]
+        yield pos, dl, bits, slices
+
+
+def write_asc_bram(lines, dl: int, bits) -> None:
+    """Write a BRAM's 4096 ``bits`` back into ``lines`` at its first data line ``dl``."""
+    value = int("".join("1" if b else "0" for b in bits[::-1]), 2)
+    for j in range(16):
+        lines[dl + 1 + j] = f"{(value >> (256 * j)) & ((1 << 256) - 1):064x}"
+
+
+def patch_asc_fast(asc_text: str, old: dict, new: dict) -> str:
+    """The algorithm of icebram (slice matching in every initialised iCE40 BRAM), for all ROMs in one
+    pass over the ``.asc`` text. Every slice of every ROM must be found the same number of times (at
+    least once), as icebram requires; tests check the result against icebram's own output."""
+    pattern, owner = _patterns(old, new, 256)
+    counts = dict.fromkeys(pattern, 0)
+    lines = asc_text.split("\n")
+    for _, dl, bits, slices in list(asc_brams(lines)):
         changed = False
-        for blk_base in range(0, 4096, 4096 // P):
-            for bit_base in range(0, 16, P):
-                idx = np.array([blk_base + bit_base + oaddr * 16 + sub[iaddr]
-                                for oaddr in range(256 // P) for iaddr in range(P)])
-                key = np.packbits(data[idx]).tobytes()
-                if key in pattern:
-                    data[idx] = np.unpackbits(np.frombuffer(pattern[key], dtype=np.uint8))
-                    counts[key] += 1
-                    changed = True
+        for idx in slices:
+            key = np.packbits(bits[idx]).tobytes()
+            if key in pattern:
+                bits[idx] = np.unpackbits(np.frombuffer(pattern[key], dtype=np.uint8))
+                counts[key] += 1
+                changed = True
         if changed:
-            value = int("".join("1" if b else "0" for b in data[::-1]), 2)
-            for j in range(16):
-                lines[dl + 1 + j] = f"{(value >> (256 * j)) & ((1 << 256) - 1):064x}"
+            write_asc_bram(lines, dl, bits)
     _check_counts(counts, owner)
     return "\n".join(lines)
 
