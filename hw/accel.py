@@ -15,8 +15,8 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw import frames
-from ..sw.model import Conv2d, Dense, Model
+from ..sw.link import frames
+from ..sw.ir.model import Conv2d, Dense, Model
 from .dense import LOGIT_BITS
 from .hostlink import HostLink
 from .network import Network, _code_shape
@@ -31,7 +31,7 @@ def architecture(model: Model, arrays) -> dict:
     than in a ROM — each layer's input zero point (a Conv2d's padding code), the requantizer's output
     zero point and clamp (ReLU raises the low clamp), a multi-threshold's count, offset and step. The
     rest (weights, folded biases, multipliers, shifts, thresholds) lives in the patchable ROMs."""
-    from ..sw.model import Requant, Thresholds
+    from ..sw.ir.model import Requant, Thresholds
     layers = []
     in_q = model.input_q
     for layer in model.layers:
@@ -100,7 +100,7 @@ class AccelCore(wiring.Component):
     ----------
     model : Model
     arrays : list of (rows, cols)
-        Array size of each compute layer (from :func:`lowbit.sw.fold.fold`).
+        Array size of each compute layer (from :func:`lowbit.sw.flow.fold.fold`).
     clk_hz, baud : float
         Clock frequency and UART rate (at least 4 clocks per bit).
     max_batch : int

@@ -28,7 +28,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw import arith
+from ..sw.ir import arith
 from .config import ArrayConfig
 
 __all__ = ["MacArray", "SystolicPE", "code_shape", "delay_line", "operand_shapes", "product", "tree_sum"]

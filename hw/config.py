@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..sw.arith import int_range, signed_bits_for
+from ..sw.ir.arith import int_range, signed_bits_for
 
 __all__ = ["ArrayConfig", "MULT_IMPLS"]
 

@@ -14,7 +14,7 @@ column to column, in which case the column sums are de-skewed.
 Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``):
 
 * ``i``: one beat = one K-chunk, ``ArrayLayout(code, R)``; ``KC`` beats make one input vector, lanes
-  past K padded (``lowbit.sw.rom.pack_chunks``). The input buffer is double-buffered: the next vector
+  past K padded (``lowbit.hw.packing.pack_chunks``). The input buffer is double-buffered: the next vector
   loads while the current one computes.
 * ``o``: one beat = one output code, channels ``0 .. N-1`` in order. Binary (±1) outputs are bits
   (``1 = +1``); integer-logit outputs are ``signed(32)``.
@@ -28,6 +28,7 @@ or counts thresholds reached, or passes ``acc + bias`` through. Per-channel para
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -35,96 +36,88 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw import arith
+from ..sw.ir import arith
 from ..sw.errors import LowbitError
-from ..sw.rom import pack_fields, pack_weights
 from .array import MacArray, delay_line, operand_shapes
 from .config import ArrayConfig
+from .packing import pack_fields, pack_weights
 # The requantizer and its parameters live beside the engine; re-exported here, where they used to be.
 from .requant import LOGIT_BITS, SHIFT_BITS, EngineParams, Requantizer, engine_out_shape
 
-__all__ = ["LOGIT_BITS", "DenseEngine", "EngineParams", "Requantizer", "engine_out_shape"]
+__all__ = ["LOGIT_BITS", "EngineLayout", "engine_layout", "DenseEngine", "EngineParams", "Requantizer", "engine_out_shape"]
 
-class DenseEngine(wiring.Component):
-    """One layer on an ``R x C`` array (see the module docstring).
+@dataclass(frozen=True, eq=False)
+class EngineLayout:
+    """The integers of one layer engine that follow from its array and its layer: chunk and group counts,
+    register widths, the parameter-ROM word fields and the ROM geometry. A plain computation, shared by the
+    gateware (:class:`DenseEngine`), the ROM images (:func:`lowbit.sw.flow.rom.rom_images`) and the build's
+    checks, so that none of them instantiates gateware to do arithmetic."""
 
-    Parameters
-    ----------
-    config : ArrayConfig
-        Array size, operand widths and signedness; ``config.max_k`` must be at least ``params.k``.
-    params : EngineParams
-        The layer's integers.
+    config: ArrayConfig
+    params: EngineParams
+    reweightable: bool = False
+    rom_block: int = 256
+    kc: int = field(init=False)
+    groups: int = field(init=False)
+    code_bits: int = field(init=False)
+    acc_bits: int = field(init=False)
+    bias_bits: int = field(init=False)
+    total_lo: int = field(init=False)
+    total_hi: int = field(init=False)
+    total_bits: int = field(init=False)
+    const_shift: int | None = field(init=False)
+    mult_bits: int = field(init=False)
+    thr_bits: int = field(init=False)
 
-    Attributes
-    ----------
-    i, o : stream interfaces
-    mac_cycles : Signal(32), out
-        Cycles in which the array accumulated a chunk (for utilisation).
-    """
-
-    def __init__(self, config: ArrayConfig, params: EngineParams, *, reweightable: bool = False,
-                 rom_init: dict | None = None, rom_block: int = 256):
+    def __post_init__(self):
+        config, params = self.config, self.params
         if params.k > config.max_k:
             raise LowbitError(f"layer has K={params.k} but the array was configured for max_k={config.max_k}")
-        self.config = config
-        self.params = params
         # Reweightable: the netlist must not depend on weight values (icebram/ecpbram patch the ROMs
         # later), so parameter widths are the widest the contract allows, the shift lives in the ROM,
         # ROMs are block RAM padded to whole `rom_block`-word blocks (the slice length the patch tool
-        # matches: 256 for icebram, 512 for ecpbram), and `rom_init` ({"weights", "params"}) replaces
-        # their contents (random placeholders at build time).
-        if rom_block not in (256, 512):
-            raise ValueError(f"rom_block must be 256 (iCE40) or 512 (ECP5), not {rom_block!r}")
-        self.reweightable, self.rom_block = reweightable, rom_block
-        self.rom_init = rom_init or {}
-        R, C = config.rows, config.cols
-        self.kc = math.ceil(params.k / R)
-        self.groups = math.ceil(params.n / C)
-        self.code_bits = 1 if config.binary else config.act_bits
-        code, _ = operand_shapes(config)
-        out_shape = engine_out_shape(params)
-        self._derive_widths()
-        super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(code, R))),
-            "o": Out(stream.Signature(out_shape)),
-            "mac_cycles": Out(32),
-        })
+        # matches: 256 for icebram, 512 for ecpbram).
+        if self.rom_block not in (256, 512):
+            raise ValueError(f"rom_block must be 256 (iCE40) or 512 (ECP5), not {self.rom_block!r}")
+        for name, value in self._derive().items():
+            object.__setattr__(self, name, value)
 
-    # -- widths that follow from the configuration and the (known) parameters ----------------------
-
-    def _derive_widths(self):
+    def _derive(self) -> dict:
         cfg, p = self.config, self.params
+        out = {"kc": math.ceil(p.k / cfg.rows), "groups": math.ceil(p.n / cfg.cols),
+               "code_bits": 1 if cfg.binary else cfg.act_bits, "thr_bits": 0}
         if cfg.binary:
             value_lo, value_hi = 0, 2 * p.k                     # 2 * popcount
-            self.acc_bits = arith.signed_bits_for(0, p.k) + 1
+            out["acc_bits"] = arith.signed_bits_for(0, p.k) + 1
         else:
             plo, phi = cfg.product_range
             value_lo, value_hi = min(0, p.k * plo), max(0, p.k * phi)
-            self.acc_bits = cfg.replace(max_k=max(p.k, 1)).acc_bits
+            out["acc_bits"] = cfg.replace(max_k=max(p.k, 1)).acc_bits
         blo, bhi = int(p.bias.min()), int(p.bias.max())
         if self.reweightable:
             blo, bhi = -(1 << (arith.BIAS_BITS - 1)), (1 << (arith.BIAS_BITS - 1)) - 1
-        self.bias_bits = arith.signed_bits_for(min(blo, 0), max(bhi, 0))
-        self.total_lo, self.total_hi = value_lo + blo, value_hi + bhi
-        self.total_bits = arith.signed_bits_for(self.total_lo, self.total_hi)
-        if p.mode == "logits" and self.total_bits > LOGIT_BITS and not self.reweightable:
-            raise LowbitError(f"layer logits need {self.total_bits} bits, more than {LOGIT_BITS}",
+        out["bias_bits"] = arith.signed_bits_for(min(blo, 0), max(bhi, 0))
+        out["total_lo"], out["total_hi"] = value_lo + blo, value_hi + bhi
+        out["total_bits"] = arith.signed_bits_for(out["total_lo"], out["total_hi"])
+        if p.mode == "logits" and out["total_bits"] > LOGIT_BITS and not self.reweightable:
+            raise LowbitError(f"layer logits need {out['total_bits']} bits, more than {LOGIT_BITS}",
                               "reduce the bias range or requantize the last layer")
-        self.const_shift = None
-        self.mult_bits = max(1, int(np.max(p.mult)).bit_length()) if p.mode == "requant" else 0
+        out["const_shift"] = None
+        out["mult_bits"] = max(1, int(np.max(p.mult)).bit_length()) if p.mode == "requant" else 0
         if self.reweightable and p.mode == "requant":
-            self.mult_bits = arith.MULT_BITS
+            out["mult_bits"] = arith.MULT_BITS
         if p.mode == "requant" and not self.reweightable:
             if np.all(p.shift == p.shift[0]):
-                self.const_shift = int(p.shift[0])   # one shift for all channels: no barrel shifter
+                out["const_shift"] = int(p.shift[0])   # one shift for all channels: no barrel shifter
         if p.mode == "thresholds":
             t = p.thresholds
-            self.thr_bits = arith.signed_bits_for(min(int(t.min()), 0), max(int(t.max()), 0)) if t.size else 1
+            out["thr_bits"] = arith.signed_bits_for(min(int(t.min()), 0), max(int(t.max()), 0)) if t.size else 1
             if self.reweightable:
-                self.thr_bits = arith.BIAS_BITS + 2
+                out["thr_bits"] = arith.BIAS_BITS + 2
+        return out
 
     def param_fields(self):
-        """Fields of one parameter-ROM word, from bit 0 up (see :func:`lowbit.sw.rom.pack_fields`)."""
+        """Fields of one parameter-ROM word, from bit 0 up (see :func:`lowbit.hw.packing.pack_fields`)."""
         fields = [("bias", self.bias_bits)]
         if self.params.mode == "requant":
             fields.append(("mult", self.mult_bits))
@@ -157,6 +150,72 @@ class DenseEngine(wiring.Component):
         cfg = self.config
         return pack_weights(self.params.weight, cfg.rows, cfg.cols, 1 if cfg.binary else cfg.weight_bits,
                             cfg.binary)
+
+    def rom_geometry(self) -> dict:
+        """``{name: (width, depth)}`` of the weight and parameter ROMs as built."""
+        fields = self.param_fields()
+        geo = {"weights": (self.config.rows * self.config.cols * (1 if self.config.binary else self.config.weight_bits),
+                           self.groups * self.kc),
+               "params": (sum(b for _, b in fields), self.params.n)}
+        if self.reweightable:
+            b = self.rom_block
+            geo = {k: (-(-w // 4) * 4, -(-d // b) * b) for k, (w, d) in geo.items()}
+        return geo
+
+
+
+def engine_layout(config: ArrayConfig, params: EngineParams, *, reweightable: bool = False,
+                  rom_block: int = 256) -> EngineLayout:
+    """The :class:`EngineLayout` of ``params`` on ``config`` (LowbitError if the layer cannot be built)."""
+    return EngineLayout(config, params, reweightable, rom_block)
+
+
+class DenseEngine(wiring.Component):
+    """One layer on an ``R x C`` array (see the module docstring).
+
+    Parameters
+    ----------
+    config : ArrayConfig
+        Array size, operand widths and signedness; ``config.max_k`` must be at least ``params.k``.
+    params : EngineParams
+        The layer's integers.
+
+    Attributes
+    ----------
+    i, o : stream interfaces
+    mac_cycles : Signal(32), out
+        Cycles in which the array accumulated a chunk (for utilisation).
+    """
+
+    def __init__(self, config: ArrayConfig, params: EngineParams, *, reweightable: bool = False,
+                 rom_init: dict | None = None, rom_block: int = 256):
+        self.layout = layout = engine_layout(config, params, reweightable=reweightable, rom_block=rom_block)
+        self.config, self.params = config, params
+        self.reweightable, self.rom_block = reweightable, rom_block
+        # `rom_init` ({"weights", "params"}) replaces the ROM contents (random placeholders at build time).
+        self.rom_init = rom_init or {}
+        self.kc, self.groups, self.code_bits = layout.kc, layout.groups, layout.code_bits
+        self.acc_bits, self.bias_bits, self.total_bits = layout.acc_bits, layout.bias_bits, layout.total_bits
+        self.total_lo, self.total_hi = layout.total_lo, layout.total_hi
+        self.const_shift, self.mult_bits, self.thr_bits = layout.const_shift, layout.mult_bits, layout.thr_bits
+        code, _ = operand_shapes(config)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(code, config.rows))),
+            "o": Out(stream.Signature(engine_out_shape(params))),
+            "mac_cycles": Out(32),
+        })
+
+    def param_fields(self):
+        return self.layout.param_fields()
+
+    def param_words(self) -> list[int]:
+        return self.layout.param_words()
+
+    def weight_words(self) -> list[int]:
+        return self.layout.weight_words()
+
+    def rom_geometry(self) -> dict:
+        return self.layout.rom_geometry()
 
     # -- gateware ---------------------------------------------------------------------------------
 
@@ -260,17 +319,6 @@ class DenseEngine(wiring.Component):
         m.d.comb += [rq.i.payload.sums[j].eq(res[j]) for j in range(C)]
         wiring.connect(m, wiring.flipped(self.o), rq.o)
         return m
-
-    def rom_geometry(self) -> dict:
-        """``{name: (width, depth)}`` of the weight and parameter ROMs as built."""
-        fields = self.param_fields()
-        geo = {"weights": (self.config.rows * self.config.cols * (1 if self.config.binary else self.config.weight_bits),
-                           self.groups * self.kc),
-               "params": (sum(b for _, b in fields), self.params.n)}
-        if self.reweightable:
-            b = self.rom_block
-            geo = {k: (-(-w // 4) * 4, -(-d // b) * b) for k, (w, d) in geo.items()}
-        return geo
 
     def _rom(self, name, width, words):
         if self.reweightable:

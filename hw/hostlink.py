@@ -1,4 +1,4 @@
-"""The frame handler between the UART and the network (protocol: :mod:`lowbit.sw.frames`).
+"""The frame handler between the UART and the network (protocol: :mod:`lowbit.sw.link.frames`).
 
 Receive path: hunt for SYNC, read opcode and length, check them, store an INFER payload in the input
 buffer, check the CRC. Only a frame whose CRC is good is acted on, so a corrupted request never reaches
@@ -13,13 +13,13 @@ from the start of an INFER until the network produced its last output.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw import frames
+from ..sw.link import frames
 
 __all__ = ["HostLink", "crc16_step"]
 

@@ -9,7 +9,7 @@ flattening costs nothing. Between stages:
   MaxPool2d (each window's codes are reduced by ``max`` and emitted as one code).
 
 Layers run concurrently as a pipeline, so throughput is set by the slowest stage (see
-:mod:`lowbit.sw.fold`, which sizes each engine's array). The address ROMs hold one entry per replayed
+:mod:`lowbit.sw.flow.fold`, which sizes each engine's array). The address ROMs hold one entry per replayed
 code (``positions x K`` for a convolution): fine for the small maps of the target devices, and
 counted by the resource estimate.
 """
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw import arith
+from ..sw.ir import arith
 from ..sw.errors import LowbitError
-from ..sw.model import Conv2d, Dense, Flatten, MaxPool2d, Model
+from ..sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model
 from .config import ArrayConfig
 from .dense import DenseEngine, EngineParams, engine_out_shape
 
@@ -35,7 +34,7 @@ __all__ = ["ChunkPacker", "Replay", "im2col_sequence", "maxpool_sequence", "Stag
 
 class ChunkPacker(wiring.Component):
     """Codes (one per beat) -> chunks of ``rows`` lanes; every ``k`` codes form ``ceil(k/rows)`` chunks,
-    lanes past ``k`` hold ``pad`` (see :func:`lowbit.sw.rom.pack_chunks`)."""
+    lanes past ``k`` hold ``pad`` (see :func:`lowbit.hw.packing.pack_chunks`)."""
 
     def __init__(self, code_shape, rows: int, k: int, pad: int = 0):
         self.code_shape, self.rows, self.k, self.pad = code_shape, rows, k, pad
@@ -177,7 +176,7 @@ def plan_network(model: Model, arrays, systolic: bool = False, systolic_2d: bool
     """Stages for ``model`` with ``arrays[i] = (rows, cols)`` for the i-th compute layer (``systolic``,
     ``systolic_2d``, ``mult``: see :class:`lowbit.hw.config.ArrayConfig`; ``mult`` reaches every array).
 
-    ``arrays`` usually comes from :func:`lowbit.sw.fold.fold`. Raises LowbitError on a layer the
+    ``arrays`` usually comes from :func:`lowbit.sw.flow.fold.fold`. Raises LowbitError on a layer the
     hardware does not implement.
     """
     model.validate()

@@ -12,7 +12,7 @@ from amaranth import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw import arith
+from ..sw.ir import arith
 from .array import code_shape, tree_sum
 
 __all__ = ["LOGIT_BITS", "SHIFT_BITS", "EngineParams", "Requantizer", "engine_out_shape"]
@@ -73,7 +73,7 @@ class EngineParams:
     @classmethod
     def from_layer(cls, layer, in_q) -> EngineParams:
         """Parameters of an IR ``Dense``/``Conv2d`` layer whose input codes are described by ``in_q``."""
-        from ..sw.model import Requant, Thresholds
+        from ..sw.ir.model import Requant, Thresholds
         w = layer.matrix()
         k, n = w.shape
         if in_q.binary:

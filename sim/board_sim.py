@@ -2,7 +2,7 @@
 
 :func:`simulate_board` writes the Verilog of :class:`lowbit.sim.board_harness.BoardHarness` around an
 :class:`lowbit.hw.accel.AccelCore`, builds it once per design with Verilator, and runs the cocotb test
-``lowbit.sim.tb_board``, in which the ordinary :class:`lowbit.sw.host.Device` talks to the simulated
+``lowbit.sim.tb_board``, in which the ordinary :class:`lowbit.sw.link.host.Device` talks to the simulated
 board through :class:`CocotbTransport` from a cocotb bridge thread. Results come back through files.
 """
 

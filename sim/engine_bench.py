@@ -18,9 +18,9 @@ __all__ = ["write_vectors", "run_engine_bench"]
 def _engine_and_io(model, arrays, x_float, index):
     from ..hw.dense import DenseEngine, engine_out_shape
     from ..hw.network import plan_network
-    from ..sw.intref import run
-    from ..sw.model import Conv2d
-    from ..sw.rom import pack_chunks
+    from ..sw.ir.intref import run
+    from ..sw.ir.model import Conv2d
+    from ..hw.packing import pack_chunks
     plans = [p for p in plan_network(model, arrays) if p.kind == "engine"]
     plan = plans[index]
     layer = model.layers[plan.layer_index]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import struct
 
-from ..sw import frames
+from ..sw.link import frames
 
 __all__ = ["KINDS", "make_faults"]
 

@@ -23,7 +23,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Assume
 
 from ..sw.errors import LowbitError
-from ..sw.toolchain import formal_env, tool
+from ..sw.flow.toolchain import formal_env, tool
 
 __all__ = ["FormalResult", "check_formal"]
 

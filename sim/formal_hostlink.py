@@ -24,7 +24,7 @@ from amaranth.asserts import AnyConst, AnySeq, Initial
 from amaranth.hdl import Assert, Assume, Cover
 
 from ..hw.hostlink import HostLink
-from ..sw import frames
+from ..sw.link import frames
 
 __all__ = ["small_hostlink", "HostLinkHandshakeSpec", "HostLinkCoverSpec"]
 

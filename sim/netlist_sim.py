@@ -20,7 +20,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.errors import LowbitError
-from ..sw.toolchain import yosys_share
+from ..sw.flow.toolchain import yosys_share
 
 __all__ = ["NetlistCore", "netlist_sources", "SB_IO_MODEL"]
 

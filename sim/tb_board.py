@@ -1,4 +1,4 @@
-"""cocotb test: the host driver (lowbit.sw.host.Device) against the simulated board, via files.
+"""cocotb test: the host driver (lowbit.sw.link.host.Device) against the simulated board, via files.
 
 ``LOWBIT_JOB`` names an .npz with ``codes`` (N, inputs), ``batch``, ``clk_mhz``, ``byte_cycles``;
 the outputs, argmax, identity and counters are written as JSON to ``LOWBIT_RESULT``.
@@ -14,7 +14,7 @@ from cocotb.task import bridge
 from cocotb.triggers import ClockCycles
 
 from lowbit.sim.board_sim import CocotbTransport
-from lowbit.sw.host import Device
+from lowbit.sw.link.host import Device
 
 
 @cocotb.test()

@@ -17,8 +17,8 @@ from cocotb.triggers import ClockCycles
 
 from lowbit.sim.board_sim import CocotbTransport
 from lowbit.sim.faults import make_faults
-from lowbit.sw import frames
-from lowbit.sw.host import Device, LinkError
+from lowbit.sw.link import frames
+from lowbit.sw.link.host import Device, LinkError
 
 
 @cocotb.test()

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..sw.errors import LowbitError
-from ..sw.toolchain import run_tool, verilator_env
+from ..sw.flow.toolchain import run_tool, verilator_env
 
 __all__ = ["LINT_WAIVERS", "SPEED_ARGS", "lint", "cocotb_run", "verilator_environment"]
 

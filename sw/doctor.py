@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LowbitError
-from .toolchain import TOOLS, tool, tool_version
+from .flow.toolchain import TOOLS, tool, tool_version
 
 __all__ = ["Check", "run_checks"]
 
@@ -61,7 +61,7 @@ def _pnr_check(workdir: Path) -> Check:
     from amaranth.back import verilog
 
     from ..hw.selftest import Counter
-    from .synth import implement
+    from .flow.synth import implement
     t0 = time.monotonic()
     try:
         src = workdir / "counter.v"
@@ -70,7 +70,7 @@ def _pnr_check(workdir: Path) -> Check:
                            progress=lambda msg: None)
     except LowbitError as exc:
         return Check("ice40 up5k flow", False, exc.message, exc.hint or f"reinstall {TOOLS['yosys'].package} and {TOOLS['nextpnr-ice40'].package}")
-    from .synth import device
+    from .flow.synth import device
     lcs = result.utilization[device("ice40-up5k").logic_resource]["used"]
     ok = result.bitstream is not None and result.bitstream.exists() and result.timing_met
     return Check("ice40 up5k flow", ok, f"synthesised, placed and packed a 16-bit counter: {lcs} LCs, "
@@ -87,7 +87,7 @@ def _verilator_check(workdir: Path) -> Check:
     try:
         src = workdir / "counter.v"
         src.write_text(verilog.convert(Counter(8), name="counter"))
-        tests, failed = cocotb_run([src], "counter", "lowbit.sim.cocotb_selftest", workdir / "verilator")
+        tests, failed = cocotb_run([src], "counter", "lowbit.sim.tb_selftest", workdir / "verilator")
     except LowbitError as exc:
         return Check("verilator + cocotb", False, exc.message, exc.hint or "check g++ and make")
     ok = tests > 0 and failed == 0

@@ -20,5 +20,5 @@ def cli(capsys):
 @pytest.fixture(scope="module")
 def digits():
     """The shipped digits split: ``(x_train, y_train, x_test, y_test)``."""
-    from lowbit.sw.digits import digits_split
+    from lowbit.sw.data.digits import digits_split
     return digits_split()

@@ -37,7 +37,7 @@ def _write(name, content):
 
 
 def _float_model(tmp):
-    from lowbit.sw.digits import digits_split, train_mlp
+    from lowbit.sw.data.digits import digits_split, train_mlp
     xtr, ytr, _, _ = digits_split()
     train_mlp(xtr, ytr, epochs=1).save_npz(tmp / "m.npz")
     import numpy as np
@@ -47,7 +47,7 @@ def _float_model(tmp):
 
 def _lbm(tmp):
     _float_model(tmp)
-    from lowbit.sw.loaders import load_model
+    from lowbit.sw.quant.load import load_model
     import numpy as np
     load_model(tmp / "m.npz", np.load(tmp / "calib.npz")["x"]).save(tmp / "m.lbm")
 
@@ -55,9 +55,9 @@ def _lbm(tmp):
 def _fake_reweightable_build(tmp):
     """An ECP5 build folder whose placed design does not hold the ROM placeholders it claims."""
     import json
-    from lowbit.sw.build import fold_model
-    from lowbit.sw.model import Model
-    from lowbit.sw.synth import device
+    from lowbit.sw.flow.build import fold_model
+    from lowbit.sw.ir.model import Model
+    from lowbit.sw.flow.synth import device
     _lbm(tmp)
     folding = fold_model(Model.load(tmp / "m.lbm"), device("ecp5-85f"))
     (tmp / "b" / "roms").mkdir(parents=True)

@@ -11,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from lowbit.sw.digits import digits_split, train_cnn
-from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.data.digits import digits_split, train_cnn
+from lowbit.sw.quant.posttrain import quantize_net
 
 
 

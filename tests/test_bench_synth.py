@@ -11,7 +11,7 @@ def test_synth_core_reports_core_logic_separately_from_the_wrapper(tmp_path):
 
 
 def test_synth_rows_select_by_name_and_a_4bit_array_stays_within_60_lcs_per_mac(tmp_path):
-    from lowbit.sw.benchmarks import synth_rows
+    from lowbit.sw.bench import synth_rows
     rows = synth_rows(tmp_path, only="array-4x4-4bit")
     assert [r["name"] for r in rows] == ["array-4x4-4bit", "array-4x4-4bit-systolic"]
     for r in rows:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lowbit.sw.digits import digits_split, train_mlp
+from lowbit.sw.data.digits import digits_split, train_mlp
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from lowbit.sw.demo_models import binary_mlp_forward, train_binary_mlp
-from lowbit.sw.digits import digits_split, train_mlp
-from lowbit.sw.intref import predict, run
-from lowbit.sw.model import Model
+from lowbit.sw.data.demo_models import binary_mlp_forward, train_binary_mlp
+from lowbit.sw.data.digits import digits_split, train_mlp
+from lowbit.sw.ir.intref import predict, run
+from lowbit.sw.ir.model import Model
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_binary_net_through_the_cli_is_the_trained_net(cli, files):
                          "--weight-bits", "1", "--act-bits", "1", "-o", str(files / "bnn.lbm"), "--json")
     assert code == 0, err
     model = Model.load(files / "bnn.lbm")
-    from lowbit.sw.floatnet import FloatNet
+    from lowbit.sw.ir.floatnet import FloatNet
     _, _, xte, yte = digits_split()
     oracle = binary_mlp_forward(FloatNet.load_npz(files / "bnn.npz"), xte, model.meta["input_offset"])
     assert np.array_equal(run(model, model.quantize_input(xte)), oracle)

@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from lowbit.hw.config import ArrayConfig
-from lowbit.sw.arith import int_range
+from lowbit.sw.ir.arith import int_range
 
 
 @pytest.mark.parametrize("field,value,message", [

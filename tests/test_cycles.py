@@ -1,12 +1,11 @@
 """The analytic cycle model equals cycles measured in simulation; utilisation of large layers."""
 
-import numpy as np
 import pytest
 
-from lowbit.sw.benchmarks import random_dense_model
-from lowbit.sw.build import layer_shapes, measure_cycles
-from lowbit.sw.fold import predict_cycles
-from lowbit.sw.model import Model
+from lowbit.sw.data.synthetic import random_dense_model
+from lowbit.sw.flow.build import layer_shapes, measure_cycles
+from lowbit.sw.flow.fold import predict_cycles
+from lowbit.sw.ir.model import Model
 
 
 @pytest.mark.parametrize("k,n,arrays", [

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from lowbit.sw.demo_models import binary_mlp_forward, train_binary_mlp
-from lowbit.sw.intref import predict, run
-from lowbit.sw.model import Thresholds
-from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.data.demo_models import binary_mlp_forward, train_binary_mlp
+from lowbit.sw.ir.intref import predict, run
+from lowbit.sw.ir.model import Thresholds
+from lowbit.sw.quant.posttrain import quantize_net
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from lowbit.sw.intref import predict
-from lowbit.sw.model import Model
+from lowbit.sw.ir.intref import predict
+from lowbit.sw.ir.model import Model
 
 
 @pytest.mark.slow

@@ -16,9 +16,9 @@ from lowbit.hw.config import ArrayConfig
 from lowbit.hw.dense import DenseEngine, EngineParams
 from lowbit.sim.streams import run_sim, stream_get, stream_put
 from lowbit.sw import arith
-from lowbit.sw.intref import run_layer
-from lowbit.sw.model import Dense, QuantSpec, Requant, Thresholds
-from lowbit.sw.rom import pack_chunks
+from lowbit.sw.ir.intref import run_layer
+from lowbit.sw.ir.model import Dense, QuantSpec, Requant, Thresholds
+from lowbit.hw.packing import pack_chunks
 
 VECTORS = {"count": 0}
 

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["lowbit.sw.rom", "lowbit.sw.arith", "lowbit.sw.frames"]
+MODULES = ["lowbit.hw.packing", "lowbit.sw.flow.rom", "lowbit.sw.ir.arith", "lowbit.sw.link.frames"]
 
 
 @pytest.mark.parametrize("name", MODULES)

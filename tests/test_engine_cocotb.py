@@ -11,10 +11,10 @@ import pytest
 
 from lowbit.boards.targets import board_device, platform_class
 from lowbit.sim.engine_bench import run_engine_bench
-from lowbit.sw.build import fold_model
-from lowbit.sw.digits import digits_split, train_cnn, train_mlp
-from lowbit.sw.posttrain import quantize_net
-from lowbit.sw.qonnx_import import load_qonnx
+from lowbit.sw.flow.build import fold_model
+from lowbit.sw.data.digits import digits_split, train_cnn, train_mlp
+from lowbit.sw.quant.posttrain import quantize_net
+from lowbit.sw.importers.onnx_qonnx import load_qonnx
 
 FIX = Path(__file__).parent / "fixtures" / "brevitas"
 

@@ -1,7 +1,7 @@
 import pytest
 
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.fold import COST_MODELS, LayerShape, fold, layer_cycles, rom_blocks
+from lowbit.sw.flow.fold import COST_MODELS, LayerShape, fold, layer_cycles, rom_blocks
 
 MLP = [LayerShape("fc1", 64, 32), LayerShape("fc2", 32, 10)]
 

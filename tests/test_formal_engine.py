@@ -14,7 +14,7 @@ from lowbit.hw.config import ArrayConfig
 from lowbit.hw.dense import DenseEngine, EngineParams
 from lowbit.sim.formal import check_formal
 from lowbit.sim.formal_stream import StreamStageSpec
-from lowbit.sw.model import Dense, QuantSpec, Requant
+from lowbit.sw.ir.model import Dense, QuantSpec, Requant
 
 
 def _engine(weights, bias, a_bits, w_bits, requant, zx=0, **variant):

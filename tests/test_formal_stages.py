@@ -17,7 +17,7 @@ from lowbit.hw.network import ChunkPacker, Replay
 from lowbit.hw.serial import UARTRx, UARTTx
 from lowbit.sim.formal import check_formal
 from lowbit.sim.formal_stream import StreamStageSpec
-from lowbit.sw.model import Dense, QuantSpec, Thresholds
+from lowbit.sw.ir.model import Dense, QuantSpec, Thresholds
 
 
 class _UARTLoop(wiring.Component):

@@ -1,4 +1,4 @@
-"""The protocol tables of lowbit.sw.frames: sizes, the documents generated from them, and the gateware
+"""The protocol tables of lowbit.sw.link.frames: sizes, the documents generated from them, and the gateware
 (hw/hostlink.py) answering INFER and COUNTERS exactly as the tables say, checked in Amaranth's simulator.
 """
 
@@ -13,7 +13,7 @@ from lowbit.hw.hostlink import HostLink
 from lowbit.sim.streams import run_sim, stream_get, stream_put
 from lowbit.sw import frames
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.model import Dense, Model, QuantSpec
+from lowbit.sw.ir.model import Dense, Model, QuantSpec
 
 DOC = Path(__file__).parent.parent / "docs" / "protocol.md"
 
@@ -44,7 +44,7 @@ def test_protocol_doc_is_generated_from_the_tables():
     text = DOC.read_text()
     start = text.index(frames.DOC_BEGIN) + len(frames.DOC_BEGIN)
     assert text[start:text.index(frames.DOC_END)] == frames.markdown_tables(), \
-        "docs/protocol.md is out of date: python -m lowbit.sw.frames docs/protocol.md"
+        "docs/protocol.md is out of date: python -m lowbit.sw.link.frames docs/protocol.md"
     # The byte counts the doc states are the tables' sizes.
     assert f"IDENTIFY response: {frames.IDENTIFY_HEAD_BYTES} bytes" in text
     assert f"Layer record ({frames.LAYER_BYTES} bytes)" in text

@@ -14,10 +14,10 @@ import pytest
 from lowbit.boards.targets import board_device, platform_class
 from lowbit.hw.accel import AccelCore
 from lowbit.sim.board_sim import simulate_board
-from lowbit.sw.build import fold_model
-from lowbit.sw.digits import digits_split, train_mlp
-from lowbit.sw.intref import run
-from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.flow.build import fold_model
+from lowbit.sw.data.digits import digits_split, train_mlp
+from lowbit.sw.ir.intref import run
+from lowbit.sw.quant.posttrain import quantize_net
 
 N, BATCH = 40, 8
 TWIN = (3, 8)          # class 8 scores exactly what class 3 does

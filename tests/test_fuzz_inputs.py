@@ -35,8 +35,8 @@ class _Good(tuple):
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A real CNN model's ``model.json`` (as a dict) and ``arrays.npz`` bytes, and a work folder."""
-    from lowbit.sw.digits import digits_split, train_cnn
-    from lowbit.sw.posttrain import quantize_net
+    from lowbit.sw.data.digits import digits_split, train_cnn
+    from lowbit.sw.quant.posttrain import quantize_net
     tmp = tmp_path_factory.mktemp("fuzz")
     xtr, ytr, _, _ = digits_split()
     quantize_net(train_cnn(xtr, ytr, epochs=1), xtr[:100]).save(tmp / "good.lbm")
@@ -68,8 +68,8 @@ def _replace(value, path, new):
 
 def _load_or_refuse(path):
     """Model.load, then (if it loaded) a forward pass: both must succeed or raise LowbitError."""
-    from lowbit.sw.intref import predict
-    from lowbit.sw.model import Model
+    from lowbit.sw.ir.intref import predict
+    from lowbit.sw.ir.model import Model
     try:
         model = Model.load(path)
     except LowbitError as exc:
@@ -148,7 +148,7 @@ def test_lbm_arrays_of_any_shape_and_type(good, data):
 @pytest.fixture(scope="module")
 def float_spec(tmp_path_factory):
     """The arrays and layer spec of a float CNN in lowbit's ``.npz`` format, and a work folder."""
-    from lowbit.sw.digits import digits_split, train_cnn
+    from lowbit.sw.data.digits import digits_split, train_cnn
     tmp = tmp_path_factory.mktemp("fuzzf")
     xtr, ytr, _, _ = digits_split()
     train_cnn(xtr, ytr, epochs=1).save_npz(tmp / "good.npz")
@@ -159,7 +159,7 @@ def float_spec(tmp_path_factory):
 @FUZZ
 @given(data=st.data(), new=JSON)
 def test_float_npz_spec_field_replaced_by_any_json(float_spec, data, new):
-    from lowbit.sw.floatnet import FloatNet
+    from lowbit.sw.ir.floatnet import FloatNet
     spec, arrays, tmp = float_spec
     path = data.draw(st.sampled_from(sorted(_paths(spec), key=repr)), label="path")
     np.savez(tmp / "f.npz", spec=np.array(json.dumps(_replace(spec, path, new))), **arrays)
@@ -176,9 +176,10 @@ def test_float_npz_spec_field_replaced_by_any_json(float_spec, data, new):
 @pytest.fixture(scope="module")
 def build_folder(good):
     """A build folder (model.lbm, a valid build.json, an ECP5 placed design) and its record."""
-    from lowbit.sw.build import check_build_record, fold_model
-    from lowbit.sw.model import Model
-    from lowbit.sw.synth import device
+    from lowbit.sw.flow.build import fold_model
+    from lowbit.sw.flow.record import check_build_record
+    from lowbit.sw.ir.model import Model
+    from lowbit.sw.flow.synth import device
     _, _, tmp = good
     folder = tmp / "b"
     (folder / "roms").mkdir(parents=True)
@@ -209,7 +210,7 @@ def test_build_record_field_replaced_by_any_json(build_folder, cli, data, new):
     """run and reweight read a damaged build.json: a one-line error, or (a valid record) what they build
     from it works."""
     from lowbit.hw.accel import AccelCore
-    from lowbit.sw.build import load_build
+    from lowbit.sw.flow.record import load_build
     folder, record = build_folder
     path = data.draw(st.sampled_from(sorted(_paths(record), key=repr)), label="path")
     edited = _replace(record, path, new)
@@ -249,7 +250,7 @@ CLOCKS = st.none() | st.sampled_from(["0", "-12", "nan", "inf", "1e9", "12", "24
 def test_build_options(good, cli, monkeypatch, baud, max_batch, clock, board):
     """Every combination is refused in one line or reaches build() with values the gateware supports
     (build itself is stubbed: no synthesis)."""
-    from lowbit.sw.build import MAX_BATCH, MAX_BAUD
+    from lowbit.sw.flow.record import MAX_BATCH, MAX_BAUD
     from lowbit.sw.commands import build as command
     _, _, tmp = good
     reached = []

@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.onnx_import import load_onnx
+from lowbit.sw.importers.onnx_float import load_onnx
 
 ort = pytest.importorskip("onnxruntime")
 

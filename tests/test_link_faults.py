@@ -6,22 +6,21 @@ answered with ERROR or, when they hit the SYNC byte (the frame becomes garbage),
 before an intact frame is skipped and the frame answered. Never a wrong answer, never a hang.
 """
 
-import numpy as np
 import pytest
 
 from lowbit.hw.accel import AccelCore
 from lowbit.sim.board_sim import inject_faults
-from lowbit.sw.digits import digits_split, train_mlp
-from lowbit.sw.intref import run
-from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.data.digits import digits_split, train_mlp
+from lowbit.sw.ir.intref import run
+from lowbit.sw.quant.posttrain import quantize_net
 
 
 @pytest.fixture(scope="module")
 def board():
     xtr, ytr, xte, _ = digits_split()
     model = quantize_net(train_mlp(xtr, ytr), xtr)
-    from lowbit.sw.build import fold_model
-    from lowbit.sw.synth import device
+    from lowbit.sw.flow.build import fold_model
+    from lowbit.sw.flow.synth import device
     arrays = [(f.rows, f.cols) for f in fold_model(model, device("ice40-up5k")).layers]    # as built
     core = AccelCore(model, arrays, 12e6, 3e6)
     codes = model.quantize_input(xte[:1])

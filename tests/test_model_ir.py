@@ -3,11 +3,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from lowbit.sw.digits import train_cnn, train_mlp
+from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.intref import run
-from lowbit.sw.model import Dense, Model, QuantSpec, Requant, Thresholds
-from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.ir.intref import run
+from lowbit.sw.ir.model import Dense, Model, QuantSpec, Requant, Thresholds
+from lowbit.sw.quant.posttrain import quantize_net
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_input_shape_mismatch_is_clear(mlp_model):
 
 def test_ptq_accuracy_on_digits(digits):
     """Acceptance: 8/8 within 0.5 pp of float, 4/4 per-channel MSE within 2 pp (MLP and CNN)."""
-    from lowbit.sw.intref import predict
+    from lowbit.sw.ir.intref import predict
     xtr, ytr, xte, yte = digits
     for net in (train_mlp(xtr, ytr), train_cnn(xtr, ytr)):
         float_acc = np.mean(np.argmax(net.forward(xte), 1) == yte)

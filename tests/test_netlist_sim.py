@@ -42,8 +42,8 @@ def test_netlist_runs_are_refused_where_the_netlist_is_not_the_bitstream(tmp_pat
 
     import numpy as np
 
-    from lowbit.sw.benchmarks import random_dense_model
-    from lowbit.sw.simulate import simulate_build
+    from lowbit.sw.data.synthetic import random_dense_model
+    from lowbit.sw.flow.simulate import simulate_build
     folder = tmp_path / "b"
     folder.mkdir()
     model = random_dense_model(8, 4)

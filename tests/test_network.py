@@ -9,11 +9,11 @@ from amaranth import signed, unsigned
 from lowbit.hw.network import ChunkPacker, Network, Replay, im2col_sequence, maxpool_sequence
 from lowbit.sim.streams import run_sim, stream_get, stream_put
 from lowbit.sw import arith
-from lowbit.sw.digits import train_cnn, train_mlp
+from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.intref import run
-from lowbit.sw.posttrain import quantize_net
-from lowbit.sw.rom import pack_chunks
+from lowbit.sw.ir.intref import run
+from lowbit.sw.quant.posttrain import quantize_net
+from lowbit.hw.packing import pack_chunks
 
 
 def input_stream(model, codes):

@@ -5,10 +5,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lowbit.sw.digits import train_cnn, train_mlp
+from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.loaders import load_model
-from lowbit.sw.onnx_import import load_onnx
+from lowbit.sw.quant.load import load_model
+from lowbit.sw.importers.onnx_float import load_onnx
 
 
 def _save(nodes, inits, in_shape, out_shape, path):
@@ -70,7 +70,7 @@ def test_imported_float_net_matches_onnxruntime(digits, tmp_path, kind):
 
 
 def test_onnx_model_quantizes_and_keeps_accuracy(digits, tmp_path):
-    from lowbit.sw.intref import predict
+    from lowbit.sw.ir.intref import predict
     xtr, ytr, xte, yte = digits
     net = train_mlp(xtr, ytr)
     mlp_onnx(net, tmp_path / "m.onnx")

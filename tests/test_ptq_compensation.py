@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from lowbit.sw.adaround import adaround_codes, layer_output_mse
-from lowbit.sw.digits import train_cnn, train_mlp
+from lowbit.sw.quant.adaround import adaround_codes, layer_output_mse
+from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.floatnet import FDense
-from lowbit.sw.intref import predict
-from lowbit.sw.model import Model
-from lowbit.sw.posttrain import equalize_net, error_report, quantize_net
+from lowbit.sw.ir.floatnet import FDense
+from lowbit.sw.ir.intref import predict
+from lowbit.sw.ir.model import Model
+from lowbit.sw.quant.posttrain import equalize_net, error_report, quantize_net
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from lowbit.sw.digits import train_cnn, train_mlp
+from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
-from lowbit.sw.intref import predict, run
-from lowbit.sw.model import Model, Thresholds
-from lowbit.sw.posttrain import quantize_net
-from lowbit.sw.qat import QATNet, train_qat
+from lowbit.sw.ir.floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from lowbit.sw.ir.intref import predict, run
+from lowbit.sw.ir.model import Model, Thresholds
+from lowbit.sw.quant.posttrain import quantize_net
+from lowbit.sw.quant.qat import QATNet, train_qat
 
 
 def _acc(model, x, y):
@@ -45,7 +45,7 @@ def test_qat_thresholds_reproduce_every_accumulator(digits, mlp):
     """The exported thresholds equal the trainer's activation expression for every accumulator value a
     layer can produce, not only those the data reached."""
     from lowbit.sw import arith
-    from lowbit.sw.qat import act_codes
+    from lowbit.sw.quant.qat import act_codes
     xtr, ytr, _, _ = digits
     result = train_qat(mlp, xtr, ytr, weight_bits=3, act_bits=3, epochs=2)
     layer = result.model.layers[1]

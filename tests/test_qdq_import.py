@@ -19,11 +19,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lowbit.sw.digits import train_cnn, train_mlp
+from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.intref import run
-from lowbit.sw.loaders import load_model
-from lowbit.sw.qdq_import import load_qdq
+from lowbit.sw.ir.intref import run
+from lowbit.sw.quant.load import load_model
+from lowbit.sw.importers.onnx_qdq import load_qdq
 
 ort = pytest.importorskip("onnxruntime")
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: E402

@@ -16,11 +16,11 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from lowbit.sw.digits import digits_split
+from lowbit.sw.data.digits import digits_split
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.intref import predict
-from lowbit.sw.model import Thresholds
-from lowbit.sw.qonnx_import import is_qonnx, load_qonnx
+from lowbit.sw.ir.intref import predict
+from lowbit.sw.ir.model import Thresholds
+from lowbit.sw.importers.onnx_qonnx import is_qonnx, load_qonnx
 
 FIX = Path(__file__).parent / "fixtures" / "brevitas"
 #: A second, independently trained and exported set (dynamic batch axis, shared quantizer constants,

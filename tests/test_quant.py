@@ -1,12 +1,12 @@
-"""Quantizers, calibration and the per-layer error report (``lowbit.sw.posttrain``)."""
+"""Quantizers, calibration and the per-layer error report (``lowbit.sw.quant.posttrain``)."""
 
 import numpy as np
 import pytest
 
-from lowbit.sw.digits import digits_split, train_mlp
+from lowbit.sw.data.digits import digits_split, train_mlp
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.model import QuantSpec
-from lowbit.sw.posttrain import clip_range, error_report, quantize_net, quantize_tensor
+from lowbit.sw.ir.model import QuantSpec
+from lowbit.sw.quant.posttrain import clip_range, error_report, quantize_net, quantize_tensor
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_per_channel_weights_get_their_own_scale(mlp_and_data):
 
 
 def test_final_integer_logits_share_one_scale(mlp_and_data):
-    from lowbit.sw.intref import predict
+    from lowbit.sw.ir.intref import predict
     net, xtr, xte = mlp_and_data
     model = quantize_net(net, xtr, weight_bits=8, act_bits=8, per_channel=True, calib="mse")
     last = model.compute_layers()[-1]

@@ -1,7 +1,7 @@
 """The integer reference (``intref.run``) against an independent, loop-by-loop oracle.
 
 The oracle below is deliberately written from the *documented* contract (docs/arithmetic.md) with plain
-Python integers and ``fractions.Fraction`` — no ``lowbit.sw.arith`` call — so a bug in the vectorised
+Python integers and ``fractions.Fraction`` — no ``lowbit.sw.ir.arith`` call — so a bug in the vectorised
 reference (zero-point handling, padding value, im2col order, per-channel broadcast, threshold counting,
 max-pool windows, ReLU clamp) shows up as a mismatch. Models are random but seeded: every run checks the
 same cases. Each model is also saved and loaded as ``.lbm`` and must give identical outputs.
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from lowbit.sw import arith
-from lowbit.sw.intref import run
-from lowbit.sw.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
+from lowbit.sw.ir.intref import run
+from lowbit.sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 
 N_MODELS = 40
 

@@ -12,12 +12,14 @@ import time
 
 import pytest
 
-from lowbit.sw.benchmarks import random_dense_model
-from lowbit.sw.build import build, load_build
+from lowbit.sw.data.synthetic import random_dense_model
+from lowbit.sw.flow.build import build
+from lowbit.sw.flow.record import load_build
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.model import Model
-from lowbit.sw.reweight import (patch_asc, patch_asc_fast, patch_config, patch_config_fast, random_contents,
-                                read_config_brams, reweight, rom_contents)
+from lowbit.sw.ir.model import Model
+from lowbit.sw.flow.rom import random_contents, rom_images
+from lowbit.sw.flow.reweight import (patch_asc, patch_asc_fast, patch_config, patch_config_fast,
+                                read_config_brams, reweight)
 
 #: board -> (placed design with random ROMs, bitstream, ROM block)
 BOARDS = {"icebreaker": ("top.random.asc", "top.bin", 256), "ulx3s-85f": ("top.random.config", "top.bit", 512)}
@@ -76,7 +78,7 @@ def test_one_pass_patcher_equals_the_tool(builds):
     arrays = [tuple(a) for a in settings["arrays"]]
     assert settings["rom_block"] == block
     random = random_contents(model, arrays, settings["rom_seed"], block)
-    real = rom_contents(model, arrays, block)
+    real = rom_images(model, arrays, reweightable=True, rom_block=block)
     work = d / "cmp"
     work.mkdir()
     (work / "in").write_bytes((d / "B" / placed).read_bytes())
@@ -103,7 +105,7 @@ def test_fast_patchers_refuse_contents_they_cannot_find(builds):
     wrong_seed = random_contents(model, arrays, settings["rom_seed"] + 1, block)
     patch = patch_asc_fast if board == "icebreaker" else patch_config_fast
     with pytest.raises(LowbitError, match="ROM contents not found"):
-        patch((d / "B" / placed).read_text(), wrong_seed, rom_contents(model, arrays, block))
+        patch((d / "B" / placed).read_text(), wrong_seed, rom_images(model, arrays, reweightable=True, rom_block=block))
 
 
 def test_reweight_refuses_another_architecture_and_plain_builds(builds, tmp_path):
@@ -122,12 +124,12 @@ def test_reweight_refuses_another_architecture_and_plain_builds(builds, tmp_path
 
 def test_simulation_reads_the_roms_out_of_the_bitstream(builds):
     """A reweightable build is simulated with the ROM contents its final bitstream holds."""
-    from lowbit.sw.simulate import build_core
+    from lowbit.sw.flow.simulate import build_core
     d, _, board = builds
     model, settings = load_build(d / "B")
     core, source = build_core(d / "B")
     assert source == "bitstream"
-    expected = rom_contents(model, [tuple(a) for a in settings["arrays"]], settings["rom_block"])
+    expected = rom_images(model, [tuple(a) for a in settings["arrays"]], reweightable=True, rom_block=settings["rom_block"])
     assert {f"{layer}_{kind}": words for layer, roms in core.rom_init.items() for kind, words in roms.items()} == \
         {name: words for name, (_, words) in expected.items()}
 
@@ -149,10 +151,10 @@ def test_a_corrupted_rom_word_in_the_bitstream_is_a_mismatch(builds, tmp_path):
 
     import numpy as np
 
-    from lowbit.sw.bitstream_roms import asc_slots, unpack_bitstream
-    from lowbit.sw.reweight import _slices
-    from lowbit.sw.simulate import simulate_build
-    from lowbit.sw.toolchain import run_tool
+    from lowbit.sw.flow.bitstream_roms import asc_slots, unpack_bitstream
+    from lowbit.sw.flow.reweight import _slices
+    from lowbit.sw.flow.simulate import simulate_build
+    from lowbit.sw.flow.toolchain import run_tool
     d, _, board = builds
     if board != "icebreaker":
         pytest.skip("one family is enough for the end-to-end check; readback is tested on both")
@@ -171,7 +173,7 @@ def test_a_corrupted_rom_word_in_the_bitstream_is_a_mismatch(builds, tmp_path):
     (folder / "bad.asc").write_text(_flip_asc_bit(unpack_bitstream(folder, "ice40"), pos, idx[0]))
     run_tool("icepack", ["bad.asc", "top.bin"], cwd=folder)
     bad = simulate_build(folder, codes)
-    from lowbit.sw.intref import run as reference
+    from lowbit.sw.ir.intref import run as reference
     ref = reference(model, codes)
     assert np.array_equal(np.array(clean["values"]), ref)
     diff = np.array(bad["values"]) - ref

@@ -17,8 +17,9 @@ import pytest
 from lowbit.hw.accel import AccelCore, architecture, architecture_difference, architecture_hash
 from lowbit.sw import arith
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
-from lowbit.sw.reweight import random_contents, reweight, rom_init
+from lowbit.sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
+from lowbit.sw.flow.reweight import reweight
+from lowbit.sw.flow.rom import random_contents, rom_init
 
 ARRAYS = [(3, 2), (4, 2), (2, 2)]
 ROM_BLOCK = 256
@@ -132,8 +133,8 @@ def test_output_zero_point_of_a_requantized_dense_layer_is_refused(tmp_path):
 def test_ptq_layer_without_relu_has_a_data_dependent_zero_point(tmp_path):
     """Post-training quantization of a layer without ReLU: its zero point follows the calibration data,
     so two calibrations make two netlists, and reweight says which field differs."""
-    from lowbit.sw.floatnet import FDense, FloatNet, FReLU
-    from lowbit.sw.posttrain import quantize_net
+    from lowbit.sw.ir.floatnet import FDense, FloatNet, FReLU
+    from lowbit.sw.quant.posttrain import quantize_net
     rng = np.random.default_rng(0)
     net = FloatNet((8,), [FDense(rng.normal(0, 1, (8, 6)), rng.normal(0, 1, 6)),
                           FDense(rng.normal(0, 1, (6, 6)), rng.normal(0, 1, 6)), FReLU(),
@@ -149,7 +150,7 @@ def test_qdq_models_differ_in_their_output_zero_point():
     """Two QDQ imports (onnxruntime's calibration picks each zero point): refused, naming the field."""
     pytest.importorskip("onnx")
     from pathlib import Path
-    from lowbit.sw.qdq_import import load_qdq
+    from lowbit.sw.importers.onnx_qdq import load_qdq
     fixtures = Path(__file__).parent / "fixtures" / "qdq"
     a = load_qdq(fixtures / "mlp_qdq_ort1.17.3.onnx")
     b = dataclasses.replace(a.layers[2], requant=dataclasses.replace(a.layers[2].requant, zero_point=100),

@@ -1,6 +1,6 @@
 """The serial-port path of the driver (pyserial) against a software board on a pseudo-terminal.
 
-The board side speaks the protocol of lowbit.sw.frames and answers INFER from the integer reference;
+The board side speaks the protocol of lowbit.sw.link.frames and answers INFER from the integer reference;
 it corrupts the first INFER response's CRC so the driver's retry path runs too, and answers COUNTERS with
 distinct values in every field (or, told to, with a reply one byte short) so the decoding is checked.
 """
@@ -14,12 +14,12 @@ import pytest
 from lowbit.boards.targets import board_device, platform_class
 from lowbit.hw.accel import identity_for
 from lowbit.sw import frames
-from lowbit.sw.build import fold_model
+from lowbit.sw.flow.build import fold_model
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.digits import digits_split, train_mlp
-from lowbit.sw.host import Device, SerialTransport
-from lowbit.sw.intref import run
-from lowbit.sw.posttrain import quantize_net
+from lowbit.sw.data.digits import digits_split, train_mlp
+from lowbit.sw.link.host import Device, SerialTransport
+from lowbit.sw.ir.intref import run
+from lowbit.sw.quant.posttrain import quantize_net
 
 serial = pytest.importorskip("serial")
 

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.hw.selftest import Counter
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.synth import implement, parse_nextpnr_report
+from lowbit.sw.flow.synth import implement, parse_nextpnr_report
 
 
 def _write(tmp_path, component, name):

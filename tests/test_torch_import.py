@@ -34,10 +34,10 @@ def _train(torch, model, x_nchw, y, epochs=30):
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_sequential_matches_torch_and_quantizes(torch, kind):
-    from lowbit.sw.digits import digits_split
-    from lowbit.sw.intref import predict
-    from lowbit.sw.posttrain import quantize_net
-    from lowbit.sw.torch_import import from_torch
+    from lowbit.sw.data.digits import digits_split
+    from lowbit.sw.ir.intref import predict
+    from lowbit.sw.quant.posttrain import quantize_net
+    from lowbit.sw.importers.pytorch import from_torch
     nn = torch.nn
     xtr, ytr, xte, yte = digits_split()
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def test_sequential_matches_torch_and_quantizes(torch, kind):
 
 
 def test_unsupported_module_is_named(torch):
-    from lowbit.sw.torch_import import from_torch
+    from lowbit.sw.importers.pytorch import from_torch
     nn = torch.nn
     with pytest.raises(LowbitError, match="module 1 is a Sigmoid, which lowbit cannot import"):
         from_torch(nn.Sequential(nn.Flatten(), nn.Sigmoid()), (64,))
@@ -118,7 +118,7 @@ def _reference_nchw(state, x):
 
 
 def test_state_dict_format_computes_what_pytorch_would(fake_torch, tmp_path):
-    from lowbit.sw.torch_import import load_torch
+    from lowbit.sw.importers.pytorch import load_torch
     layers, state = _cnn_state()
     fake = fake_torch({"lowbit_layers": layers, "state_dict": state})
     net = load_torch(tmp_path / "m.pt", (2, 6, 6))
@@ -128,7 +128,7 @@ def test_state_dict_format_computes_what_pytorch_would(fake_torch, tmp_path):
 
 
 def test_pickled_module_is_refused_without_trust_pickle(fake_torch, tmp_path):
-    from lowbit.sw.torch_import import load_torch
+    from lowbit.sw.importers.pytorch import load_torch
     fake = fake_torch(pickle.UnpicklingError("Weights only load failed. ... GLOBAL torch.nn.Sequential"))
     with pytest.raises(LowbitError, match="lowbit does not unpickle .*--trust-pickle"):
         load_torch(tmp_path / "m.pt", (64,))
@@ -136,7 +136,7 @@ def test_pickled_module_is_refused_without_trust_pickle(fake_torch, tmp_path):
 
 
 def test_trust_pickle_is_the_only_way_to_unpickle(fake_torch, tmp_path):
-    from lowbit.sw.torch_import import load_torch
+    from lowbit.sw.importers.pytorch import load_torch
     fake = fake_torch(object())          # what unpickling a module would give
     with pytest.raises(LowbitError):     # the fake has no torch.nn; the point is the argument
         load_torch(tmp_path / "m.pt", (64,), trust_pickle=True)
@@ -153,7 +153,7 @@ def test_trust_pickle_is_the_only_way_to_unpickle(fake_torch, tmp_path):
     ([1, 2], "holds a list, not lowbit's layer list"),
 ])
 def test_bad_state_dict_files_are_one_line(fake_torch, tmp_path, content, words):
-    from lowbit.sw.torch_import import load_torch
+    from lowbit.sw.importers.pytorch import load_torch
     fake_torch(content)
     with pytest.raises(LowbitError) as info:
         load_torch(tmp_path / "m.pt", (1, 8, 8))

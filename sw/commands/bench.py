@@ -3,7 +3,7 @@
 import sys
 import tempfile
 
-from ..benchmarks import SYNTH_CONFIGS, cycle_rows, reference_rows, synth_config_name, synth_rows
+from ..bench import SYNTH_CONFIGS, cycle_rows, reference_rows, synth_config_name, synth_rows
 from ..cli import emit
 from ..errors import LowbitError
 

@@ -4,11 +4,12 @@ import math
 import sys
 
 from ...hw.dense import LOGIT_BITS
-from .. import frames
-from ..build import DEFAULT_BAUD, MAX_BATCH, MAX_BAUD, build, summary_text
+from ..link import frames
+from ..flow.build import build, summary_text
+from ..flow.record import DEFAULT_BAUD, MAX_BATCH, MAX_BAUD
 from ..cli import emit
 from ..errors import LowbitError
-from ..loaders import load_model
+from ..quant.load import load_model
 from ..outputs import check_output_path
 
 NAME = "build"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build import build
+from ..flow.build import build
 from ..cli import emit
-from ..digits import digits_split, train_cnn, train_mlp
-from ..intref import predict
-from ..posttrain import quantize_net
+from ..data.digits import digits_split, train_cnn, train_mlp
+from ..ir.intref import predict
+from ..quant.posttrain import quantize_net
 
 NAME = "demo"
 HELP = "end to end on the bundled digits: train, quantize, build for a board, run the simulated board"
@@ -46,13 +46,13 @@ def run(args):
     build_dir = out / f"build_{args.board}"
     report = build(model, args.board, build_dir, progress=say)
     say(f"running the {len(xte)} test images through the simulated board (Verilator + cocotb)")
-    from ..simulate import simulate_build
+    from ..flow.simulate import simulate_build
     # The same path as 'lowbit run --sim': the core the build record describes, ROMs as built.
     sim = simulate_build(build_dir, model.quantize_input(xte).reshape(len(xte), -1), progress=say)
     values = np.array(sim["values"])
     mismatches = int(np.sum(np.any(values != ref_out.reshape(len(xte), -1), axis=1)))
     hw_acc = float(np.mean(np.array(sim["argmax"]) == yte))
-    from ..synth import family_of_utilization
+    from ..flow.synth import family_of_utilization
     lut = family_of_utilization(report["utilization"]).logic_resource
     result = {
         "model": args.model, "bits": args.bits, "board": args.board, "n": int(len(xte)), "arrays": report["arrays"],

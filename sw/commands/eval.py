@@ -4,8 +4,9 @@ import numpy as np
 
 from ..cli import emit
 from ..errors import LowbitError
-from ..intref import predict
-from ..loaders import load_data, load_model
+from ..ir.intref import predict
+from ..inputs import load_data
+from ..quant.load import load_model
 from ..outputs import atomic_file, check_output_path
 
 NAME = "eval"

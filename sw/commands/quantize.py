@@ -4,10 +4,11 @@ import sys
 
 from ..cli import emit
 from ..errors import LowbitError
-from ..floatnet import check_input_shape
-from ..loaders import load_data, load_float_net
+from ..ir.floatnet import check_input_shape
+from ..importers.load import load_float_net
+from ..inputs import load_data
 from ..outputs import check_output_path
-from ..posttrain import CALIBRATIONS, compare_reports, equalize_net, error_report, quantize_net
+from ..quant.posttrain import CALIBRATIONS, compare_reports, equalize_net, error_report, quantize_net
 
 NAME = "quantize"
 HELP = "post-training quantization of a float model into a lowbit model (.lbm)"

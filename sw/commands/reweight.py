@@ -3,8 +3,8 @@
 import sys
 
 from ..cli import emit
-from ..loaders import load_model
-from ..reweight import reweight
+from ..quant.load import load_model
+from ..flow.reweight import reweight
 
 NAME = "reweight"
 HELP = "patch a new model's weights into a --reweightable build without synthesis or place-and-route"

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build import load_build
+from ..flow.record import load_build
 from ..cli import emit
 from ..errors import LowbitError
-from ..intref import run as reference
-from ..loaders import load_data
+from ..ir.intref import run as reference
+from ..inputs import load_data
 
 NAME = "run"
 HELP = "run a data set through a built board (--port) or its RTL simulation (--sim), compare with the reference"
@@ -54,7 +54,7 @@ def run(args):
     if args.trace and not args.sim:
         raise LowbitError("--trace needs --sim", "a waveform comes from the simulated board")
     if args.sim:
-        from ..simulate import simulate_build
+        from ..flow.simulate import simulate_build
         say(f"simulating {len(x)} inputs through the board as built ({'gate-level netlist' if args.netlist else 'RTL'}"
             f", UART divisor {settings['divisor']})")
         res = simulate_build(args.build, flat, batch=args.batch, progress=say, trace=args.trace,
@@ -71,12 +71,12 @@ def run(args):
             extra["trace"] = str(args.trace)
     else:
         from ...hw.accel import architecture_hash
-        from ..host import Device, SerialTransport
+        from ..link.host import Device, SerialTransport
         device = Device(SerialTransport(args.port, settings["baud"]), timeout_s=2.0)
         ident = device.identify()
         expected = architecture_hash(model, settings["arrays"])
         if ident.config_hash != expected:
-            from ..synth import BITSTREAM_SUFFIX
+            from ..flow.synth import BITSTREAM_SUFFIX
             bitstream = Path(args.build) / f"top.{BITSTREAM_SUFFIX[settings['family']]}"
             raise LowbitError(f"the board on {args.port} holds another design (architecture hash "
                               f"{ident.config_hash:08x}, this build folder's is {expected:08x})",

@@ -2,10 +2,11 @@
 
 from ..cli import emit
 from ..errors import LowbitError
-from ..floatnet import check_input_shape
-from ..loaders import load_data, load_float_net
+from ..ir.floatnet import check_input_shape
+from ..importers.load import load_float_net
+from ..inputs import load_data
 from ..outputs import check_output_path
-from ..qat import SCALES, stderr_log, train_qat
+from ..quant.qat import SCALES, stderr_log, train_qat
 
 NAME = "train"
 HELP = "quantization-aware training (fake-quantized weights and activations) into a lowbit model (.lbm)"

@@ -54,8 +54,9 @@ def run(args):
     if args.model:
         from ...boards.targets import board_device, platform_class
         from ...hw.accel import AccelCore
-        from ..build import DEFAULT_BAUD, fold_model
-        from ..loaders import load_model
+        from ..flow.build import fold_model
+        from ..flow.record import DEFAULT_BAUD
+        from ..quant.load import load_model
         model = load_model(args.model)
         platform = platform_class(args.board)()
         arrays = [(f.rows, f.cols) for f in fold_model(model, board_device(platform)).layers]
@@ -91,8 +92,8 @@ def run(args):
 
 def _random_engine(cfg, args):
     from ...hw.dense import DenseEngine, EngineParams
-    from ..benchmarks import random_dense_model
-    from ..model import Dense, QuantSpec, Thresholds
+    from ..data.synthetic import random_dense_model
+    from ..ir.model import Dense, QuantSpec, Thresholds
     k = args.k if args.k is not None else 4 * args.rows
     n = args.n if args.n is not None else 4 * args.cols
     if cfg.binary:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
-from .floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU, check_input_shape
-from .onnx_import import _permute_rows
+from ..errors import LowbitError
+from ..ir.floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU, check_input_shape
+from .onnx_float import _permute_rows
 
 __all__ = ["from_torch", "from_state_dict", "load_torch", "SUPPORTED_MODULES", "STATE_DICT_LAYERS"]
 
@@ -117,7 +117,7 @@ def from_state_dict(layer_spec, state, input_shape_nchw, name: str = "torch") ->
     ``"{i}.running_mean"``, ``"{i}.running_var"`` — the names ``nn.Sequential.state_dict()`` gives. The
     same conversions as :func:`from_torch` apply (NCHW -> NHWC).
     """
-    from .floatnet import _pair
+    from ..ir.floatnet import _pair
     hint = "see the PyTorch section of docs/model-format.md"
     if not isinstance(layer_spec, list) or not all(isinstance(e, dict) for e in layer_spec):
         raise LowbitError("lowbit_layers must be a list of {'type': ...} entries", hint)

@@ -1,6 +1,6 @@
-"""The integer reference model: executes a :class:`lowbit.sw.model.Model` with integers only.
+"""The integer reference model: executes a :class:`lowbit.sw.ir.model.Model` with integers only.
 
-This is the arithmetic contract in action: every step is a ``lowbit.sw.arith`` function, vectorised
+This is the arithmetic contract in action: every step is a ``lowbit.sw.ir.arith`` function, vectorised
 over the batch with NumPy ``int64``. Hardware outputs are compared with :func:`run` using ``==``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import arith
-from .errors import LowbitError
+from ..errors import LowbitError
 from .model import Conv2d, Dense, Flatten, MaxPool2d, Model
 
 __all__ = ["run", "run_layer", "predict"]

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
-from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Thresholds
-from .onnx_import import _attrs, _permute_rows
+from ..errors import LowbitError
+from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Thresholds
+from .onnx_float import _attrs, _permute_rows
 
 __all__ = ["load_qonnx", "is_qonnx"]
 

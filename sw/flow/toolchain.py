@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import LowbitError
+from ..errors import LowbitError
 
 __all__ = ["Tool", "TOOLS", "tool", "command", "tool_version", "yosys_share", "prepare", "amaranth_build_env", "verilator_env", "formal_env",
            "run_tool"]

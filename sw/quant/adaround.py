@@ -10,14 +10,14 @@ soft relaxation: ``code = floor(w / s) + h(V)`` with the rectified sigmoid ``h(V
 (``Xq`` the layer's dequantized *quantized* inputs, ``X`` the float ones, ``f`` the fused ReLU or the
 identity). The regulariser pushes ``h`` to 0 or 1 as ``beta`` anneals from 20 to 2; the result is rounded
 hard. Plain NumPy, Adam, mini-batches drawn from a seeded generator: the same inputs give the same codes.
-:func:`lowbit.sw.posttrain.quantize_net` calls it layer by layer (``adaround=True``).
+:func:`lowbit.sw.quant.posttrain.quantize_net` calls it layer by layer (``adaround=True``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .digits import _Adam, small_blas
+from .optim import Adam, small_blas
 
 __all__ = ["adaround_codes", "layer_output_mse"]
 
@@ -59,7 +59,7 @@ def adaround_codes(w, scale, bits: int, x_q, x_float, bias, *, relu: bool = Fals
     if relu:
         target = np.maximum(target, 0)
     norm = max(float(np.mean(target ** 2)), 1e-30)
-    opt = _Adam([v], lr)
+    opt = Adam([v], lr)
     warmup = iters // 5
     with small_blas():
         _descend(v, opt, base, scale, qmax, x_q, target, bias, relu, norm, rng, iters, warmup, batch, lam)

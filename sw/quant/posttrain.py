@@ -7,9 +7,9 @@ the quantization MSE).
 
 :func:`quantize_net` is the PTQ pass: weights symmetric (per channel with ``per_channel``), activations
 calibrated on data, ReLU fused into the requantization clamp, int32 biases, fixed-point multipliers
-from :func:`lowbit.sw.arith.quantize_multiplier`. Two optional error-compensation steps run layer by layer
+from :func:`lowbit.sw.ir.arith.quantize_multiplier`. Two optional error-compensation steps run layer by layer
 on the calibration data, each layer seeing the *integer* outputs of the layers already quantized:
-``adaround`` chooses each weight's rounding direction (:mod:`lowbit.sw.adaround`), ``bias_correction``
+``adaround`` chooses each weight's rounding direction (:mod:`lowbit.sw.quant.adaround`), ``bias_correction``
 folds the mean pre-activation error per output channel into the integer bias. :func:`equalize_net`
 (cross-layer range equalisation) is a separate float-to-float pass to run before. A network with 1-bit weights and activations becomes
 a binary (XNOR-popcount) network whose hidden activations are sign thresholds. The last compute layer
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import arith
-from .errors import LowbitError
-from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
-from .intref import run_layer
-from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
+from ..ir import arith
+from ..errors import LowbitError
+from ..ir.floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from ..ir.intref import run_layer
+from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 
 __all__ = ["CALIBRATIONS", "clip_range", "quantize_tensor", "quantize_net", "error_report", "LayerError",
            "check_calibration_range", "CALIB_MAX_ABS", "CALIB_MIN_SPAN", "equalize_net", "compare_reports"]
@@ -54,11 +54,6 @@ def check_calibration_range(values, what: str, need_span: bool = False) -> None:
     if need_span and hi - lo < CALIB_MIN_SPAN:
         raise LowbitError(f"{what} range [{lo:.6g}, {hi:.6g}] is empty or almost: quantization needs a spread "
                           "of values", "pass a few hundred representative, varied inputs")
-
-
-def _levels(bits, signed):
-    lo, hi = arith.int_range(bits, signed)
-    return lo, hi
 
 
 def quantize_tensor(x, bits: int, *, symmetric: bool = True, per_channel: bool = False,
@@ -374,7 +369,7 @@ def error_report(net: FloatNet, model: Model, x, channel_scale=None) -> list[Lay
 
     ``channel_scale`` (from :func:`equalize_net`) maps an equalised net's outputs back to the units of
     the net it came from, so that ``net`` is the original and the errors compare with its report."""
-    from .intref import run
+    from ..ir.intref import run
     x = np.asarray(x, dtype=np.float64).reshape((len(x), *net.input_shape))
     float_outs = net.forward(x, intermediates=True)
     trace = run(model, model.quantize_input(x), intermediates=True)

@@ -19,13 +19,12 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from . import arith
-from .errors import LowbitError
-from .outputs import atomic_file
+from ..errors import LowbitError
+from ..outputs import atomic_file
 
 __all__ = ["QuantSpec", "Requant", "Thresholds", "Dense", "Conv2d", "MaxPool2d", "Flatten", "Model",
            "FORMAT_VERSION", "COMPUTE_LAYERS", "MAX_HEADER_BYTES", "MAX_ARRAYS_BYTES", "MAX_ARRAY_ELEMENTS"]
@@ -359,7 +358,7 @@ class Model:
         :data:`MAX_ARRAYS_BYTES`, :data:`MAX_ARRAY_ELEMENTS`), so a crafted file cannot make lowbit
         decompress gigabytes into memory.
         """
-        from .loaders import check_input_file
+        from ..inputs import check_input_file
         path = check_input_file(path, "model file")
         corrupt = "the file is truncated or corrupt; write it again with 'lowbit quantize'"
         try:

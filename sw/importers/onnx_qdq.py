@@ -40,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import arith
-from .errors import LowbitError
-from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant
-from .onnx_import import _attrs, _auto_pad, _permute_rows
+from ..ir import arith
+from ..errors import LowbitError
+from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant
+from .onnx_float import _attrs, _auto_pad, _permute_rows
 
 __all__ = ["load_qdq", "is_qdq"]
 

@@ -14,9 +14,9 @@ per-device and documented where they are set.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from .errors import LowbitError
+from ..errors import LowbitError
 from .synth import FAMILIES
 
 __all__ = ["LayerShape", "CostModel", "COST_MODELS", "LayerFold", "Folding", "fold", "layer_cycles", "predict_cycles",

@@ -10,7 +10,7 @@ pass is, number for number, the integer network it exports:
   accumulator ``acc`` of the integer reference;
 * a hidden layer's output code is ``clip(floor((acc * s_in * s_w + b) / s_out + 1/2), lo, hi)``
   (``lo = 0`` with the ReLU fused, the signed range without). That is a monotone function of the integer
-  ``acc``, so it is exported exactly as FINN-style thresholds (:class:`lowbit.sw.model.Thresholds`,
+  ``acc``, so it is exported exactly as FINN-style thresholds (:class:`lowbit.sw.ir.model.Thresholds`,
   found by bisection of this very expression): the ``.lbm`` computes the trainer's codes bit for bit;
 * the last layer outputs ``acc + round(b / (s_in s_w))`` (one weight scale: argmax compares them).
 
@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import arith
-from .digits import _Adam, small_blas
-from .errors import LowbitError
-from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
-from .model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Thresholds
+from ..ir import arith
+from .optim import Adam, small_blas
+from ..errors import LowbitError
+from ..ir.floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Thresholds
 from .posttrain import _weight_scale, check_calibration_range, clip_range
 
 __all__ = ["train_qat", "QATNet", "QATResult", "SCALES"]
@@ -545,7 +545,7 @@ def train_qat(net: FloatNet, x, y, *, weight_bits: int, act_bits: int, epochs: i
     noise_rng = np.random.default_rng([seed, 1])          # apart from the batch order: off changes nothing
     params = qnet.params()
     learned = [p for p in params if scales == "learned" or not _is_scale(qnet, p)]
-    opt = _Adam(learned, lr)
+    opt = Adam(learned, lr)
     rng = np.random.default_rng(seed)
     history, best, best_state = [], -1.0, None
     with small_blas():

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from . import frames
-from .errors import LowbitError
+from ..errors import LowbitError
 
 __all__ = ["LinkError", "SerialTransport", "Device"]
 
@@ -94,7 +94,7 @@ class Device:
         return self._identity
 
     def read_counters(self) -> dict:
-        """The board's counters, keyed by the names of :data:`lowbit.sw.frames.COUNTERS_FIELDS`."""
+        """The board's counters, keyed by the names of :data:`lowbit.sw.link.frames.COUNTERS_FIELDS`."""
         return frames.unpack_counters(self.request(frames.COUNTERS))
 
     def infer(self, codes, batch: int | None = None, retries: int = 2):

@@ -1,10 +1,10 @@
 """Simulate a build folder: the core its record describes, with the ROMs its bitstream holds.
 
 ``lowbit run --sim`` and ``lowbit demo`` both come here, so there is one way to check a build. The core
-is made by :func:`lowbit.sw.build.make_core` from ``build.json`` (arrays, clock, baud divisor, batch,
+is made by :func:`lowbit.sw.flow.record.make_core` from ``build.json`` (arrays, clock, baud divisor, batch,
 timeouts, multiplier mapping, reweightable datapath and ROM padding), never from defaults; for a
 reweightable (or re-weighted) build its ROM contents are read back out of the final bitstream
-(:mod:`lowbit.sw.bitstream_roms`), so a patching bug shows as a mismatch. The UART runs at the built
+(:mod:`lowbit.sw.flow.bitstream_roms`), so a patching bug shows as a mismatch. The UART runs at the built
 divisor, so the simulated link carries the bytes at the rate the board's does.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .build import load_build, make_core
-from .errors import LowbitError
+from .record import load_build, make_core
+from ..errors import LowbitError
 
 __all__ = ["build_core", "simulate_build"]
 
@@ -30,7 +30,7 @@ def build_core(build_dir, model=None, record=None, progress=lambda m: None):
         # The ROMs were initialised from this model's integers when the design was synthesised.
         return make_core(model, record), "model"
     from .bitstream_roms import read_roms, unpack_bitstream
-    from .reweight import random_contents, rom_init
+    from .rom import random_contents, rom_init
     from .synth import PLACED_SUFFIX
     family = record["family"]
     arrays = [tuple(a) for a in record["arrays"]]
@@ -52,7 +52,7 @@ def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None,
     ``trace`` names a ``.vcd`` file to write the waveform of the whole run into. ``netlist`` simulates the
     gate-level netlist Yosys wrote for the bitstream instead of the RTL (iCE40 builds, ROMs as
     synthesised, so not for reweightable builds, whose netlist holds placeholder ROMs)."""
-    from ..sim.board_sim import simulate_board
+    from ...sim.board_sim import simulate_board
     build_dir = Path(build_dir)
     model, record = load_build(build_dir)
     if trace is not None and Path(trace).suffix != ".vcd":
@@ -61,7 +61,7 @@ def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None,
     job = dict(batch=min(batch, record["max_batch"]), clk_mhz=record["clock_hz"] / 1e6, progress=progress,
                trace=trace)
     if netlist:
-        from ..sim.netlist_sim import NetlistCore, netlist_sources
+        from ...sim.netlist_sim import NetlistCore, netlist_sources
         if record["family"] != "ice40":
             raise LowbitError(f"--netlist is implemented for iCE40 builds, this one is {record['family']}",
                               "simulate the RTL with --sim alone")

@@ -1,4 +1,4 @@
-"""Import float ONNX models into a :class:`lowbit.sw.floatnet.FloatNet` (then quantize with calibration).
+"""Import float ONNX models into a :class:`lowbit.sw.ir.floatnet.FloatNet` (then quantize with calibration).
 
 Supported nodes, in a single chain from the graph input to its output: ``Gemm`` (``transB``, ``alpha``
 and ``beta`` of 1), ``MatMul`` with a constant weight (optionally followed by an ``Add`` of a constant
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
-from .floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU, check_input_shape
+from ..errors import LowbitError
+from ..ir.floatnet import FBatchNorm, FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU, check_input_shape
 
 __all__ = ["load_onnx", "SUPPORTED_OPS"]
 

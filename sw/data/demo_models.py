@@ -4,7 +4,7 @@ Post-training quantization of the float digits MLP to 1-bit weights and activati
 quarter of the test accuracy (a float ReLU network does not survive binarization). A binary network has
 to be *trained* binary: :func:`train_binary_mlp` trains a 64-``hidden``-10 network whose forward pass is
 exactly the one lowbit executes for ``--weight-bits 1 --act-bits 1`` (see
-:func:`lowbit.sw.posttrain.quantize_net`):
+:func:`lowbit.sw.quant.posttrain.quantize_net`):
 
 * inputs binarized around the median of the training inputs: ``xb = +1 if x >= median else -1``;
 * hidden ``h = +1 if xb @ W1 + t1 >= 0 else -1`` with ``W1`` in ±1 and integer thresholds ``t1``;
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .digits import _Adam, _softmax_grad
-from .floatnet import FDense, FFlatten, FloatNet, FReLU
+from ..quant.optim import Adam, softmax_grad
+from ..ir.floatnet import FDense, FFlatten, FloatNet, FReLU
 
 __all__ = ["train_binary_mlp", "binary_mlp_forward"]
 
@@ -45,14 +45,14 @@ def train_binary_mlp(x, y, hidden: int = 32, epochs: int = 150, seed: int = 0, l
     w1, t1 = rng.uniform(-1, 1, (k, hidden)), np.zeros(hidden)
     w2, t2 = rng.uniform(-1, 1, (hidden, 10)), np.zeros(10)
     s1, s2 = 1 / np.sqrt(k), 4 / np.sqrt(hidden)   # keep pre-activations near the STE window / softmax range
-    opt = _Adam([w1, t1, w2, t2], lr)
+    opt = Adam([w1, t1, w2, t2], lr)
     for _ in range(epochs):
         order = rng.permutation(len(x))
         for start in range(0, len(x), 32):
             idx = order[start:start + 32]
             u1 = (xb[idx] @ _sign(w1) + t1) * s1
             h = _sign(u1)
-            g = _softmax_grad((h @ _sign(w2) + t2) * s2, y[idx]) * s2
+            g = softmax_grad((h @ _sign(w2) + t2) * s2, y[idx]) * s2
             g_u1 = (g @ _sign(w2).T) * (np.abs(u1) <= 1) * s1
             opt.step([xb[idx].T @ g_u1 * (np.abs(w1) <= 1), g_u1.sum(0), h.T @ g * (np.abs(w2) <= 1), g.sum(0)])
             np.clip(w1, -1, 1, out=w1)

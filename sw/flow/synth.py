@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LowbitError
+from ..errors import LowbitError
 from .toolchain import run_tool
 
 __all__ = ["Family", "FAMILIES", "ICE40", "ECP5", "family_of_utilization", "Device", "DEVICES", "device", "ImplementResult", "implement", "yosys_script", "parse_nextpnr_report",

@@ -1,7 +1,7 @@
 """Read ROM contents back out of a built bitstream, so a simulation checks what will be flashed.
 
 A reweightable build is placed with seeded random ROM contents (``top.random.asc`` / ``.config``) and
-the real contents are patched in afterwards (:mod:`lowbit.sw.reweight`). To simulate the patched
+the real contents are patched in afterwards (:mod:`lowbit.sw.flow.reweight`). To simulate the patched
 design, not a re-creation of it, :func:`read_roms` finds each placeholder bit slice in the placed
 design — the same slice matching icebram and ecpbram use — and reads the same bits of the *final*
 bitstream (``top.bin`` unpacked by iceunpack, ``top.bit`` by ecpunpack). A patching bug, a bitstream
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
+from ..errors import LowbitError
 from .reweight import _bram_blocks, _ecp5_index, _slices, asc_brams
 from .synth import BITSTREAM_SUFFIX, PLACED_SUFFIX
 from .toolchain import run_tool

@@ -1,4 +1,7 @@
-"""ROM images for a layer engine: one pair of pack/unpack functions per memory, defined once.
+"""The word formats of a layer engine's memories: one pair of pack/unpack functions per memory, defined once.
+
+The gateware reads these words (:mod:`lowbit.hw.dense`); :mod:`lowbit.sw.flow.rom` fills whole ROM images
+with them.
 
 Weight ROM (:func:`pack_weights` / :func:`unpack_weights`)
     Word ``g * KC + c`` (output-channel group ``g``, K-chunk ``c``; ``KC = ceil(K / R)``) holds the
@@ -26,10 +29,9 @@ import math
 
 import numpy as np
 
-from .arith import binary_decode, binary_encode
+from ..sw.ir.arith import binary_decode, binary_encode
 
-__all__ = ["pack_weights", "unpack_weights", "pack_chunks", "unpack_chunks", "pack_fields", "unpack_fields",
-           "rom_images", "hex_text"]
+__all__ = ["pack_weights", "unpack_weights", "pack_chunks", "unpack_chunks", "pack_fields", "unpack_fields"]
 
 
 def _to_bits(values, bits):
@@ -152,33 +154,3 @@ def unpack_fields(words, fields, signed_fields=()) -> list[dict]:
             offset += bits
         out.append(rec)
     return out
-
-
-def rom_images(model, arrays, *, reweightable: bool = False, rom_block: int = 256) -> dict:
-    """Every weight and parameter ROM of ``model`` built with ``arrays``, by stable name:
-    ``{"layer{i}_weights" | "layer{i}_params": (width, words)}``. The one place ROM contents are computed:
-    the build writes them, re-weighting patches them, simulation reads them back. A ``reweightable``
-    build's ROMs are padded to whole ``rom_block``-word blocks and to widths of whole hex digits."""
-    from ..hw.dense import DenseEngine
-    from ..hw.network import plan_network
-    out = {}
-    for plan in plan_network(model, arrays):
-        if plan.kind != "engine":
-            continue
-        engine = DenseEngine(plan.config, plan.params, reweightable=reweightable, rom_block=rom_block)
-        engine._MustUse__silence = True      # built for its parameter arithmetic only, never elaborated
-        geometry = engine.rom_geometry()
-        for kind, words in (("weights", engine.weight_words()), ("params", engine.param_words())):
-            width, depth = geometry[kind]
-            out[f"layer{plan.layer_index}_{kind}"] = (width, list(words) + [0] * (depth - len(words)))
-    return out
-
-
-def hex_text(width: int, words) -> str:
-    """A ROM as a hex file: one word per line, most significant digit first, ``ceil(width / 4)`` digits.
-
-    >>> hex_text(6, [1, 63])
-    '01\\n3f\\n'
-    """
-    digits = max(1, -(-width // 4))
-    return "".join(f"{w:0{digits}x}\n" for w in words)

@@ -25,55 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
-from .outputs import atomic_file
+from ..errors import LowbitError
+from .rom import hex_text, random_contents, rom_images
+from ..outputs import atomic_file
 from .synth import BITSTREAM_SUFFIX, PLACED_SUFFIX, pack_bitstream
 from .toolchain import run_tool, tool
 
-__all__ = ["rom_contents", "random_contents", "patch_asc", "patch_asc_fast", "patch_config", "patch_config_fast",
-           "rom_block_for", "patch_and_pack", "reweight"]
+__all__ = ["patch_asc", "patch_asc_fast", "patch_config", "patch_config_fast", "patch_and_pack",
+           "reweight"]
 
-#: Slice length (words) the patch tool of each FPGA family matches; ROM depths are padded to it.
-ROM_BLOCK = {"ice40": 256, "ecp5": 512}
 #: The patch tool of each family (its name for messages).
 PATCH_TOOL = {"ice40": "icebram", "ecp5": "ecpbram"}
-
-
-def rom_block_for(family: str) -> int:
-    if family not in ROM_BLOCK:
-        raise LowbitError(f"re-weighting is not available for {family} devices", "use an iCE40 or ECP5 board")
-    return ROM_BLOCK[family]
-
-
-def rom_contents(model, arrays, rom_block: int = 256) -> dict:
-    """``{"layer{i}_weights" | "layer{i}_params": (width, [words padded to the ROM depth])}`` of a
-    reweightable build (:func:`lowbit.sw.rom.rom_images`)."""
-    from .rom import rom_images
-    return rom_images(model, arrays, reweightable=True, rom_block=rom_block)
-
-
-def random_contents(model, arrays, seed: int = 1, rom_block: int = 256) -> dict:
-    """Random placeholder contents of the same geometry (distinct per ROM and seed)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name, (width, words) in sorted(rom_contents(model, arrays, rom_block).items()):
-        out[name] = (width, [int.from_bytes(rng.bytes((width + 7) // 8), "little") & ((1 << width) - 1)
-                             for _ in words])
-    return out
-
-
-def rom_init(contents: dict) -> dict:
-    """Contents as :class:`lowbit.hw.network.Network`'s ``rom_init``."""
-    init = {}
-    for name, (_, words) in contents.items():
-        layer, kind = name.rsplit("_", 1)
-        init.setdefault(layer, {})[kind] = words
-    return init
-
-
-def _hex(width, words) -> str:
-    from .rom import hex_text
-    return hex_text(width, words)
 
 
 def _patch_each_rom(folder: Path, src: str, dst: str, old: dict, new: dict, suffix: str, patch_one) -> None:
@@ -83,8 +45,8 @@ def _patch_each_rom(folder: Path, src: str, dst: str, old: dict, new: dict, suff
     current = src
     for i, name in enumerate(sorted(old)):
         width = old[name][0]
-        (folder / f"{name}.from.hex").write_text(_hex(width, old[name][1]))
-        (folder / f"{name}.to.hex").write_text(_hex(width, new[name][1]))
+        (folder / f"{name}.from.hex").write_text(hex_text(width, old[name][1]))
+        (folder / f"{name}.to.hex").write_text(hex_text(width, new[name][1]))
         target = dst if i == len(old) - 1 else f"patch{i}.{suffix}"
         patch_one(name, current, target)
         current = target
@@ -300,8 +262,8 @@ def patch_and_pack(family: str, folder, placed: str, old: dict, new: dict, *, fa
 
 def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
     """Patch the weights of ``new_model`` into the bitstream in ``build_dir``; returns a summary."""
-    from ..hw.accel import architecture, architecture_difference
-    from .build import load_build
+    from ...hw.accel import architecture, architecture_difference
+    from .record import load_build
     t0 = time.monotonic()
     build_dir = Path(build_dir)
     old_model, settings = load_build(build_dir)
@@ -314,7 +276,7 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
         # Only weights, biases, multipliers, shifts and thresholds are in ROMs: anything else is netlist.
         raise LowbitError(f"the new model needs a different netlist: {difference}",
                           "re-weighting only changes ROM contents; build the new model with 'lowbit build'")
-    from .build import check_reweightable
+    from .rom import check_reweightable
     check_reweightable(new_model, arrays)
     family = settings["family"]
     block = settings["rom_block"]
@@ -324,7 +286,7 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
                           "reweightable build keeps", "build it again with 'lowbit build ... --reweightable'")
     progress(f"patching the ROMs ({PATCH_TOOL[family]}'s slice matching, one pass) and packing")
     random = random_contents(old_model, arrays, settings["rom_seed"], block)
-    new_roms = rom_contents(new_model, arrays, block)
+    new_roms = rom_images(new_model, arrays, reweightable=True, rom_block=block)
     # Work in a temporary folder that goes whatever happens; the build's files are replaced atomically,
     # the bitstream first (a failure before it leaves the build as it was).
     shutil.rmtree(build_dir / "reweight", ignore_errors=True)       # left by lowbit before this fix
@@ -337,6 +299,6 @@ def reweight(build_dir, new_model, progress=lambda m: None) -> dict:
     new_model.save(build_dir / "model.lbm")
     for name, (width, words) in new_roms.items():
         with atomic_file(build_dir / "roms" / f"{name}.hex", "w") as f:
-            f.write(_hex(width, words))
+            f.write(hex_text(width, words))
     seconds = round(time.monotonic() - t0, 2)
     return {"build": str(build_dir), "seconds": seconds, "roms": len(random)}

@@ -1,4 +1,5 @@
-"""Loading what users hand the CLI: data sets (.npz with x and optional y) and models of any kind.
+"""Input files the CLI is handed: checked before they are read (:func:`check_input_file`), ``.npz``
+readers that never unpickle, and data sets (``x`` with optional labels ``y``).
 
 Every failure is a one-line :class:`LowbitError` naming the file and what is wrong with it.
 """
@@ -15,9 +16,7 @@ import numpy as np
 
 from .errors import LowbitError
 
-__all__ = ["check_input_file", "read_npz", "load_data", "load_float_net", "load_model", "PICKLE_REFUSED"]
-
-FLOAT_SUFFIXES = (".npz",)
+__all__ = ["check_input_file", "read_npz", "load_data", "PICKLE_REFUSED"]
 
 #: What lowbit says about a pickled array: it never unpickles (a pickle can run any code).
 PICKLE_REFUSED = "lowbit does not load pickles (they can run code)"
@@ -110,56 +109,3 @@ def load_data(path, need_labels: bool = False):
     elif need_labels:
         raise LowbitError(f"{path} has no labels 'y'", "accuracy needs integer labels y")
     return x, y
-
-
-def load_float_net(path, input_shape=None, trust_pickle: bool = False):
-    """A FloatNet from ``.npz`` (lowbit's float format), ``.onnx``, or ``.pt``/``.pth`` (a state dict
-    with its layer list, or with ``trust_pickle`` a pickled ``nn.Sequential``, which runs code from the
-    file: :func:`lowbit.sw.torch_import.load_torch`), which needs ``input_shape`` as ``(C, H, W)`` or
-    ``(K,)``."""
-    from .floatnet import FloatNet
-    path = check_input_file(path, "model file")
-    if path.suffix == ".npz":
-        return FloatNet.load_npz(path)
-    if path.suffix == ".onnx":
-        from .onnx_import import load_onnx
-        from .qdq_import import is_qdq
-        from .qonnx_import import is_qonnx
-        if is_qonnx(path):
-            raise LowbitError(f"{path.name} is an already-quantized QONNX model",
-                              "use it directly with lowbit eval/build/verilog; it needs no re-quantization")
-        if is_qdq(path):
-            raise LowbitError(f"{path.name} is an already-quantized QDQ model",
-                              "use it directly with lowbit eval/build/verilog; it needs no re-quantization")
-        return load_onnx(path)
-    if path.suffix in (".pt", ".pth"):
-        if not input_shape:
-            raise LowbitError(f"{path.name} is a PyTorch model and needs its input shape",
-                              "pass --input-shape C,H,W (or K for vectors)")
-        from .torch_import import load_torch
-        return load_torch(path, input_shape, trust_pickle=trust_pickle)
-    raise LowbitError(f"cannot read a float model from {path.name}",
-                      "supported: .npz float models (docs/model-format.md), float .onnx, PyTorch .pt; "
-                      "quantized models are .lbm")
-
-
-def load_model(path, calib_x=None, **ptq):
-    """A quantized Model from an ``.lbm``, or from a float model quantized with calibration inputs
-    ``calib_x`` (``ptq`` are :func:`lowbit.sw.posttrain.quantize_net` options)."""
-    from .model import Model
-    path = check_input_file(path, "model file")
-    if path.suffix == ".lbm":
-        return Model.load(path)
-    if path.suffix == ".onnx":
-        from .qdq_import import is_qdq, load_qdq
-        from .qonnx_import import is_qonnx, load_qonnx
-        if is_qonnx(path):
-            return load_qonnx(path)
-        if is_qdq(path):
-            return load_qdq(path)
-    net = load_float_net(path)
-    if calib_x is None:
-        raise LowbitError(f"{path.name} is a float model and needs calibration data to be quantized",
-                          "pass --calib-data D.npz (inputs x of a few hundred samples)")
-    from .posttrain import quantize_net
-    return quantize_net(net, calib_x, **ptq)

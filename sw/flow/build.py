@@ -1,6 +1,6 @@
 """``lowbit build``: a quantized model -> a bitstream for a board, with ROM images and a report.
 
-Steps: fold the network onto the device (:mod:`lowbit.sw.fold`, refusing before synthesis if it cannot
+Steps: fold the network onto the device (:mod:`lowbit.sw.flow.fold`, refusing before synthesis if it cannot
 fit), measure cycles per inference by simulating the network (Amaranth's simulator, a few inputs),
 build the board top (:mod:`lowbit.boards.targets`) through Yosys and nextpnr, and write everything
 into the output folder atomically (a failed build leaves no folder a later command could trust):
@@ -8,7 +8,7 @@ into the output folder atomically (a failed build leaves no folder a later comma
 ``model.lbm``, ``build.json`` (board, arrays, clock, baud: what ``run`` and ``reweight`` need),
 ``core.v`` (Verilog of the accelerator core), ``top.il``/``top.pcf|lpf``/``top.json`` and the bitstream
 ``top.bin`` (iCE40) or ``top.bit`` (ECP5), ``roms/`` (one ``.hex`` file per memory, one word per line,
-most significant digit first; layouts in :mod:`lowbit.sw.rom`), ``report.json`` and ``summary.txt``.
+most significant digit first; layouts in :mod:`lowbit.sw.flow.rom`), ``report.json`` and ``summary.txt``.
 """
 
 from __future__ import annotations
@@ -16,29 +16,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .errors import LowbitError
+from ..errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
-from .model import Conv2d, Dense, Model
-from .outputs import atomic_dir
-from .rom import hex_text, rom_images
+from ..ir.model import Conv2d, Dense, Model
+from ..outputs import atomic_dir
+from .record import DEFAULT_BAUD, TIMEOUT_BYTES, make_core
+from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
-__all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "load_build", "check_build_record",
-           "make_core", "CORE_FIELDS", "requant_dsp_tiles", "default_requant_dsp",
-           "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH"]
-
-DEFAULT_BAUD = 1_000_000
-#: Fastest UART rate lowbit builds for (FTDI's high-speed bridges top out at 12 Mbaud).
-MAX_BAUD = 12_000_000
-#: Most inputs one INFER frame may carry (``--max-batch``): it sizes the board's input buffer and output
-#: FIFO and the length check unrolled in the host link (the IDENTIFY field itself is one byte).
-MAX_BATCH = 64
-#: Byte times of silence after which the board drops a partial frame (recorded in build.json).
-TIMEOUT_BYTES = 32
-
+__all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "requant_dsp_tiles", "default_requant_dsp",
+           "link_rate", "summary_text"]
 
 def layer_shapes(model: Model) -> list[LayerShape]:
     shapes, shape = [], tuple(model.input_shape)
@@ -55,7 +44,7 @@ def layer_shapes(model: Model) -> list[LayerShape]:
 
 
 def fold_model(model: Model, dev, mult: str = "lut"):
-    """Array sizes for ``model`` on ``dev`` (a :class:`lowbit.sw.synth.Device`); LowbitError if it cannot fit.
+    """Array sizes for ``model`` on ``dev`` (a :class:`lowbit.sw.flow.synth.Device`); LowbitError if it cannot fit.
     With ``mult="dsp"`` every product wide enough for Yosys to map (:data:`DSP_MIN_PRODUCT_BITS`) takes a
     DSP block, so the arrays' products are capped at the DSPs left after the requantizers'
     (:func:`requant_dsp_tiles`)."""
@@ -88,22 +77,20 @@ def requant_dsp_tiles(model: Model, arrays, reweightable: bool = False) -> int:
     """DSP blocks the requantizers' multipliers take if mapped to DSPs: one per 16 bits of multiplier
     (the 4-bit digits MLP's two requantizers, 16-bit multipliers, took 2 SB_MAC16 in
     ``lowbit build --board icebreaker``; Yosys keeps the rest of a wide product in logic)."""
-    from ..hw.dense import DenseEngine
-    from ..hw.network import plan_network
+    from ...hw.dense import engine_layout
+    from ...hw.network import plan_network
     tiles = 0
     for plan in plan_network(model, arrays):
         if plan.kind == "engine" and plan.params.mode == "requant":
-            engine = DenseEngine(plan.config, plan.params, reweightable=reweightable)
-            engine._MustUse__silence = True
-            tiles += math.ceil(engine.mult_bits / 16)
+            tiles += math.ceil(engine_layout(plan.config, plan.params, reweightable=reweightable).mult_bits / 16)
     return tiles
 
 
 def array_products_multiply(model: Model, arrays, mult: str) -> bool:
     """Whether any array product is written as a ``*`` (which a DSP-mapping synthesis would put into a DSP
     block): always with ``mult="dsp"``; with ``"lut"`` only for operands too wide for shift-and-add."""
-    from ..hw.array import SHIFT_ADD_MAX_BITS
-    from ..hw.network import plan_network
+    from ...hw.array import SHIFT_ADD_MAX_BITS
+    from ...hw.network import plan_network
     if mult == "dsp":
         return True
     for plan in plan_network(model, arrays):
@@ -131,7 +118,7 @@ def link_rate(identity, baud: float, batch: int) -> dict:
     """Inferences per second the serial link carries with INFER frames of ``batch`` inputs: the request
     (frame overhead + one byte per input code) and the response (overhead + values and argmax of each
     input) at 10 bit times per byte, one after the other as the driver waits for each answer."""
-    from . import frames
+    from ..link import frames
     request = frames.OVERHEAD_BYTES + batch * identity.input_count
     response = frames.OVERHEAD_BYTES + batch * identity.infer_record_bytes
     seconds = (request + response) * 10 / baud
@@ -139,29 +126,13 @@ def link_rate(identity, baud: float, batch: int) -> dict:
             "inferences_per_s": round(batch / seconds, 1)}
 
 
-#: Fields of the build record that shape the board core; :func:`make_core` builds the core from them and
-#: from nothing else, so ``lowbit run --sim`` simulates what was built.
-CORE_FIELDS = ("arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable", "rom_block", "mult")
-
-
-def make_core(model: Model, record: dict, rom_init: dict | None = None):
-    """The :class:`lowbit.hw.accel.AccelCore` a build record describes (``rom_init``: ROM contents of a
-    reweightable core, e.g. the placeholders at build time or the contents read back from its bitstream)."""
-    from ..hw.accel import AccelCore
-    kwargs = {}
-    if record["reweightable"]:
-        kwargs = {"reweightable": True, "rom_init": rom_init, "rom_block": record["rom_block"]}
-    return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
-                     record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
-
-
 def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = False,
                    systolic_2d: bool = False) -> dict:
     """Steady-state cycles per inference of the network alone, measured in Amaranth's simulator with
     ``samples`` back-to-back random inputs: (cycle of the last output - cycle of the first output) /
     (samples - 1), plus the latency of the first."""
-    from ..hw.network import Network
-    from ..sim.streams import run_sim, stream_get, stream_put
+    from ...hw.network import Network
+    from ...sim.streams import run_sim, stream_put
     dut = Network(model, arrays, systolic=systolic, systolic_2d=systolic_2d)
     rng = np.random.default_rng(0)
     lo, hi = model.input_q.range
@@ -194,15 +165,6 @@ def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = Fals
             "mac_cycles_per_inference": marks["mac"] / samples}
 
 
-def check_reweightable(model: Model, arrays) -> None:
-    """The value-dependent limits a reweightable build cannot adapt to (LowbitError otherwise)."""
-    from ..hw.dense import DenseEngine
-    from ..hw.network import plan_network
-    for plan in plan_network(model, arrays):
-        if plan.kind == "engine":
-            DenseEngine(plan.config, plan.params)._MustUse__silence = True   # raises if logits overflow
-
-
 def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
           progress=lambda msg: None, seed: int = 1, reweightable: bool = False, rom_seed: int = 1,
           clock_mhz: float | None = None, mult: str = "lut") -> dict:
@@ -212,21 +174,20 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     ``mult="dsp"`` lets synthesis map the products to the device's DSP blocks (refused before placement
     if there are more products than DSPs).
 
-    ``reweightable`` builds keep their ROMs patchable by ``lowbit reweight`` (see :mod:`lowbit.sw.reweight`).
+    ``reweightable`` builds keep their ROMs patchable by ``lowbit reweight`` (see :mod:`lowbit.sw.flow.reweight`).
     """
     from amaranth.back import verilog
 
-    from ..boards.targets import board_clock, board_device, build_board, platform_class
+    from ...boards.targets import board_clock, board_device, build_board, platform_class
     t_start = time.monotonic()
     platform = platform_class(board)()
     dev = board_device(platform)
     clk_hz, pll = board_clock(board, clock_mhz)
-    from ..hw.config import MULT_IMPLS
+    from ...hw.config import MULT_IMPLS
     if mult not in MULT_IMPLS:
         raise LowbitError(f"--mult {mult!r} is not one of {', '.join(MULT_IMPLS)}")
     rom_block = None
     if reweightable:
-        from .reweight import rom_block_for
         rom_block = rom_block_for(dev.family)
     progress(f"folding the network onto {dev.name}")
     folding = fold_model(model, dev, mult)
@@ -246,10 +207,9 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     cycles = measure_cycles(model, arrays)
     placeholder_init = None
     if reweightable:
-        from .reweight import random_contents, rom_contents, rom_init
         check_reweightable(model, arrays)
         placeholder = random_contents(model, arrays, rom_seed, rom_block)
-        real = rom_contents(model, arrays, rom_block)
+        real = rom_images(model, arrays, reweightable=True, rom_block=rom_block)
         placeholder_init = rom_init(placeholder)
 
     def core_factory(hz):
@@ -334,85 +294,3 @@ def summary_text(r: dict) -> str:
          if r["fmax_mhz"] * 0.9 >= r["clock_mhz"] * 1.2 else [])) + "\n"
 
 
-_DAMAGED = "the build folder is damaged; build it again with 'lowbit build'"
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _integer(v, lo, hi) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
-
-
-def check_build_record(record, where="build.json") -> dict:
-    """The build record :func:`build` writes into ``build.json`` (board, arrays, clock_hz, baud, max_batch,
-    reweightable, rom_seed, family, rom_block, and what shaped the core: timeout_bytes, mult, requant_dsp,
-    pll, the UART divisor), checked field by field; LowbitError names the first
-    field that is missing or out of range. ``run`` and ``reweight`` read nothing else from it."""
-    from .reweight import ROM_BLOCK
-    if not isinstance(record, dict):
-        kind = "a list" if isinstance(record, list) else "null" if record is None else type(record).__name__
-        raise LowbitError(f"{where} holds {kind}, not a build record", _DAMAGED)
-    fields = (
-        ("board", lambda v: isinstance(v, str) and v != "", "a board name"),
-        ("arrays", lambda v: isinstance(v, list) and 0 < len(v) <= 256 and
-         all(isinstance(a, list) and len(a) == 2 and all(_integer(x, 1, 64) for x in a) for a in v),
-         "a list of [rows, cols] pairs from 1 to 64"),
-        ("clock_hz", lambda v: _number(v) and math.isfinite(v) and 1e5 <= v <= 1e9, "a clock from 100 kHz to 1 GHz"),
-        ("baud", lambda v: _integer(v, 1, MAX_BAUD), f"an integer rate from 1 to {MAX_BAUD}"),
-        ("max_batch", lambda v: _integer(v, 1, MAX_BATCH), f"an integer from 1 to {MAX_BATCH}"),
-        ("reweightable", lambda v: isinstance(v, bool), "true or false"),
-        ("rom_seed", lambda v: _integer(v, 0, (1 << 63) - 1), "a non-negative integer"),
-        ("family", lambda v: isinstance(v, str) and v != "", "an FPGA family name"),
-        ("rom_block", lambda v: v is None or v in ROM_BLOCK.values(), f"null or one of {sorted(ROM_BLOCK.values())}"),
-        # What else shaped the core and the netlist (older build folders lack them: build again).
-        ("timeout_bytes", lambda v: _integer(v, 1, 1 << 16), "an integer from 1 to 65536"),
-        ("mult", lambda v: v in ("lut", "dsp"), "lut or dsp"),
-        ("requant_dsp", lambda v: isinstance(v, bool), "true or false"),
-        ("pll", lambda v: isinstance(v, bool), "true or false"),
-        ("divisor", lambda v: _integer(v, 4, 1 << 24), "an integer from 4 up"),
-    )
-    for name, ok, expected in fields:
-        if name not in record:
-            raise LowbitError(f"{where} has no field '{name}'", _DAMAGED)
-        if not ok(record[name]):
-            value = json.dumps(record[name], default=str)
-            raise LowbitError(f"{where}: field '{name}' must be {expected}, not "
-                              f"{value if len(value) <= 40 else value[:37] + '...'}", _DAMAGED)
-    from ..hw.serial import divisor_for
-    try:
-        divisor = divisor_for(record["clock_hz"], record["baud"])
-    except ValueError:
-        divisor = None
-    if divisor != record["divisor"]:
-        raise LowbitError(f"{where}: field 'divisor' is {record['divisor']}, but clock_hz and baud give {divisor}",
-                          _DAMAGED)
-    family, block = record["family"], record["rom_block"]
-    if record["reweightable"] and (family not in ROM_BLOCK or block != ROM_BLOCK[family]):
-        raise LowbitError(f"{where}: a reweightable build needs family ice40 or ecp5 with rom_block 256 or 512, "
-                          f"not {family[:20]!r} with {block!r}", _DAMAGED)
-    return record
-
-
-def load_build(folder) -> tuple[Model, dict]:
-    """The model and build record of a build folder; LowbitError if it is not a complete, undamaged build."""
-    folder = Path(folder)
-    if not (folder / "build.json").is_file() or not (folder / "model.lbm").is_file():
-        raise LowbitError(f"{folder} is not a lowbit build folder", "run 'lowbit build MODEL --board B -o DIR' first")
-    where = folder / "build.json"
-    with open(where, "rb") as f:
-        text = f.read(1 << 20)
-    if not text.strip():
-        raise LowbitError(f"{where} is empty", _DAMAGED)
-    try:
-        record = json.loads(text)
-    except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise LowbitError(f"{where} is not JSON ({type(exc).__name__})", _DAMAGED) from None
-    record = check_build_record(record, where)
-    model = Model.load(folder / "model.lbm")
-    layers = len(model.compute_layers())
-    if len(record["arrays"]) != layers:
-        raise LowbitError(f"{where}: field 'arrays' has {len(record['arrays'])} entries, the model has {layers} "
-                          "compute layers", _DAMAGED)
-    return model, record

@@ -1,7 +1,7 @@
 """Float networks before quantization: layer list, forward pass, and the ``.npz`` float-model format.
 
-Importers turn PyTorch, ONNX or ``.npz`` files into a :class:`FloatNet`; :mod:`lowbit.sw.posttrain`
-quantizes it into a :class:`lowbit.sw.model.Model`. Layout is NHWC with Conv2d weights
+Importers turn PyTorch, ONNX or ``.npz`` files into a :class:`FloatNet`; :mod:`lowbit.sw.quant.posttrain`
+quantizes it into a :class:`lowbit.sw.ir.model.Model`. Layout is NHWC with Conv2d weights
 ``(KH, KW, Cin, Cout)`` and Dense weights ``(K, N)``, as in the integer model. BatchNorm is folded into
 the preceding Dense/Conv2d by :func:`fold_batchnorm` when the net is built.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import arith
-from .errors import LowbitError
+from ..errors import LowbitError
 
 __all__ = ["FDense", "FConv2d", "FReLU", "FMaxPool2d", "FFlatten", "FBatchNorm", "FloatNet", "fold_batchnorm",
            "SUPPORTED_LAYERS", "check_input_shape", "MAX_INPUT_ELEMENTS"]
@@ -187,7 +187,7 @@ class FloatNet:
     # -- .npz float format ----------------------------------------------------------------------
 
     def save_npz(self, path) -> None:
-        from .outputs import atomic_file
+        from ..outputs import atomic_file
         arrays, spec = {}, []
         for i, layer in enumerate(self.layers):
             entry = {"type": layer.kind}
@@ -206,7 +206,7 @@ class FloatNet:
 
     @classmethod
     def load_npz(cls, path) -> "FloatNet":
-        from .loaders import read_npz
+        from ..inputs import read_npz
         path = Path(path)
         data, _ = read_npz(path, "model file")
         if "spec" not in data:

@@ -1,0 +1,123 @@
+"""The build record (``build.json``): everything that shaped a built core, checked on the way in, and the
+one constructor of the core from it (:func:`make_core`), which synthesis, ``core.v`` and simulation share."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..errors import LowbitError
+from ..ir.model import Model
+from .rom import ROM_BLOCK
+
+__all__ = ["CORE_FIELDS", "make_core", "check_build_record", "load_build",
+           "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH", "TIMEOUT_BYTES"]
+
+DEFAULT_BAUD = 1_000_000
+#: Fastest UART rate lowbit builds for (FTDI's high-speed bridges top out at 12 Mbaud).
+MAX_BAUD = 12_000_000
+#: Most inputs one INFER frame may carry (``--max-batch``): it sizes the board's input buffer and output
+#: FIFO and the length check unrolled in the host link (the IDENTIFY field itself is one byte).
+MAX_BATCH = 64
+#: Byte times of silence after which the board drops a partial frame (recorded in build.json).
+TIMEOUT_BYTES = 32
+
+
+#: Fields of the build record that shape the board core; :func:`make_core` builds the core from them and
+#: from nothing else, so ``lowbit run --sim`` simulates what was built.
+CORE_FIELDS = ("arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable", "rom_block", "mult")
+
+
+def make_core(model: Model, record: dict, rom_init: dict | None = None):
+    """The :class:`lowbit.hw.accel.AccelCore` a build record describes (``rom_init``: ROM contents of a
+    reweightable core, e.g. the placeholders at build time or the contents read back from its bitstream)."""
+    from ...hw.accel import AccelCore
+    kwargs = {}
+    if record["reweightable"]:
+        kwargs = {"reweightable": True, "rom_init": rom_init, "rom_block": record["rom_block"]}
+    return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
+                     record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
+
+
+_DAMAGED = "the build folder is damaged; build it again with 'lowbit build'"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _integer(v, lo, hi) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def check_build_record(record, where="build.json") -> dict:
+    """The build record :func:`build` writes into ``build.json`` (board, arrays, clock_hz, baud, max_batch,
+    reweightable, rom_seed, family, rom_block, and what shaped the core: timeout_bytes, mult, requant_dsp,
+    pll, the UART divisor), checked field by field; LowbitError names the first
+    field that is missing or out of range. ``run`` and ``reweight`` read nothing else from it."""
+    if not isinstance(record, dict):
+        kind = "a list" if isinstance(record, list) else "null" if record is None else type(record).__name__
+        raise LowbitError(f"{where} holds {kind}, not a build record", _DAMAGED)
+    fields = (
+        ("board", lambda v: isinstance(v, str) and v != "", "a board name"),
+        ("arrays", lambda v: isinstance(v, list) and 0 < len(v) <= 256 and
+         all(isinstance(a, list) and len(a) == 2 and all(_integer(x, 1, 64) for x in a) for a in v),
+         "a list of [rows, cols] pairs from 1 to 64"),
+        ("clock_hz", lambda v: _number(v) and math.isfinite(v) and 1e5 <= v <= 1e9, "a clock from 100 kHz to 1 GHz"),
+        ("baud", lambda v: _integer(v, 1, MAX_BAUD), f"an integer rate from 1 to {MAX_BAUD}"),
+        ("max_batch", lambda v: _integer(v, 1, MAX_BATCH), f"an integer from 1 to {MAX_BATCH}"),
+        ("reweightable", lambda v: isinstance(v, bool), "true or false"),
+        ("rom_seed", lambda v: _integer(v, 0, (1 << 63) - 1), "a non-negative integer"),
+        ("family", lambda v: isinstance(v, str) and v != "", "an FPGA family name"),
+        ("rom_block", lambda v: v is None or v in ROM_BLOCK.values(), f"null or one of {sorted(ROM_BLOCK.values())}"),
+        # What else shaped the core and the netlist (older build folders lack them: build again).
+        ("timeout_bytes", lambda v: _integer(v, 1, 1 << 16), "an integer from 1 to 65536"),
+        ("mult", lambda v: v in ("lut", "dsp"), "lut or dsp"),
+        ("requant_dsp", lambda v: isinstance(v, bool), "true or false"),
+        ("pll", lambda v: isinstance(v, bool), "true or false"),
+        ("divisor", lambda v: _integer(v, 4, 1 << 24), "an integer from 4 up"),
+    )
+    for name, ok, expected in fields:
+        if name not in record:
+            raise LowbitError(f"{where} has no field '{name}'", _DAMAGED)
+        if not ok(record[name]):
+            value = json.dumps(record[name], default=str)
+            raise LowbitError(f"{where}: field '{name}' must be {expected}, not "
+                              f"{value if len(value) <= 40 else value[:37] + '...'}", _DAMAGED)
+    from ...hw.serial import divisor_for
+    try:
+        divisor = divisor_for(record["clock_hz"], record["baud"])
+    except ValueError:
+        divisor = None
+    if divisor != record["divisor"]:
+        raise LowbitError(f"{where}: field 'divisor' is {record['divisor']}, but clock_hz and baud give {divisor}",
+                          _DAMAGED)
+    family, block = record["family"], record["rom_block"]
+    if record["reweightable"] and (family not in ROM_BLOCK or block != ROM_BLOCK[family]):
+        raise LowbitError(f"{where}: a reweightable build needs family ice40 or ecp5 with rom_block 256 or 512, "
+                          f"not {family[:20]!r} with {block!r}", _DAMAGED)
+    return record
+
+
+def load_build(folder) -> tuple[Model, dict]:
+    """The model and build record of a build folder; LowbitError if it is not a complete, undamaged build."""
+    folder = Path(folder)
+    if not (folder / "build.json").is_file() or not (folder / "model.lbm").is_file():
+        raise LowbitError(f"{folder} is not a lowbit build folder", "run 'lowbit build MODEL --board B -o DIR' first")
+    where = folder / "build.json"
+    with open(where, "rb") as f:
+        text = f.read(1 << 20)
+    if not text.strip():
+        raise LowbitError(f"{where} is empty", _DAMAGED)
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise LowbitError(f"{where} is not JSON ({type(exc).__name__})", _DAMAGED) from None
+    record = check_build_record(record, where)
+    model = Model.load(folder / "model.lbm")
+    layers = len(model.compute_layers())
+    if len(record["arrays"]) != layers:
+        raise LowbitError(f"{where}: field 'arrays' has {len(record['arrays'])} entries, the model has {layers} "
+                          "compute layers", _DAMAGED)
+    return model, record
