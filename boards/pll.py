@@ -19,7 +19,7 @@ from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..sw.errors import LowbitError
-from ..sw.toolchain import run_tool
+from ..sw.flow.toolchain import run_tool
 
 __all__ = ["PllPlan", "pll_plan", "PllClock", "PLL_RANGE_MHZ"]
 

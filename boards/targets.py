@@ -4,7 +4,7 @@ A *core* is any ``wiring.Component`` with a serial port ``rx: In(1)``, ``tx: Out
 status LEDs ``leds: Out(n)``; it is built for a clock frequency the board tells it. :class:`BoardTop`
 connects the core to the board's clock, power-on reset, UART pins and LEDs, and :func:`build_board`
 takes it through Amaranth's platform (pin constraints) into lowbit's own synthesis flow
-(:func:`lowbit.sw.synth.implement`), so every board gets the same reports and fit check.
+(:func:`lowbit.sw.flow.synth.implement`), so every board gets the same reports and fit check.
 
 Named targets: ``icebreaker`` (iCE40 UP5K, 12 MHz) and ``ulx3s-85f`` (ECP5 85F, 25 MHz) are tested;
 any other amaranth-boards platform is found by its class name without ``Platform`` (case, ``-`` and
@@ -24,7 +24,7 @@ from amaranth.build import ResourceError
 from amaranth.lib import io
 
 from ..sw.errors import LowbitError
-from ..sw.synth import DEVICES, Device, implement
+from ..sw.flow.synth import DEVICES, Device, implement
 
 __all__ = ["platform_class", "board_device", "board_clock", "BoardTop", "prepare_board",
            "build_board"]
@@ -68,7 +68,7 @@ def platform_class(board: str):
 
 
 def board_device(platform) -> Device:
-    """The :class:`lowbit.sw.synth.Device` for a platform: nextpnr options from Amaranth's own tables,
+    """The :class:`lowbit.sw.flow.synth.Device` for a platform: nextpnr options from Amaranth's own tables,
     capacities where lowbit knows the part (otherwise nextpnr alone judges fit)."""
     family = type(platform).__mro__
     names = [c.__name__ for c in family]
@@ -182,7 +182,7 @@ def prepare_board(board: str, core_factory, outdir, clock_mhz: float | None = No
 def build_board(board: str, core_factory, outdir, progress=None, clock_mhz: float | None = None,
                 **implement_args):
     """Synthesise, place, route and pack ``core_factory(clk_hz)`` for ``board``; returns the
-    :class:`lowbit.sw.synth.ImplementResult` (the design clock is the timing target)."""
+    :class:`lowbit.sw.flow.synth.ImplementResult` (the design clock is the timing target)."""
     platform, dev, files, constraints, clock_mhz = prepare_board(board, core_factory, outdir, clock_mhz)
     kwargs = dict(implement_args)
     if progress is not None:
