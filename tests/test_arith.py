@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 from lowbit.sw.ir.arith import (conv2d_acc, dot_acc, fold_zero_point, im2col, int_range, maxpool2d,
                              multithreshold, quantize_multiplier, requantize, round_shift)
 

@@ -17,7 +17,7 @@ def test_doctor_quick_json_lists_every_tool_working(cli):
 
 
 def test_doctor_reports_a_missing_tool_and_fails(cli, monkeypatch):
-    from lowbit.sw import toolchain
+    from lowbit.sw.flow import toolchain
     toolchain.tool.cache_clear()
     monkeypatch.setenv("ICEPACK", "/nowhere/icepack")
     try:

@@ -58,7 +58,7 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     assert result["rom_source"] == "model"
     # The link rate in the report counts the bytes that really cross the link: 5 INFER frames of 8,
     # plus IDENTIFY and COUNTERS, each a 6-byte request.
-    from lowbit.sw import frames
+    from lowbit.sw.link import frames
     link = report["link"]
     assert link["batch"] == 8 and result["link_bytes"] == {
         "sent": 5 * link["request_bytes"] + 2 * frames.OVERHEAD_BYTES,

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 from lowbit.hw.config import ArrayConfig
 from lowbit.hw.dense import DenseEngine, EngineParams
 from lowbit.sim.streams import run_sim, stream_get, stream_put
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 from lowbit.sw.ir.intref import run_layer
 from lowbit.sw.ir.model import Dense, QuantSpec, Requant, Thresholds
 from lowbit.hw.packing import pack_chunks

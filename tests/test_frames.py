@@ -11,7 +11,7 @@ from amaranth import signed, unsigned
 
 from lowbit.hw.hostlink import HostLink
 from lowbit.sim.streams import run_sim, stream_get, stream_put
-from lowbit.sw import frames
+from lowbit.sw.link import frames
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.ir.model import Dense, Model, QuantSpec
 

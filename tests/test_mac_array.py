@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from lowbit.hw.array import MacArray, SystolicPE
 from lowbit.hw.config import ArrayConfig
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 
 VARIANTS = {"tree": {}, "tree-comb": {"product_reg": False}, "systolic": {"systolic": True},
             "systolic-comb": {"systolic": True, "product_reg": False},

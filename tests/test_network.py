@@ -8,7 +8,7 @@ from amaranth import signed, unsigned
 
 from lowbit.hw.network import ChunkPacker, Network, Replay, im2col_sequence, maxpool_sequence
 from lowbit.sim.streams import run_sim, stream_get, stream_put
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.ir.intref import run

@@ -44,7 +44,7 @@ def test_qat_2bit_mlp_beats_ptq_and_the_lbm_is_the_trainers_network(digits, mlp,
 def test_qat_thresholds_reproduce_every_accumulator(digits, mlp):
     """The exported thresholds equal the trainer's activation expression for every accumulator value a
     layer can produce, not only those the data reached."""
-    from lowbit.sw import arith
+    from lowbit.sw.ir import arith
     from lowbit.sw.quant.qat import act_codes
     xtr, ytr, _, _ = digits
     result = train_qat(mlp, xtr, ytr, weight_bits=3, act_bits=3, epochs=2)

@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 from lowbit.sw.ir.intref import run
 from lowbit.sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 

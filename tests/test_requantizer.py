@@ -13,7 +13,7 @@ import pytest
 from lowbit.hw.config import ArrayConfig
 from lowbit.hw.dense import DenseEngine, EngineParams, Requantizer
 from lowbit.sim.streams import run_sim, stream_get, stream_put
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 
 # The engine only lends its widths and parameter ROM to the unit; it is never elaborated here.
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

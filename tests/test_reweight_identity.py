@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lowbit.hw.accel import AccelCore, architecture, architecture_difference, architecture_hash
-from lowbit.sw import arith
+from lowbit.sw.ir import arith
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 from lowbit.sw.flow.reweight import reweight

@@ -13,7 +13,7 @@ import pytest
 
 from lowbit.boards.targets import board_device, platform_class
 from lowbit.hw.accel import identity_for
-from lowbit.sw import frames
+from lowbit.sw.link import frames
 from lowbit.sw.flow.build import fold_model
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.data.digits import digits_split, train_mlp

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lowbit.sw import toolchain
+from lowbit.sw.flow import toolchain
 from lowbit.sw.errors import LowbitError
 
 
