@@ -1,3 +1,4 @@
+import json
 import zipfile
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 from lowbit.sw.data.digits import train_cnn, train_mlp
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.ir.intref import run
-from lowbit.sw.ir.model import Dense, Model, QuantSpec, Requant, Thresholds
+from lowbit.sw.ir.model import Conv2d, Dense, Flatten, Model, QuantSpec, Requant, Thresholds
 from lowbit.sw.quant.posttrain import quantize_net
 
 
@@ -74,6 +75,55 @@ def test_thresholds_layer_and_binary_validation():
     assert out.ravel().tolist() == (hidden @ np.array([[1], [-1]])).ravel().tolist()
     with pytest.raises(LowbitError, match="binary weights must be ±1, found 0"):
         Model((3,), binary, [Dense(np.zeros((3, 1), np.int64), np.zeros(1, np.int64), binary, None, None)]).validate()
+
+
+def test_integer_weights_on_binary_inputs_are_refused():
+    binary = QuantSpec(1, True, binary=True)
+    layer = Dense(np.array([[3], [-2], [1]]), np.array([0]), QuantSpec(4, True), None, None)
+    with pytest.raises(LowbitError) as info:
+        Model((3,), binary, [layer]).validate()
+    assert info.value.message == "layer 0 (dense): binary (±1) inputs need binary weights, these are 4-bit integers"
+    assert info.value.hint == "binarize the weights too, or give the layer integer inputs"
+
+
+def _binary_weight_model(rng, a_bits, a_signed, zx):
+    """A padded Conv2d with ±1 weights on integer codes (zero point ``zx``), then an XNOR Dense."""
+    in_q = QuantSpec(a_bits, a_signed, zx, (0.02,))
+    binary = QuantSpec(1, True, binary=True)
+    conv = Conv2d(rng.choice([-1, 1], (3, 3, 2, 4)), rng.integers(-50, 50, 4), binary, binary,
+                  Thresholds(rng.integers(-20, 20, (4, 1)), -1, 2), stride=(1, 1), padding=(1, 1))
+    dense = Dense(rng.choice([-1, 1], (4 * 4 * 4, 3)), rng.integers(-5, 5, 3), binary, None, None)
+    return Model((4, 4, 2), in_q, [conv, Flatten(), dense], "w1")
+
+
+@pytest.mark.parametrize("a_bits,a_signed,zx", [(8, False, 131), (8, True, -5), (4, False, 0), (2, True, 1)])
+def test_binary_weights_on_integer_inputs_run_as_the_plain_dot_product(tmp_path, a_bits, a_signed, zx):
+    rng = np.random.default_rng(a_bits + zx)
+    model = _binary_weight_model(rng, a_bits, a_signed, zx).validate()
+    lo, hi = model.input_q.range
+    x = rng.integers(lo, hi + 1, (6, 4, 4, 2))
+    x[0], x[1] = lo, hi
+    # Independently, in float: real values (codes minus zero point) padded with real 0, convolved by
+    # loops, thresholded to ±1 signs, then the ±1 dot product of the last layer.
+    conv, _, dense = model.layers
+    real = np.pad((x - zx).astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = np.zeros((6, 4, 4, 4))
+    for oy in range(4):
+        for ox in range(4):
+            acc[:, oy, ox] = np.einsum("bhwc,hwcn->bn", real[:, oy:oy + 3, ox:ox + 3], conv.weight.astype(np.float64))
+    hidden = np.where(acc + conv.bias >= conv.requant.thresholds[:, 0], 1.0, -1.0).reshape(6, -1)
+    expected = hidden @ dense.weight + dense.bias
+    trace = run(model, x, intermediates=True)
+    assert np.array_equal(trace[0][2], acc.astype(np.int64))          # the accumulators themselves
+    assert np.array_equal(trace[-1][1], expected.astype(np.int64))
+    # The .lbm file needs no new field: weight_q.binary with an integer input_q says it.
+    model.save(tmp_path / "w1.lbm")
+    again = Model.load(tmp_path / "w1.lbm")
+    assert again.layers[0].weight_q.binary and not again.input_q.binary
+    assert np.array_equal(run(again, x), trace[-1][1])
+    with zipfile.ZipFile(tmp_path / "w1.lbm") as z:
+        assert set(json.loads(z.read("model.json"))["layers"][0]["weight_q"]) == \
+            {"bits", "signed", "zero_point", "scale", "binary"}
 
 
 def test_input_shape_mismatch_is_clear(mlp_model):

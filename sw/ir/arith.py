@@ -17,7 +17,7 @@ import numpy as np
 __all__ = [
     "MULT_BITS", "DEFAULT_MULT_BITS", "MAX_SHIFT", "BIAS_BITS",
     "int_range", "check_int_range", "signed_bits_for",
-    "dot_acc", "fold_zero_point", "binary_encode", "binary_decode",
+    "OPERAND_MODES", "operand_mode", "dot_acc", "fold_zero_point", "binary_encode", "binary_decode",
     "round_shift", "requantize", "multithreshold", "quantize_multiplier",
     "im2col", "conv2d_out_shape", "conv2d_acc", "maxpool2d",
 ]
@@ -89,11 +89,38 @@ def signed_bits_for(lo: int, hi: int) -> int:
 
 # --- dot products -------------------------------------------------------------------------------
 
+#: The operand kinds of a Dense/Conv2d layer (``docs/arithmetic.md`` §2), named by :func:`operand_mode`:
+#: integer codes times integer weights; integer codes times ±1 weights (a conditional negate per
+#: product); ±1 activations times ±1 weights (XNOR-popcount).
+OPERAND_MODES = ("integer", "binary_weights", "binary")
+
+
+def operand_mode(input_binary: bool, weight_binary: bool) -> str:
+    """Which of :data:`OPERAND_MODES` a layer with these operands computes in.
+
+    Binary (±1) inputs with integer weights have no mode: the contract defines no such product.
+
+    >>> operand_mode(False, False), operand_mode(False, True), operand_mode(True, True)
+    ('integer', 'binary_weights', 'binary')
+
+    Raises
+    ------
+    ValueError
+        for binary inputs with integer weights.
+    """
+    if input_binary and not weight_binary:
+        raise ValueError("binary (±1) inputs need binary weights")
+    if input_binary:
+        return "binary"
+    return "binary_weights" if weight_binary else "integer"
+
+
 def dot_acc(x, w, x_zero_point=0) -> np.ndarray:
     """Exact integer dot products ``acc[b, n] = sum_k (x[b, k] - zx) * w[k, n]``.
 
-    ``x`` is ``(B, K)``, ``w`` is ``(K, N)``; ``x_zero_point`` is a scalar. Binary (±1) layers pass their
-    ±1 values as they are: the XNOR-popcount hardware computes the same sum.
+    ``x`` is ``(B, K)``, ``w`` is ``(K, N)``; ``x_zero_point`` is a scalar. Binary (±1) weights and
+    activations pass their ±1 values as they are: the XNOR-popcount hardware (both binary) and the
+    conditional-negate hardware (binary weights, integer codes) compute the same sum.
     """
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)

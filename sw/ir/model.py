@@ -6,7 +6,8 @@ report. ``docs/model-format.md`` documents the file; ``docs/arithmetic.md`` the 
 
 Layers
 ------
-:class:`Dense` and :class:`Conv2d` carry integer weights (zero point 0), an int32 bias and a requantizer:
+:class:`Dense` and :class:`Conv2d` carry integer weights (zero point 0) or ±1 weights (``weight_q.binary``,
+with binary or integer inputs: ``arith.operand_mode``), an int32 bias and a requantizer:
 :class:`Requant` (fixed-point multiplier and shift, per tensor or per channel), :class:`Thresholds`
 (FINN-style multi-threshold) or ``None`` for a final layer that outputs the exact ``acc + bias``.
 :class:`MaxPool2d` and :class:`Flatten` work on codes. BatchNorm is folded away by the importers;
@@ -247,8 +248,13 @@ class Model:
                 if in_q is None:
                     raise LowbitError(f"{where} follows a layer with integer-logit output",
                                       "only the last compute layer may skip requantization")
-                if in_q.binary != layer.weight_q.binary:
-                    raise LowbitError(f"{where}: binary inputs need binary weights and vice versa")
+                try:
+                    # Binary weights with integer inputs are a mode of their own; binary inputs with
+                    # integer weights are none.
+                    arith.operand_mode(in_q.binary, layer.weight_q.binary)
+                except ValueError as exc:
+                    raise LowbitError(f"{where}: {exc}, these are {layer.weight_q.bits}-bit integers",
+                                      "binarize the weights too, or give the layer integer inputs") from None
                 if in_q.binary and isinstance(layer, Conv2d) and any(layer.padding):
                     raise LowbitError(f"{where}: a binary convolution cannot pad (±1 has no zero code)",
                                       "use padding=0 for binary layers")
