@@ -1,0 +1,443 @@
+"""The overlay engine: one ``R x C`` MAC array that runs a whole network, layer by layer, from a program.
+
+The dataflow architecture (:mod:`lowbit.hw.network`) gives every layer its own engine; on a small FPGA
+that fixed cost per layer leaves few PEs. The overlay has one array, one requantizer and three memories,
+and a sequencer that executes a **layer program** (one descriptor per layer, :func:`descriptor_layout`):
+
+* **activation memory**: two banks of ``act_depth`` words, each word one K-chunk of ``R`` codes at
+  ``act_bits`` per lane. Layer ``l`` reads bank ``l % 2`` and writes the other (ping-pong); the input
+  vector is loaded into bank 0.
+* **weight memory**: ``weight_depth`` words of ``port_bits`` (64: the four SPRAMs of a UP5K side by
+  side). A layer's weights are a sequence of *array words*, one per (group, chunk) step, each
+  ``R * C * w`` bits at the layer's own weight width ``w`` and spread over ``ratio = ceil(R*C*w / port_bits)``
+  consecutive port words, so a 2-bit layer streams twice as many weights per cycle as a 4-bit one.
+* **parameter memory**: one record per output channel: the folded bias, then the multiplier and shift
+  (requantization) or the thresholds (multi-threshold).
+
+Per layer the array runs output-stationary, like a :class:`~lowbit.hw.dense.DenseEngine`: for each group
+``g`` of ``C`` output channels and each K-chunk ``c`` it multiplies the chunk by the array word and
+accumulates; one step takes ``ratio`` cycles, the weight memory's bandwidth (the roofline of a batch-1
+Dense layer). After ``KC`` steps the ``C`` sums go to the requantizer, which runs while the next group
+accumulates and writes one code per cycle back into the other bank, or, for the last layer, out of ``o``.
+
+Operands are decoded per layer (formats chosen when the overlay is built: :class:`OverlayConfig`):
+signed activation codes as they are, unsigned ``b``-bit codes ``u`` as ``u - 2**(b-1)`` (the MSB flipped,
+so a ``b``-bit unsigned code needs no wider multiplier; the compiler adds ``2**(b-1) * sum_k w`` to the
+bias), ±1 bits as ±1; weights are signed codes or ±1 bits.
+The array multiplies signed values, so every combination — unsigned or signed inputs, ±1 weights with
+multi-bit inputs, XNOR-style ±1 x ±1 — is the integer dot product ``docs/arithmetic.md`` defines. Lanes
+past K in a layer's last chunk are forced to 0.
+
+Streams: ``i`` takes the input codes one per beat (raw ``act_bits``-wide code bits, in the order of the
+model's input), ``o`` gives the last layer's outputs one per beat as ``signed(32)`` values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..sw.ir import arith
+from .array import MacArray, delay_line, tree_sum
+from .config import ArrayConfig
+
+__all__ = ["OverlayConfig", "OverlayEngine", "descriptor_layout", "MODES", "BIAS_FIELD_BITS", "THRESHOLD_BITS",
+           "OUT_BITS"]
+
+#: Requantizer modes of a descriptor.
+MODES = {"requant": 0, "thresholds": 1, "logits": 2}
+#: Width of the bias field of a parameter record, and of each threshold.
+BIAS_FIELD_BITS = 32
+THRESHOLD_BITS = 32
+#: Width of the values on ``o``.
+OUT_BITS = 32
+SHIFT_BITS = arith.MAX_SHIFT.bit_length()
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """What an overlay is built with; every width follows from these fields.
+
+    ``act_formats`` are the ``(bits, signed, binary)`` input formats a layer may have and
+    ``weight_formats`` the ``(bits, binary)`` weight formats (non-binary weights are signed); a
+    descriptor picks one of each by index. ``acc_bits`` is the width of the accumulators and of
+    ``acc + bias``; ``mult_bits`` of the requantization multiplier.
+    """
+
+    rows: int = 8
+    cols: int = 8
+    act_bits: int = 4
+    weight_bits: int = 4
+    port_bits: int = 64
+    act_depth: int = 128
+    weight_depth: int = 4096
+    param_depth: int = 512
+    max_layers: int = 16
+    max_thresholds: int = 3
+    acc_bits: int = 24
+    mult_bits: int = 16
+    act_formats: tuple = ((4, False, False),)
+    weight_formats: tuple = ((4, False),)
+    systolic: bool = False
+    mult: str = "lut"
+
+    def __post_init__(self):
+        for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
+                             ("port_bits", 8, 512), ("act_depth", 1, 1 << 16), ("weight_depth", 1, 1 << 20),
+                             ("param_depth", 1, 1 << 16), ("max_layers", 1, 256), ("max_thresholds", 0, 15),
+                             ("acc_bits", 4, 31), ("mult_bits", 1, arith.MULT_BITS)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ValueError(f"OverlayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
+        if self.rows * self.cols * self.weight_bits > 31 * self.port_bits:
+            raise ValueError(f"an array word of {self.rows}x{self.cols} {self.weight_bits}-bit weights needs more "
+                             f"than 31 port words of {self.port_bits} bits")
+        if not self.act_formats or not self.weight_formats:
+            raise ValueError("OverlayConfig needs at least one activation and one weight format")
+        for bits, is_signed, binary in self.act_formats:
+            if not 1 <= bits <= self.act_bits or (binary and bits != 1):
+                raise ValueError(f"activation format {(bits, is_signed, binary)} does not fit act_bits={self.act_bits}")
+        for bits, binary in self.weight_formats:
+            if not 1 <= bits <= self.weight_bits or (binary and bits != 1):
+                raise ValueError(f"weight format {(bits, binary)} does not fit weight_bits={self.weight_bits}")
+
+    # -- derived ----------------------------------------------------------------------------------
+
+    @property
+    def macs(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def x_bits(self) -> int:
+        """Signed width of a decoded activation value: ``b`` for ``b``-bit codes (unsigned codes are
+        decoded offset by ``2**(b-1)``, which the compiler folds into the bias), 2 for ±1."""
+        return max([2 if binary else bits for bits, _, binary in self.act_formats])
+
+    @property
+    def w_bits(self) -> int:
+        """Signed width of a decoded weight value (±1 needs 2 bits)."""
+        return max([2 if binary else bits for bits, binary in self.weight_formats])
+
+    def ratio(self, weight_bits: int) -> int:
+        """Port words per array word at ``weight_bits`` bits per weight."""
+        return max(1, math.ceil(self.rows * self.cols * weight_bits / self.port_bits))
+
+    @property
+    def ratio_max(self) -> int:
+        return max(self.ratio(bits) for bits, _ in self.weight_formats)
+
+    @property
+    def param_bits(self) -> int:
+        """Width of one channel's parameter record."""
+        return BIAS_FIELD_BITS + max(self.mult_bits + SHIFT_BITS, THRESHOLD_BITS * self.max_thresholds)
+
+    @property
+    def array_config(self) -> ArrayConfig:
+        return ArrayConfig(rows=self.rows, cols=self.cols, act_bits=self.x_bits, act_signed=True,
+                           weight_bits=self.w_bits, weight_signed=True, max_k=self.rows, mult=self.mult,
+                           systolic=self.systolic)
+
+
+def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
+    """One layer of the program (built by :func:`lowbit.sw.flow.overlay.compile_program`)."""
+    return data.StructLayout({
+        "k": unsigned(20),             # input codes (input-load length of layer 0)
+        "kc": unsigned(16),            # K-chunks
+        "groups": unsigned(16),        # groups of C output channels
+        "k_last": unsigned(7),         # lanes of the last chunk that hold codes (1..R)
+        "n": unsigned(16),             # output channels
+        "n_last": unsigned(7),         # channels of the last group (1..C)
+        "act_fmt": unsigned(4),
+        "w_fmt": unsigned(4),
+        "ratio": unsigned(5),          # port words per array word
+        "w_base": unsigned(20),
+        "p_base": unsigned(16),
+        "mode": unsigned(2),
+        "zero_point": signed(10),
+        "lo": signed(10),
+        "hi": signed(10),
+        "n_thr": unsigned(4),
+        "out_lo": signed(10),
+        "out_step": signed(4),
+        "out_binary": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+class OverlayEngine(wiring.Component):
+    """One array for every layer (see the module docstring).
+
+    Parameters
+    ----------
+    config : OverlayConfig
+    program : list of dict
+        Descriptors (:func:`descriptor_layout` fields), at most ``config.max_layers``.
+    weights, params : list of int
+        Initial contents of the weight and parameter memories.
+
+    Attributes
+    ----------
+    i, o : streams
+    mac_cycles : Signal(32), out
+        Cycles in which the array accumulated a step.
+    """
+
+    def __init__(self, config: OverlayConfig, program, weights, params):
+        if not 1 <= len(program) <= config.max_layers:
+            raise ValueError(f"a program of {len(program)} layers does not fit max_layers={config.max_layers}")
+        if len(weights) > config.weight_depth or len(params) > config.param_depth:
+            raise ValueError("the weights or parameters do not fit the overlay's memories")
+        self.config = config
+        self.program, self.weights, self.params = list(program), list(weights), list(params)
+        super().__init__({
+            "i": In(stream.Signature(unsigned(config.act_bits))),
+            "o": Out(stream.Signature(signed(OUT_BITS))),
+            "mac_cycles": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C, A, P = cfg.rows, cfg.cols, cfg.act_bits, cfg.port_bits
+        RM = cfg.ratio_max
+        desc_shape = descriptor_layout(cfg)
+
+        m.submodules.prog = prog = Memory(shape=desc_shape, depth=cfg.max_layers, init=self.program)
+        m.submodules.act = act = Memory(shape=unsigned(R * A), depth=2 * cfg.act_depth, init=[])
+        m.submodules.wmem = wmem = Memory(shape=unsigned(P), depth=cfg.weight_depth, init=self.weights)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(cfg.param_bits), depth=cfg.param_depth, init=self.params)
+        prog_r = prog.read_port()
+        act_w = act.write_port()
+        act_r = act.read_port()
+        w_r = wmem.read_port()
+        p_r = pmem.read_port()
+
+        d = Signal(desc_shape)                 # the running layer's descriptor
+        layer = Signal(range(cfg.max_layers))
+        in_bank = Signal()
+        m.d.comb += prog_r.addr.eq(layer)
+
+        # -- sequencer state ----------------------------------------------------------------------
+        g = Signal(16)
+        c = Signal(16)
+        sub = Signal(5)
+        wptr = Signal(range(cfg.weight_depth + 1))
+        advance = Signal()
+        issue = Signal()                        # this cycle reads memories for the front end
+        done_n = Signal(16)                     # outputs of this layer written back / sent
+        out_fire = Signal()
+
+        # requantizer read-out and write-back positions within the layer
+        ch = Signal(16)                         # channel of the element entering the requantizer
+        j = Signal(range(max(C, 2)))            # its column in the result slot
+        rg = Signal(16)                         # group of the slot being read out
+        wb_lane = Signal(range(max(R, 2)))
+        wb_word = Signal(16)
+
+        # input load
+        ld_k = Signal(20)
+        ld_lane = Signal(range(max(R, 2)))
+        ld_word = Signal(16)
+        ld_asm = Signal(data.ArrayLayout(unsigned(A), R))
+
+        with m.FSM(name="seq"):
+            with m.State("FETCH"):
+                m.next = "LATCH"                # the program memory answers next cycle
+            with m.State("LATCH"):
+                m.d.sync += [d.eq(prog_r.data), g.eq(0), c.eq(0), sub.eq(0), done_n.eq(0),
+                             wptr.eq(prog_r.data.w_base), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0),
+                             wb_word.eq(0)]
+                with m.If(layer == 0):
+                    m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0), in_bank.eq(0)]
+                    m.next = "LOAD"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("LOAD"):
+                m.d.comb += self.i.ready.eq(1)
+                closing = (ld_lane == R - 1) | (ld_k == d.k - 1)
+                with m.If(self.i.valid):
+                    m.d.sync += [ld_asm[r].eq(Mux(ld_lane == r, self.i.payload, ld_asm[r])) for r in range(R)]
+                    m.d.comb += [act_w.addr.eq(ld_word), act_w.en.eq(closing),
+                                 act_w.data.eq(Cat(*(Mux(ld_lane == r, self.i.payload, ld_asm[r])
+                                                     for r in range(R))))]
+                    m.d.sync += ld_k.eq(ld_k + 1)
+                    with m.If(closing):
+                        m.d.sync += [ld_lane.eq(0), ld_word.eq(ld_word + 1)]
+                    with m.Else():
+                        m.d.sync += ld_lane.eq(ld_lane + 1)
+                    with m.If(ld_k == d.k - 1):
+                        m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += issue.eq(advance)
+                with m.If(advance):
+                    m.d.sync += wptr.eq(wptr + 1)
+                    with m.If(sub == d.ratio - 1):
+                        m.d.sync += sub.eq(0)
+                        with m.If(c == d.kc - 1):
+                            m.d.sync += c.eq(0)
+                            with m.If(g == d.groups - 1):
+                                m.next = "DRAIN"
+                            with m.Else():
+                                m.d.sync += g.eq(g + 1)
+                        with m.Else():
+                            m.d.sync += c.eq(c + 1)
+                    with m.Else():
+                        m.d.sync += sub.eq(sub + 1)
+            with m.State("DRAIN"):
+                with m.If(done_n == d.n):
+                    m.d.sync += in_bank.eq(~in_bank)
+                    with m.If(d.last):
+                        m.d.sync += layer.eq(0)
+                    with m.Else():
+                        m.d.sync += layer.eq(layer + 1)
+                    m.next = "FETCH"
+
+        # -- front end: activation chunk and weight port word, one cycle after the issue -------------
+        m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + c), act_r.en.eq(advance),
+                     w_r.addr.eq(wptr), w_r.en.eq(advance)]
+        s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5}))
+        with m.If(advance):
+            m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (sub == d.ratio - 1)),
+                         s1.first.eq(c == 0), s1.last.eq(c == d.kc - 1), s1.sub.eq(sub)]
+        asm = [Signal(P, name=f"wasm{i}") for i in range(RM)]
+        with m.If(advance & s1.fetch):
+            for i in range(RM):
+                with m.If(s1.sub == i):
+                    m.d.sync += asm[i].eq(w_r.data)
+        word = Cat(*(Mux(s1.sub == i, w_r.data, asm[i]) for i in range(RM)))
+
+        # -- operand decoders ---------------------------------------------------------------------
+        acfg = cfg.array_config
+        m.submodules.array = array = MacArray(acfg)
+        for r in range(R):
+            lane = act_r.data[r * A:(r + 1) * A]
+            value = Const(0, signed(cfg.x_bits))
+            for f, (bits, is_signed, binary) in enumerate(cfg.act_formats):
+                if binary:
+                    dec = Mux(lane[0], 1, -1)
+                elif is_signed:
+                    dec = lane[:bits].as_signed()
+                else:                       # u - 2**(bits-1): the MSB flipped (the offset is in the bias)
+                    dec = (lane[:bits] ^ Const(1 << (bits - 1), bits)).as_signed()
+                value = Mux(d.act_fmt == f, dec, value)
+            live = ~s1.last | (r < d.k_last)
+            m.d.comb += array.x[r].eq(Mux(live, value, 0))
+            for col in range(C):
+                wv = Const(0, signed(cfg.w_bits))
+                for f, (bits, binary) in enumerate(cfg.weight_formats):
+                    off = (r * C + col) * bits
+                    field = word[off:off + bits]
+                    dec = Mux(field[0], 1, -1) if binary else field.as_signed()
+                    wv = Mux(d.w_fmt == f, dec, wv)
+                m.d.comb += array.w[r][col].eq(wv)
+        m.d.comb += array.en.eq(advance)
+        s2 = delay_line(m, s1, array.latency, advance, "flags", s1.shape())
+
+        # -- accumulators and the two result slots (as in DenseEngine) ------------------------------
+        acc_shape = signed(cfg.acc_bits)
+        acc = [Signal(acc_shape, name=f"acc{col}") for col in range(C)]
+        slots = [[Signal(acc_shape, name=f"res{k}_{col}") for col in range(C)] for k in range(2)]
+        full = Signal(2)
+        wsel, rsel = Signal(), Signal()
+        res_set, res_clr = Signal(), Signal()
+        m.d.sync += full.eq((full & ~(res_clr << rsel)) | (res_set << wsel))
+        with m.If(res_clr):
+            m.d.sync += rsel.eq(~rsel)
+        m.d.comb += advance.eq(~(s2.step & s2.last & full.bit_select(wsel, 1)))
+        with m.If(advance & s2.step):
+            m.d.sync += self.mac_cycles.eq(self.mac_cycles + 1)
+            sums = [Mux(s2.first, 0, acc[col]) + array.sums[col] for col in range(C)]
+            with m.If(s2.last):
+                for k in range(2):
+                    with m.If(wsel == k):
+                        m.d.sync += [slot.eq(v) for slot, v in zip(slots[k], sums)]
+                m.d.sync += wsel.eq(~wsel)
+                m.d.comb += res_set.eq(1)
+            with m.Else():
+                m.d.sync += [a.eq(v) for a, v in zip(acc, sums)]
+
+        # -- requantizer: one channel per cycle, parameters from the parameter memory --------------
+        out_valid = Signal()
+        out_y = Signal(signed(OUT_BITS))
+        out_ready = Signal()
+        radv = Signal()
+        m.d.comb += radv.eq(~out_valid | out_ready)
+        res_full = full.bit_select(rsel, 1)
+        last_j = Mux(rg == d.groups - 1, d.n_last - 1, C - 1)
+        res = [Mux(rsel, slots[1][jj], slots[0][jj]) for jj in range(C)]
+        cur = Signal(acc_shape)
+        m.d.comb += cur.eq(res[0])
+        for jj in range(1, C):
+            with m.If(j == jj):
+                m.d.comb += cur.eq(res[jj])
+        take = res_full & radv
+        m.d.comb += [p_r.addr.eq(d.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & (j == last_j))]
+        with m.If(take):
+            m.d.sync += ch.eq(ch + 1)
+            with m.If(j == last_j):
+                m.d.sync += [j.eq(0), rg.eq(rg + 1)]
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
+        r1_valid, r1_val = Signal(), Signal(acc_shape)
+        with m.If(radv):
+            m.d.sync += [r1_valid.eq(take), r1_val.eq(cur)]
+        # stage 2: fields, bias
+        pw = p_r.data
+        bias = pw[:BIAS_FIELD_BITS].as_signed()
+        r2_valid, r2_total = Signal(), Signal(signed(cfg.acc_bits + 1))
+        r2_mult = Signal(cfg.mult_bits)
+        r2_shift = Signal(SHIFT_BITS)
+        r2_thr = [Signal(signed(THRESHOLD_BITS), name=f"r2_t{i}") for i in range(cfg.max_thresholds)]
+        with m.If(radv):
+            m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(r1_val + bias),
+                         r2_mult.eq(pw[BIAS_FIELD_BITS:BIAS_FIELD_BITS + cfg.mult_bits]),
+                         r2_shift.eq(pw[BIAS_FIELD_BITS + cfg.mult_bits:BIAS_FIELD_BITS + cfg.mult_bits + SHIFT_BITS])]
+            for i in range(cfg.max_thresholds):
+                lo_bit = BIAS_FIELD_BITS + THRESHOLD_BITS * i
+                m.d.sync += r2_thr[i].eq(pw[lo_bit:lo_bit + THRESHOLD_BITS].as_signed())
+        # stage 3: product (requant) or threshold count
+        prod_bits = cfg.acc_bits + 1 + cfg.mult_bits + 1
+        r3_valid, r3_prod = Signal(), Signal(signed(prod_bits))
+        r3_shift = Signal(SHIFT_BITS)
+        r3_count = Signal(range(cfg.max_thresholds + 1))
+        r3_total = Signal(signed(cfg.acc_bits + 1))
+        reached = [(r2_total >= r2_thr[i]) & (i < d.n_thr) for i in range(cfg.max_thresholds)]
+        with m.If(radv):
+            m.d.sync += [r3_valid.eq(r2_valid), r3_prod.eq(r2_total * r2_mult), r3_shift.eq(r2_shift),
+                         r3_count.eq(tree_sum(reached) if reached else 0), r3_total.eq(r2_total)]
+        # stage 4: round half up, zero point, clamp; or scale the count; or pass the total
+        half = Mux(r3_shift == 0, 0, Const(1, prod_bits + 1) << (r3_shift - 1)[:SHIFT_BITS])
+        rounded = (r3_prod + half) >> r3_shift
+        yq = Signal(signed(prod_bits + 2))
+        m.d.comb += yq.eq(rounded + d.zero_point)
+        clamped = Mux(yq < d.lo, d.lo, Mux(yq > d.hi, d.hi, yq))
+        yt = d.out_lo + d.out_step * r3_count
+        y = Mux(d.mode == MODES["requant"], clamped, Mux(d.mode == MODES["thresholds"], yt, r3_total))
+        with m.If(radv):
+            m.d.sync += [out_valid.eq(r3_valid), out_y.eq(y)]
+
+        # -- outputs: the last layer's leave through `o`; the others are packed into the other bank --
+        m.d.comb += out_fire.eq(out_valid & out_ready)
+        with m.If(out_fire):
+            m.d.sync += done_n.eq(done_n + 1)
+        wb_asm = Signal(data.ArrayLayout(unsigned(A), R))
+        code = Mux(d.out_binary, out_y > 0, out_y[:A])
+        with m.If(d.last):
+            m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_y), out_ready.eq(self.o.ready)]
+        with m.Else():
+            m.d.comb += out_ready.eq(1)
+            with m.If(out_fire):
+                closing = (wb_lane == R - 1) | (done_n == d.n - 1)
+                m.d.sync += [wb_asm[r].eq(Mux(wb_lane == r, code, wb_asm[r])) for r in range(R)]
+                m.d.comb += [act_w.addr.eq(Mux(in_bank, 0, cfg.act_depth) + wb_word), act_w.en.eq(closing),
+                             act_w.data.eq(Cat(*(Mux(wb_lane == r, code, wb_asm[r]) for r in range(R))))]
+                with m.If(closing):
+                    m.d.sync += [wb_lane.eq(0), wb_word.eq(wb_word + 1)]
+                with m.Else():
+                    m.d.sync += wb_lane.eq(wb_lane + 1)
+        return m

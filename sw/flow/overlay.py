@@ -1,0 +1,323 @@
+"""A model as a program for the overlay engine (:mod:`lowbit.hw.overlay`): descriptors, the weight and
+parameter memory images, the memory map, and the cycles each layer takes against its roofline.
+
+:func:`config_for` sizes an :class:`~lowbit.hw.overlay.OverlayConfig` for a model (the formats its layers
+use, widths its integers need); :func:`compile_program` lays the model out in that overlay's memories and
+refuses, with the numbers, what does not fit. :func:`layer_cycles` is the analytic cycle model; the
+tests hold it equal to simulation.
+
+Memory images (the gateware reads them as documented in :mod:`lowbit.hw.overlay`):
+
+* weights: for each compute layer, for each group ``g`` of ``C`` output channels and each K-chunk ``c``,
+  one array word: weight ``w[c*R + r, g*C + j]`` at bit ``(r*C + j) * b`` (``b`` the layer's weight bits;
+  a ±1 weight is one bit, ``1 = +1``), positions past K or N zero, split into ``ratio`` port words, low
+  bits first;
+* parameters: one record per output channel, ``BIAS_FIELD_BITS`` of folded bias (two's complement),
+  then the multiplier and the shift (requantization) or the thresholds, ``THRESHOLD_BITS`` each.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...hw.overlay import BIAS_FIELD_BITS, MODES, SHIFT_BITS, THRESHOLD_BITS, OverlayConfig
+from ..errors import LowbitError
+from ..ir import arith
+from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, Requant, Thresholds
+
+__all__ = ["LayerPlan", "OverlayProgram", "config_for", "compile_program", "layer_cycles", "inference_cycles",
+           "array_latency"]
+
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One compute layer on the overlay: its geometry, memory placement and the cycle figures."""
+
+    index: int           # position in model.layers
+    k: int
+    n: int
+    kc: int
+    groups: int
+    ratio: int
+    weight_bits: int
+    w_base: int
+    w_words: int
+    p_base: int
+    macs: int            # multiply-accumulates of the layer (K * N)
+    cycles: int          # predicted by layer_cycles
+    roof_cycles: float   # max(compute roof, weight-bandwidth roof)
+
+    @property
+    def roofline_fraction(self) -> float:
+        return self.roof_cycles / self.cycles
+
+
+@dataclass(frozen=True)
+class OverlayProgram:
+    config: OverlayConfig
+    descriptors: list
+    weights: list
+    params: list
+    layers: list         # LayerPlan per compute layer
+    input_count: int
+    output_count: int
+
+    def memory_map(self) -> dict:
+        cfg = self.config
+        return {"weights": {"words": len(self.weights), "depth": cfg.weight_depth, "word_bits": cfg.port_bits},
+                "params": {"records": len(self.params), "depth": cfg.param_depth, "record_bits": cfg.param_bits},
+                "activations": {"words_per_bank": max(max(p.kc, math.ceil(p.n / cfg.rows)) for p in self.layers),
+                                "depth": cfg.act_depth, "word_bits": cfg.rows * cfg.act_bits, "banks": 2},
+                "program": {"layers": len(self.descriptors), "depth": cfg.max_layers}}
+
+
+def _compute_layers(model: Model):
+    """(layer index, layer, input QuantSpec) of every compute layer; LowbitError for layers the overlay
+    does not run yet."""
+    out, in_q = [], model.input_q
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Dense):
+            out.append((i, layer, in_q))
+            in_q = layer.out_q or in_q
+        elif isinstance(layer, (Conv2d, MaxPool2d)):
+            raise LowbitError(f"layer {i} ({layer.kind}): the overlay runs Dense layers only so far",
+                              "build this model with --arch dataflow")
+        elif not isinstance(layer, Flatten):
+            raise LowbitError(f"layer {i} ({type(layer).__name__}) has no overlay implementation",
+                              "supported: Dense, Flatten")
+    return out
+
+
+def _act_format(q):
+    return (1, True, True) if q.binary else (q.bits, bool(q.signed), False)
+
+
+def _weight_format(q):
+    return (1, True) if q.binary else (q.bits, False)
+
+
+def _weight_values(layer) -> np.ndarray:
+    return np.asarray(layer.matrix(), dtype=np.int64)
+
+
+def _offset(in_q) -> int:
+    """What the overlay subtracts from an input code when it decodes it: ``2**(b-1)`` for unsigned
+    ``b``-bit codes (so the array multiplies signed ``b``-bit values), else 0."""
+    return 0 if in_q.binary or in_q.signed else 1 << (in_q.bits - 1)
+
+
+def _folded_bias(layer, in_q) -> np.ndarray:
+    """The bias the overlay adds: the input zero point folded in, and the decode offset put back:
+    ``sum_k (x - zp) w + b = sum_k (x - off) w + b + (off - zp) sum_k w``."""
+    w = _weight_values(layer)
+    bias = np.asarray(layer.bias, dtype=np.int64)
+    if in_q.binary:
+        return bias
+    return bias + (_offset(in_q) - int(in_q.zero_point)) * w.sum(axis=0)
+
+
+def config_for(model: Model, rows: int, cols: int, **fields) -> OverlayConfig:
+    """An overlay of ``rows x cols`` that runs ``model``: its activation and weight formats, widths and
+    memory sizes just large enough (``fields`` override any :class:`OverlayConfig` field)."""
+    layers = _compute_layers(model)
+    act_formats = sorted({_act_format(q) for _, _, q in layers})
+    weight_formats = sorted({_weight_format(layer.weight_q) for _, layer, _ in layers})
+    for _, layer, _ in layers:
+        if not layer.weight_q.binary and not layer.weight_q.signed:
+            raise LowbitError("the overlay needs signed (or ±1) weights", "quantize weights symmetrically")
+    acc_bits = max(_total_bits(layer, q) for _, layer, q in layers)
+    mults = [int(np.max(layer.requant.mult)) for _, layer, _ in layers if isinstance(layer.requant, Requant)]
+    thresholds = [layer.requant.thresholds.shape[1] for _, layer, _ in layers
+                  if isinstance(layer.requant, Thresholds)]
+    kcs = [math.ceil(layer.k / rows) for _, layer, _ in layers] + \
+          [math.ceil(layer.n / rows) for _, layer, _ in layers]
+    base = dict(rows=rows, cols=cols, act_bits=max(b for b, _, _ in act_formats),
+                weight_bits=max(b for b, _ in weight_formats), act_formats=tuple(act_formats),
+                weight_formats=tuple(weight_formats), acc_bits=max(8, acc_bits),
+                mult_bits=max([16] + [m.bit_length() for m in mults]),
+                max_thresholds=max([0] + thresholds), act_depth=max(kcs),
+                max_layers=max(1, len(layers)))
+    probe = OverlayConfig(**{**base, **fields})
+    words = sum(_layer_words(probe, layer) for _, layer, _ in layers)
+    base.update(weight_depth=max(1, words), param_depth=max(1, sum(layer.n for _, layer, _ in layers)))
+    return OverlayConfig(**{**base, **fields})
+
+
+def _total_bits(layer, in_q) -> int:
+    """Signed width of the accumulators and of ``acc + bias`` for ``layer``, over every input."""
+    w = _weight_values(layer)
+    xlo, xhi = (-1, 1) if in_q.binary else arith.int_range(in_q.bits, in_q.signed)
+    xlo, xhi = xlo - _offset(in_q), xhi - _offset(in_q)        # the decoded values the array multiplies
+    pos, neg = np.clip(w, 0, None).sum(axis=0), np.clip(w, None, 0).sum(axis=0)
+    lo = xlo * pos + xhi * neg
+    hi = xhi * pos + xlo * neg
+    bias = _folded_bias(layer, in_q)
+    lo_t, hi_t = int(np.min(lo + bias)), int(np.max(hi + bias))
+    return arith.signed_bits_for(min(lo_t, int(lo.min()), int(bias.min()), 0),
+                                 max(hi_t, int(hi.max()), int(bias.max()), 0))
+
+
+def _layer_words(cfg: OverlayConfig, layer) -> int:
+    bits = 1 if layer.weight_q.binary else layer.weight_q.bits
+    return math.ceil(layer.n / cfg.cols) * math.ceil(layer.k / cfg.rows) * cfg.ratio(bits)
+
+
+def array_latency(cfg: OverlayConfig) -> int:
+    """Enabled cycles from an operand pair entering the array to its column sums (:class:`MacArray`)."""
+    acfg = cfg.array_config
+    return (1 if acfg.product_reg else 0) + (acfg.rows if acfg.systolic else 0)
+
+
+def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int) -> int:
+    """Cycles one layer occupies the overlay (output never stalled): from its first step to its last
+    output, plus :data:`LAYER_OVERHEAD` (noticing the layer is done, fetching and latching the next
+    descriptor). The schedule, cycle by cycle, of :class:`~lowbit.hw.overlay.OverlayEngine`:
+
+    * steps issue one per cycle, ``kc * ratio`` per group; a group's last step reaches the
+      accumulators ``1 + array latency`` cycles after it issues and fills result slot ``g % 2``,
+      stalling the array until that slot is free;
+    * the requantizer takes a full slot the cycle after it fills, one channel per cycle, after the
+      previous group's channels; a channel's output leaves ``REQUANT_STAGES`` cycles after it is taken.
+    """
+    step_cycles = kc * ratio
+    to_acc = 1 + array_latency(cfg)
+    slot_free = [0, 0]
+    take_free = 0
+    t = 0                          # cycle of the group's first step
+    start = ncols = 0
+    for g in range(groups):
+        last_step = t + step_cycles - 1
+        arrive = last_step + to_acc
+        filled = max(arrive, slot_free[g % 2])
+        stall = filled - arrive
+        start = max(filled + 1, take_free)
+        ncols = n_last if g == groups - 1 else cfg.cols
+        take_free = slot_free[g % 2] = start + ncols
+        t = last_step + 1 + stall
+    last_output = start + ncols - 1 + REQUANT_STAGES
+    return last_output + 1 + LAYER_OVERHEAD
+
+
+#: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round).
+REQUANT_STAGES = 4
+#: Per layer: the cycle that sees its last output, then fetching and latching the next descriptor.
+LAYER_OVERHEAD = 3
+
+
+def inference_cycles(program: OverlayProgram) -> int:
+    """Cycles per inference, back to back, inputs one code per cycle: loading the input, then each
+    layer (:func:`layer_cycles`)."""
+    return program.input_count + sum(p.cycles for p in program.layers)
+
+
+def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
+    """``model`` laid out in ``cfg``'s memories; LowbitError naming what does not fit, with the numbers."""
+    model.validate()
+    layers = _compute_layers(model)
+    R, C, P = cfg.rows, cfg.cols, cfg.port_bits
+    if len(layers) > cfg.max_layers:
+        raise LowbitError(f"the model has {len(layers)} compute layers, the overlay's program holds {cfg.max_layers}",
+                          "build an overlay with more layers")
+    descriptors, weights, params, plans = [], [], [], []
+    for li, (index, layer, in_q) in enumerate(layers):
+        where = f"layer {index} ({layer.kind} {layer.k}x{layer.n})"
+        afmt, wfmt = _act_format(in_q), _weight_format(layer.weight_q)
+        if afmt not in cfg.act_formats:
+            raise LowbitError(f"{where}: input format {afmt} (bits, signed, binary) is not one the overlay was "
+                              f"built for: {list(cfg.act_formats)}", "build the overlay for this model")
+        if wfmt not in cfg.weight_formats:
+            raise LowbitError(f"{where}: weight format {wfmt} (bits, binary) is not one the overlay was built "
+                              f"for: {list(cfg.weight_formats)}", "build the overlay for this model")
+        if not layer.weight_q.binary and not layer.weight_q.signed:
+            raise LowbitError(f"{where}: the overlay needs signed (or ±1) weights", "quantize weights symmetrically")
+        k, n = layer.k, layer.n
+        kc, groups = math.ceil(k / R), math.ceil(n / C)
+        for what, need in (("input", kc), ("output", math.ceil(n / R))):
+            if need > cfg.act_depth:
+                raise LowbitError(f"{where}: its {what} needs {need} activation words of {R} codes, a bank holds "
+                                  f"{cfg.act_depth}", "build the overlay with a deeper activation memory")
+        total_bits = _total_bits(layer, in_q)
+        if total_bits > cfg.acc_bits:
+            raise LowbitError(f"{where}: acc + bias needs {total_bits} bits, the overlay's accumulators have "
+                              f"{cfg.acc_bits}", "build the overlay with wider accumulators")
+        bits = wfmt[0]
+        ratio = cfg.ratio(bits)
+        w = _weight_values(layer)
+        codes = (w > 0).astype(np.int64) if layer.weight_q.binary else (w & ((1 << bits) - 1))
+        w_base = len(weights)
+        for g in range(groups):
+            for c in range(kc):
+                word = 0
+                for r in range(R):
+                    kk = c * R + r
+                    if kk >= k:
+                        break
+                    for j in range(C):
+                        nn = g * C + j
+                        if nn < n:
+                            word |= int(codes[kk, nn]) << ((r * C + j) * bits)
+                weights += [(word >> (s * P)) & ((1 << P) - 1) for s in range(ratio)]
+        p_base = len(params)
+        params += _param_records(cfg, layer, in_q, where)
+        rq = layer.requant
+        mode = "requant" if isinstance(rq, Requant) else "thresholds" if isinstance(rq, Thresholds) else "logits"
+        desc = {"k": k, "kc": kc, "groups": groups, "k_last": k - (kc - 1) * R, "n": n,
+                "n_last": n - (groups - 1) * C, "act_fmt": cfg.act_formats.index(afmt),
+                "w_fmt": cfg.weight_formats.index(wfmt), "ratio": ratio, "w_base": w_base, "p_base": p_base,
+                "mode": MODES[mode], "zero_point": 0, "lo": 0, "hi": 0, "n_thr": 0, "out_lo": 0, "out_step": 1,
+                "out_binary": int(layer.out_q is not None and layer.out_q.binary), "last": int(li == len(layers) - 1)}
+        if mode == "requant":
+            desc.update(zero_point=int(rq.zero_point), lo=int(max(rq.lo, rq.zero_point) if rq.relu else rq.lo),
+                        hi=int(rq.hi))
+        elif mode == "thresholds":
+            desc.update(n_thr=int(rq.thresholds.shape[1]), out_lo=int(rq.out_lo), out_step=int(rq.out_step))
+        descriptors.append(desc)
+        roof = max(k * n / (R * C), k * n * bits / P)
+        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C)
+        plans.append(LayerPlan(index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
+                               k * n, cyc, roof))
+    if len(weights) > cfg.weight_depth:
+        raise LowbitError(f"the weights need {len(weights)} words of {P} bits ({len(weights) * P // 8} bytes), the "
+                          f"overlay's weight memory holds {cfg.weight_depth} ({cfg.weight_depth * P // 8} bytes)",
+                          "use fewer or narrower weights, or a device with more memory")
+    if len(params) > cfg.param_depth:
+        raise LowbitError(f"the parameters need {len(params)} channel records, the overlay holds {cfg.param_depth}",
+                          "use fewer output channels, or build the overlay with a deeper parameter memory")
+    first = layers[0][1]
+    return OverlayProgram(cfg, descriptors, weights, params, plans, first.k, int(np.prod(model.output_shape)))
+
+
+def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
+    n = layer.n
+    bias = _folded_bias(layer, in_q)
+    if np.any(np.abs(bias) >= 1 << (min(cfg.acc_bits, BIAS_FIELD_BITS) - 1)):
+        raise LowbitError(f"{where}: a folded bias does not fit {min(cfg.acc_bits, BIAS_FIELD_BITS)} bits",
+                          "build the overlay with wider accumulators")
+    rq = layer.requant
+    records = []
+    lo_t = -(1 << (cfg.acc_bits - 1))
+    hi_t = (1 << (cfg.acc_bits - 1))
+    for ch in range(n):
+        rec = int(bias[ch]) & ((1 << BIAS_FIELD_BITS) - 1)
+        if isinstance(rq, Requant):
+            mult = int(np.broadcast_to(rq.mult, (n,))[ch])
+            shift = int(np.broadcast_to(rq.shift, (n,))[ch])
+            if mult >= 1 << cfg.mult_bits or mult < 0:
+                raise LowbitError(f"{where}: multiplier {mult} needs more than the overlay's {cfg.mult_bits} bits",
+                                  "build the overlay for this model")
+            rec |= mult << BIAS_FIELD_BITS | shift << (BIAS_FIELD_BITS + cfg.mult_bits)
+        elif isinstance(rq, Thresholds):
+            t = np.broadcast_to(rq.thresholds, (n, rq.thresholds.shape[1]))[ch]
+            if len(t) > cfg.max_thresholds:
+                raise LowbitError(f"{where}: {len(t)} thresholds per channel, the overlay compares {cfg.max_thresholds}",
+                                  "build the overlay for this model")
+            for i, v in enumerate(t):
+                # acc + bias lies in [lo_t, hi_t): a threshold outside is reached always or never, as its clamp.
+                v = min(max(int(v), lo_t), hi_t)
+                rec |= (v & ((1 << THRESHOLD_BITS) - 1)) << (BIAS_FIELD_BITS + THRESHOLD_BITS * i)
+        records.append(rec)
+    return records

@@ -1,0 +1,250 @@
+"""The overlay engine (hw/overlay.py) runs a whole model on one array, bit-exact with the integer
+reference; its analytic cycle model (sw/flow/overlay.py) equals simulation; what does not fit is refused.
+
+Amaranth's simulator, random Dense stacks over the width grid (activations and weights 1, 2, 4, 8 bits,
+signed and unsigned inputs with zero points, ±1 layers, requantization, multi-threshold and logits),
+random idle cycles on the input and stalls on the output.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from lowbit.hw.overlay import OverlayConfig, OverlayEngine
+from lowbit.sim.streams import stream_get, stream_put
+from lowbit.sw.errors import LowbitError
+from lowbit.sw.flow.overlay import compile_program, config_for, inference_cycles
+from lowbit.sw.ir import arith
+from lowbit.sw.ir.intref import run
+from lowbit.sw.ir.model import Conv2d, Dense, Flatten, Model, QuantSpec, Requant, Thresholds
+
+
+def input_bits(model, codes, cfg):
+    """Raw lane bits of the input codes as the overlay's input stream takes them."""
+    if model.input_q.binary:
+        return [int(v > 0) for v in codes]
+    return [int(v) & ((1 << cfg.act_bits) - 1) for v in codes]
+
+
+def simulate(model, rows, cols, xs, idle=0.0, stall=0.0, seed=0, **fields):
+    """Outputs of the overlay for inputs ``xs`` (codes, one row per inference) and the cycles between the
+    last outputs of consecutive inferences."""
+    cfg = config_for(model, rows, cols, **fields)
+    prog = compile_program(model, cfg)
+    dut = OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params)
+    got, ends = [], []
+    n_out = prog.output_count
+
+    async def feed(ctx):
+        await stream_put(ctx, dut.i, [b for x in xs for b in input_bits(model, x, cfg)], idle=idle,
+                         rng=random.Random(seed))
+
+    async def drain(ctx):
+        got.extend(await stream_get(ctx, dut.o, n_out * len(xs), stall=stall, rng=random.Random(seed + 1)))
+
+    async def watch(ctx):
+        t = 0
+        async for _, _, valid, ready in ctx.tick().sample(dut.o.valid, dut.o.ready):
+            if valid and ready:
+                ends.append(t)
+            t += 1
+            if len(ends) == n_out * len(xs):
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.add_process(watch)
+    sim.run()
+    return np.array(got).reshape(len(xs), n_out), prog, ends
+
+
+# -- random models over the width grid ------------------------------------------------------------
+
+def random_model(rng, k, widths, in_q, last_logits=True):
+    """A Dense stack with ``widths`` outputs per layer; layer formats drawn at random."""
+    layers, q = [], in_q
+    for i, n in enumerate(widths):
+        last = i == len(widths) - 1
+        binary_w = q.binary or (rng.random() < 0.2 and False)
+        if binary_w:
+            w_q = QuantSpec(1, True, 0, (1.0,), binary=True)
+            w = rng.choice([-1, 1], (k, n))
+        else:
+            bits = int(rng.choice([1, 2, 4, 8]))
+            w_q = QuantSpec(bits, True, 0, (1.0,))
+            lo, hi = arith.int_range(bits, True)
+            w = rng.integers(lo, hi + 1, (k, n))
+        b = rng.integers(-40, 40, n)
+        if last and last_logits:
+            layers.append(Dense(w, b, w_q, None, None))
+            break
+        kind = rng.choice(["requant", "thresholds", "binary"])
+        if kind == "binary":
+            out_q = QuantSpec(1, True, 0, (1.0,), binary=True)
+            rq = Thresholds(rng.integers(-20, 20, (n, 1)), out_lo=-1, out_step=2)
+        elif kind == "thresholds":
+            steps = int(rng.integers(1, 4))
+            out_q = QuantSpec(2, False, 0, (1.0,))
+            t = np.sort(rng.integers(-60, 60, (n, steps)), axis=1)
+            rq = Thresholds(t, out_lo=0, out_step=1)
+        else:
+            bits = int(rng.choice([1, 2, 4, 8]))
+            signed = bool(rng.random() < 0.4)
+            lo, hi = arith.int_range(bits, signed)
+            zp = int(rng.integers(lo, hi + 1))
+            out_q = QuantSpec(bits, signed, zp, (1.0,))
+            mult, shift = arith.quantize_multiplier(rng.uniform(0.001, 0.2, n))
+            rq = Requant(mult, shift, zp, lo, hi, bool(rng.random() < 0.5))
+        layers.append(Dense(w, b, w_q, out_q, rq))
+        q, k = out_q, n
+    return Model((layers[0].k,), in_q, layers, "random").validate()
+
+
+def random_input_q(rng):
+    kind = rng.choice(["binary", "unsigned", "signed"])
+    if kind == "binary":
+        return QuantSpec(1, True, 0, (1.0,), binary=True)
+    bits = int(rng.choice([1, 2, 4, 8]))
+    signed = kind == "signed"
+    lo, hi = arith.int_range(bits, signed)
+    return QuantSpec(bits, signed, int(rng.integers(lo, hi + 1)), (1.0,))
+
+
+def random_codes(rng, q, shape):
+    lo, hi = q.range
+    if q.binary:
+        return rng.choice([-1, 1], shape)
+    return rng.integers(lo, hi + 1, shape)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), rows=st.sampled_from([1, 2, 3, 4, 8]), cols=st.sampled_from([1, 2, 3, 4]),
+       depth=st.integers(1, 3))
+def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth):
+    rng = np.random.default_rng(seed)
+    in_q = random_input_q(rng)
+    k = int(rng.integers(1, 14))
+    widths = [int(rng.integers(1, 10)) for _ in range(depth)]
+    try:
+        model = random_model(rng, k, widths, in_q, last_logits=bool(rng.random() < 0.6))
+    except LowbitError:
+        return          # a combination the IR refuses (e.g. binary inputs into integer weights)
+    xs = random_codes(rng, in_q, (2, k))
+    got, _, _ = simulate(model, rows, cols, xs, idle=0.3, stall=0.3, seed=seed % 1000)
+    assert np.array_equal(got, run(model, xs).reshape(2, -1))
+
+
+@pytest.mark.parametrize("act_bits,act_signed", [(1, False), (2, False), (4, False), (8, False), (2, True),
+                                                  (4, True), (8, True)])
+@pytest.mark.parametrize("weight_bits", [1, 2, 4, 8])
+def test_width_grid(act_bits, act_signed, weight_bits):
+    rng = np.random.default_rng(act_bits * 100 + weight_bits * 10 + act_signed)
+    lo, hi = arith.int_range(act_bits, act_signed)
+    in_q = QuantSpec(act_bits, act_signed, int(rng.integers(lo, hi + 1)), (1.0,))
+    wlo, whi = arith.int_range(weight_bits, True)
+    w = rng.integers(wlo, whi + 1, (11, 6))
+    mult, shift = arith.quantize_multiplier(np.full(6, 0.05))
+    out_q = QuantSpec(act_bits, False, 0, (1.0,))
+    hidden = Dense(w, rng.integers(-30, 30, 6), QuantSpec(weight_bits, True, 0, (1.0,)), out_q,
+                   Requant(mult, shift, 0, 0, (1 << act_bits) - 1, True))
+    w2 = rng.integers(wlo, whi + 1, (6, 3))
+    model = Model((11,), in_q, [hidden, Dense(w2, rng.integers(-9, 9, 3), QuantSpec(weight_bits, True, 0, (1.0,)),
+                                             None, None)], "grid").validate()
+    xs = random_codes(rng, in_q, (3, 11))
+    got, _, _ = simulate(model, 4, 2, xs, stall=0.2)
+    assert np.array_equal(got, run(model, xs).reshape(3, -1))
+
+
+def test_binary_network():
+    """XNOR-popcount layers (±1 inputs and weights) run on the integer array as ±1 products."""
+    rng = np.random.default_rng(5)
+    b1 = QuantSpec(1, True, 0, (1.0,), binary=True)
+    layers = [Dense(rng.choice([-1, 1], (20, 9)), rng.integers(-5, 5, 9), b1, b1,
+                    Thresholds(rng.integers(-4, 4, (9, 1)), out_lo=-1, out_step=2)),
+              Dense(rng.choice([-1, 1], (9, 4)), rng.integers(-5, 5, 4), b1, None, None)]
+    model = Model((20,), b1, layers, "bnn").validate()
+    xs = rng.choice([-1, 1], (3, 20))
+    got, _, _ = simulate(model, 8, 2, xs, idle=0.2, stall=0.2)
+    assert np.array_equal(got, run(model, xs).reshape(3, -1))
+
+
+# -- the cycle model ------------------------------------------------------------------------------
+
+def mlp(ks, bits=4, seed=0):
+    rng = np.random.default_rng(seed)
+    layers = []
+    lo, hi = arith.int_range(bits, True)
+    for i, (k, n) in enumerate(zip(ks[:-1], ks[1:])):
+        w, b = rng.integers(lo, hi + 1, (k, n)), rng.integers(-50, 50, n)
+        if i < len(ks) - 2:
+            mult, shift = arith.quantize_multiplier(np.full(n, 0.02))
+            layers.append(Dense(w, b, QuantSpec(bits, True), QuantSpec(bits, False),
+                                Requant(mult, shift, 0, 0, (1 << bits) - 1, True)))
+        else:
+            layers.append(Dense(w, b, QuantSpec(bits, True), None, None))
+    return Model((ks[0],), QuantSpec(bits, False), layers, "mlp").validate()
+
+
+@pytest.mark.parametrize("ks,rows,cols,bits", [
+    ([8, 4], 4, 4, 4), ([8, 4, 3], 4, 4, 4), ([16, 8, 3], 4, 2, 4), ([20, 12, 5], 4, 2, 4),
+    ([9, 9, 9], 2, 8, 4), ([33, 17, 6], 8, 2, 4), ([5, 30, 7], 4, 8, 4), ([64, 16, 10], 16, 4, 4),
+    ([40, 24, 10], 8, 8, 2), ([40, 24, 10], 8, 8, 8), ([30, 10], 16, 4, 1)])
+def test_cycle_model_equals_simulation(ks, rows, cols, bits):
+    """Back-to-back inferences: the period between their last outputs is inference_cycles."""
+    model = mlp(ks, bits)
+    xs = np.random.default_rng(1).integers(0, 1 << bits, (2, ks[0]))
+    got, prog, ends = simulate(model, rows, cols, xs)
+    assert np.array_equal(got, run(model, xs).reshape(2, -1))
+    n_out = prog.output_count
+    assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
+
+
+def test_dense_layers_meet_the_weight_bandwidth_roof():
+    """A batch-1 Dense layer streams ratio port words per step: with K and N filling the array, the
+    layer runs at >= 90 % of max(compute roof, weight-bandwidth roof)."""
+    model = mlp([256, 64, 64, 10], 4)
+    cfg = config_for(model, 8, 8)          # 8x8 array of 4-bit weights: 4 port words of 64 bits a step
+    prog = compile_program(model, cfg)
+    for plan in prog.layers[:2]:
+        assert plan.ratio == 4 and plan.roofline_fraction >= 0.9, plan
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+def test_weights_that_do_not_fit_are_refused_with_the_sizes():
+    model = mlp([64, 32, 10])
+    cfg = config_for(model, 4, 4).__class__(**{**config_for(model, 4, 4).__dict__, "weight_depth": 100})
+    with pytest.raises(LowbitError, match=r"the weights need \d+ words of 64 bits \(\d+ bytes\), the overlay's "
+                                          r"weight memory holds 100 \(800 bytes\)"):
+        compile_program(model, cfg)
+
+
+def test_activations_that_do_not_fit_are_refused():
+    model = mlp([64, 32, 10])
+    cfg = OverlayConfig(**{**config_for(model, 4, 4).__dict__, "act_depth": 8})
+    with pytest.raises(LowbitError, match=r"layer 0 \(dense 64x32\): its input needs 16 activation words of 4 codes, "
+                                          r"a bank holds 8"):
+        compile_program(model, cfg)
+
+
+def test_formats_the_overlay_was_not_built_for_are_refused():
+    model = mlp([16, 8, 4], bits=4)
+    cfg = config_for(mlp([16, 8, 4], bits=2), 4, 4)
+    with pytest.raises(LowbitError, match=r"input format \(4, False, False\)"):
+        compile_program(model, cfg)
+
+
+def test_convolutions_are_refused_for_now():
+    rng = np.random.default_rng(0)
+    q = QuantSpec(4, False, 0, (1.0,))
+    conv = Conv2d(rng.integers(-7, 8, (3, 3, 1, 2)), np.zeros(2, dtype=np.int64), QuantSpec(4, True), q,
+                  Requant(*arith.quantize_multiplier(np.full(2, 0.1)), 0, 0, 15, True), (1, 1), (0, 0))
+    model = Model((4, 4, 1), q, [conv, Flatten(), Dense(rng.integers(-7, 8, (8, 2)), np.zeros(2, dtype=np.int64),
+                                                      QuantSpec(4, True), None, None)], "cnn").validate()
+    with pytest.raises(LowbitError, match=r"layer 0 \(conv2d\): the overlay runs Dense layers only so far"):
+        config_for(model, 4, 4)
