@@ -16,7 +16,8 @@ skew intact. Three reductions, chosen by :class:`~lowbit.hw.config.ArrayConfig`:
   ``r + j`` and its sum leaves ``C - 1 - j`` cycles of de-skew at the bottom; latency ``R + C - 1``
   (+1 with ``product_reg``).
 
-Products (:func:`product`): XNOR for ±1, select/negate/shift for 1- and 2-bit weights in logic,
+Products (:func:`product`): XNOR for ±1 x ±1, a conditional negate for ±1 weights on integer activations
+(``weight_binary``), select/negate/shift for 1- and 2-bit weights in logic,
 shift-and-add up to :data:`SHIFT_ADD_MAX_BITS` in logic, ``*`` otherwise (Yosys maps it to LUTs or, with
 ``mult="dsp"``, to SB_MAC16 / MULT18X18D); with ``dsp_pack`` two neighbouring columns share one
 multiplier.
@@ -43,6 +44,8 @@ def operand_shapes(cfg: ArrayConfig):
     """Shapes of one activation code and one weight code (``unsigned(1)`` for a ±1 bit)."""
     if cfg.binary:
         return unsigned(1), unsigned(1)
+    if cfg.weight_binary:
+        return code_shape(cfg.act_bits, cfg.act_signed), unsigned(1)
     return code_shape(cfg.act_bits, cfg.act_signed), code_shape(cfg.weight_bits, cfg.weight_signed)
 
 
@@ -57,11 +60,17 @@ def delay_line(m, sig, stages: int, en, name: str, shape):
 
 
 def product(cfg: ArrayConfig, x, w):
-    """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, a
-    select/negate/shift for 1- and 2-bit weights in logic, shift-and-add for other narrow products in
-    logic, ``*`` otherwise."""
+    """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, ``x``
+    or ``-x`` for a ±1 weight bit on an integer code, a select/negate/shift for 1- and 2-bit weights in
+    logic, shift-and-add for other narrow products in logic, ``*`` otherwise."""
     if cfg.binary:
         return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
+    if cfg.weight_binary:
+        # Weight bit 1 is +1, bit 0 is -1: a conditional negate whatever `mult` says (no multiply to map).
+        # The code is widened by one bit first, so -x of the most negative (or largest unsigned) code
+        # fits; product_bits (A + 1) holds every result, the slice only drops the negation's extra bit.
+        xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()
+        return Mux(w, xs, -xs)[:cfg.product_bits].as_signed()
     if cfg.weight_bits <= 2 and cfg.mult == "lut":
         # 1- and 2-bit weights: select, negate, shift-add instead of a multiplier.
         xs = x.as_signed() if cfg.act_signed else Cat(x, Const(0, 1)).as_signed()

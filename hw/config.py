@@ -41,6 +41,11 @@ class ArrayConfig:
         ±1 activations and weights as single bits (``1 -> +1``, ``0 -> -1``); products become XNOR and
         the column sum a popcount. Requires ``act_bits == weight_bits == 1``; the signedness fields are
         then ignored.
+    weight_binary : bool
+        ±1 weights stored as single bits (``1 -> +1``, ``0 -> -1``) with ordinary ``act_bits``-bit
+        integer activations: each product is ``x`` or ``-x``, a conditional negate with no multiplier
+        (``docs/arithmetic.md`` §2, mode ``binary_weights``). Requires ``weight_bits == 1`` and
+        ``binary=False``; ``weight_signed`` is then ignored.
     max_k : int
         Longest dot product (input features x kernel taps) the array must accumulate without overflow.
     mult : str
@@ -80,6 +85,7 @@ class ArrayConfig:
     act_signed: bool = False
     weight_signed: bool = True
     binary: bool = False
+    weight_binary: bool = False
     max_k: int = 1024
     mult: str = "lut"
     product_reg: bool = True
@@ -93,19 +99,24 @@ class ArrayConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ValueError(f"ArrayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
-        for name in ("act_signed", "weight_signed", "binary", "product_reg", "systolic", "systolic_2d", "dsp_pack"):
+        for name in ("act_signed", "weight_signed", "binary", "weight_binary", "product_reg", "systolic", "systolic_2d",
+                     "dsp_pack"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ArrayConfig.{name} must be True or False, not {getattr(self, name)!r}")
         if self.mult not in MULT_IMPLS:
             raise ValueError(f"ArrayConfig.mult must be one of {', '.join(MULT_IMPLS)}, not {self.mult!r}")
         if self.systolic_2d and not self.systolic:
             raise ValueError("ArrayConfig.systolic_2d needs systolic=True")
-        if self.dsp_pack and (self.mult != "dsp" or self.binary or self.systolic):
+        if self.dsp_pack and (self.mult != "dsp" or self.weights_binary or self.systolic):
             raise ValueError("ArrayConfig.dsp_pack needs mult='dsp', non-binary operands and the adder tree "
-                             f"(mult={self.mult!r}, binary={self.binary}, systolic={self.systolic})")
+                             f"(mult={self.mult!r}, binary={self.binary}, weight_binary={self.weight_binary}, "
+                             f"systolic={self.systolic})")
         if self.binary and (self.act_bits != 1 or self.weight_bits != 1):
             raise ValueError(f"ArrayConfig.binary needs act_bits=1 and weight_bits=1, not "
                              f"act_bits={self.act_bits}, weight_bits={self.weight_bits}")
+        if self.weight_binary and (self.binary or self.weight_bits != 1):
+            raise ValueError("ArrayConfig.weight_binary (±1 weights, integer activations) needs weight_bits=1 and "
+                             f"binary=False, not weight_bits={self.weight_bits}, binary={self.binary}")
 
     def replace(self, **changes) -> "ArrayConfig":
         """A copy with some fields changed (validated like a new object)."""
@@ -114,14 +125,20 @@ class ArrayConfig:
     # -- derived ranges and widths ----------------------------------------------------------------
 
     @property
+    def weights_binary(self) -> bool:
+        """Weights are ±1 bits (``binary`` or ``weight_binary``), packed with the binary encoding."""
+        return self.binary or self.weight_binary
+
+    @property
     def act_range(self) -> tuple[int, int]:
         """Inclusive range of activation *values* (±1 in binary mode)."""
         return (-1, 1) if self.binary else int_range(self.act_bits, self.act_signed)
 
     @property
     def weight_range(self) -> tuple[int, int]:
-        """Inclusive range of weight *values* (±1 in binary mode)."""
-        return (-1, 1) if self.binary else int_range(self.weight_bits, self.weight_signed)
+        """Inclusive range of weight *values* (±1 with ``binary`` or ``weight_binary``; the products' range
+        is the same as over ``{-1, +1}``)."""
+        return (-1, 1) if self.weights_binary else int_range(self.weight_bits, self.weight_signed)
 
     @property
     def product_range(self) -> tuple[int, int]:

@@ -20,7 +20,8 @@ Stream interfaces (``amaranth.lib.stream``; ``valid`` never depends on ``ready``
   (``1 = +1``); integer-logit outputs are ``signed(32)``.
 
 Arithmetic (``docs/arithmetic.md``): accumulators are ``ArrayConfig.acc_bits`` wide; the requantizer adds
-the folded bias (``arith.fold_zero_point``; binary layers add ``bias - K`` to ``2 * popcount``), then
+the folded bias (``arith.fold_zero_point``, also for ±1 weights on integer codes,
+``ArrayConfig.weight_binary``; binary layers add ``bias - K`` to ``2 * popcount``), then
 either multiplies by ``mult`` (as wide as the layer's largest, at most 24 bits), rounds half up by ``shift`` and clamps around the zero point,
 or counts thresholds reached, or passes ``acc + bias`` through. Per-channel parameters come from a ROM.
 """
@@ -148,14 +149,12 @@ class EngineLayout:
 
     def weight_words(self) -> list[int]:
         cfg = self.config
-        return pack_weights(self.params.weight, cfg.rows, cfg.cols, 1 if cfg.binary else cfg.weight_bits,
-                            cfg.binary)
+        return pack_weights(self.params.weight, cfg.rows, cfg.cols, cfg.weight_bits, cfg.weights_binary)
 
     def rom_geometry(self) -> dict:
         """``{name: (width, depth)}`` of the weight and parameter ROMs as built."""
         fields = self.param_fields()
-        geo = {"weights": (self.config.rows * self.config.cols * (1 if self.config.binary else self.config.weight_bits),
-                           self.groups * self.kc),
+        geo = {"weights": (self.config.weight_word_bits, self.groups * self.kc),
                "params": (sum(b for _, b in fields), self.params.n)}
         if self.reweightable:
             b = self.rom_block
@@ -224,7 +223,7 @@ class DenseEngine(wiring.Component):
         cfg = self.config
         R, C, KC, G = cfg.rows, cfg.cols, self.kc, self.groups
         abits = self.code_bits
-        wbits = 1 if cfg.binary else cfg.weight_bits
+        wbits = cfg.weight_bits
 
         # Input buffer: two banks of KC chunks.
         m.submodules.xmem = xmem = Memory(shape=unsigned(R * abits), depth=2 * KC, init=[])

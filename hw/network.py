@@ -189,9 +189,11 @@ def plan_network(model: Model, arrays, systolic: bool = False, systolic_2d: bool
             rows, cols = arrays[ci]
             ci += 1
             w_q = layer.weight_q
+            mode = arith.operand_mode(in_q.binary, w_q.binary)      # validate() refused the impossible one
             cfg = ArrayConfig(rows=rows, cols=cols, act_bits=1 if in_q.binary else in_q.bits,
                               weight_bits=1 if w_q.binary else w_q.bits, act_signed=bool(in_q.signed),
-                              weight_signed=bool(w_q.signed), binary=bool(in_q.binary), max_k=layer.k,
+                              weight_signed=bool(w_q.signed), binary=mode == "binary",
+                              weight_binary=mode == "binary_weights", max_k=layer.k,
                               systolic=systolic or systolic_2d, systolic_2d=systolic_2d, mult=mult)
             if isinstance(layer, Conv2d):
                 plans.append(StagePlan("im2col", i, shape))

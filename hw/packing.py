@@ -9,7 +9,9 @@ Weight ROM (:func:`pack_weights` / :func:`unpack_weights`)
     column ``j``), as ``amaranth.lib.data.ArrayLayout(ArrayLayout(shape, C), R)`` lays them out.
     Positions past K or N hold the *pad code* whose product is always 0: ``0`` for integer weights,
     ``1`` (+1) for binary weights, because binary activations are padded with bit 0 (-1) and
-    XNOR(0, 1) = 0 contributes nothing to the popcount (``docs/arithmetic.md`` §2).
+    XNOR(0, 1) = 0 contributes nothing to the popcount (``docs/arithmetic.md`` §2). Binary weights on
+    integer activations (``ArrayConfig.weight_binary``) use the same encoding and pad bit: there the
+    activation lanes past K hold code 0 (:func:`pack_chunks`), and ``±1 * 0 = 0`` whatever the bit.
 
     Worked example, R = C = 2, 4-bit signed, K = 3, N = 2, ``w = [[1, -2], [3, 4], [-5, 6]]``:
     KC = 2; word 0 = lanes (k=0, k=1): ``1 | (-2 & 15) << 4 | 3 << 8 | 4 << 12`` = ``0x43e1``;
@@ -20,7 +22,12 @@ Weight ROM (:func:`pack_weights` / :func:`unpack_weights`)
     >>> unpack_weights(pack_weights([[1, -2], [3, 4], [-5, 6]], 2, 2, 4), 3, 2, 2, 2, 4, True).tolist()
     [[1, -2], [3, 4], [-5, 6]]
 
-Binary weights are given as ±1 values and stored as bits (``+1 -> 1``).
+Binary weights are given as ±1 values and stored as bits (``+1 -> 1``), one bit each; R = C = 2, K = 3,
+``w = [[1, -1], [-1, 1], [1, 1]]``: word 0 = ``1 | 0 << 1 | 0 << 2 | 1 << 3`` = ``0x9``, word 1 = lanes
+(k=2, pad): ``1 | 1 << 1 | 1 << 2 | 1 << 3`` = ``0xf``.
+
+    >>> [hex(v) for v in pack_weights([[1, -1], [-1, 1], [1, 1]], 2, 2, 1, binary=True)]
+    ['0x9', '0xf']
 """
 
 from __future__ import annotations

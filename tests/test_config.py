@@ -46,3 +46,15 @@ def test_replace_validates_and_derives():
     assert cfg.weight_word_bits == 8 * 8 * 4 and cfg.macs == 64
     with pytest.raises(ValueError, match="rows"):
         cfg.replace(rows=100)
+
+
+@pytest.mark.parametrize("a,sa", list(itertools.product([1, 2, 4, 8], [False, True])))
+def test_binary_weights_take_products_of_plus_minus_the_code(a, sa):
+    cfg = ArrayConfig(act_bits=a, weight_bits=1, act_signed=sa, weight_binary=True, max_k=300)
+    lo, hi = int_range(a, sa)
+    m = max(abs(lo), abs(hi))
+    assert cfg.product_range == (-m, m) and cfg.weights_binary and not cfg.binary
+    assert cfg.acc_range == (-300 * m, 300 * m) and cfg.weight_word_bits == cfg.rows * cfg.cols
+    with pytest.raises(ValueError, match=r"^ArrayConfig.weight_binary \(±1 weights, integer activations\) needs "
+                                         r"weight_bits=1 and binary=False, not weight_bits=4, binary=False$"):
+        ArrayConfig(act_bits=a, weight_bits=4, weight_binary=True)

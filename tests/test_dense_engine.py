@@ -1,8 +1,9 @@
 """The layer engine against the integer reference, bit for bit, in Amaranth's simulator.
 
 Grid: activation and weight widths {1, 2, 4, 8} x signed/unsigned, array sizes R, C in {1, 2, 3, 4, 8},
-binary (XNOR-popcount) layers, all three output modes, extreme operands and zero points, hypothesis
-random shapes; random idle cycles on the input and stalls on the output throughout.
+binary (XNOR-popcount) layers, binary (±1) weights on integer activations, all three output modes,
+extreme operands and zero points, hypothesis random shapes; random idle cycles on the input and stalls
+on the output throughout.
 """
 
 import itertools
@@ -161,6 +162,89 @@ def test_binary_layers(rows, cols, k, n, systolic):
     x[1] = -1
     check_engine(cfg, hidden, binary, x)
     check_engine(cfg, logits, binary, x)
+
+
+def make_binary_weight_layer(rng, k, n, a_bits, a_signed, mode="requant", relu=False):
+    """A layer with ±1 weights on ``a_bits`` integer codes whose zero point is not 0; columns 0 and 1
+    are all +1 and all -1, so extreme codes reach both ends of the accumulator range."""
+    lo, hi = arith.int_range(a_bits, a_signed)
+    zx = int(rng.choice([v for v in range(lo, hi + 1) if v != 0]))
+    layer, in_q = make_layer(rng, k, n, a_bits, a_signed, 4, True, mode=mode, zx=zx, relu=relu)
+    w = rng.choice([-1, 1], (k, n))
+    w[:, 0] = 1
+    if n > 1:
+        w[:, 1] = -1
+    return Dense(w, layer.bias, QuantSpec(1, True, binary=True), layer.out_q, layer.requant), in_q
+
+
+def binary_weight_config(rows, cols, a_bits, a_signed, k, **kw):
+    return ArrayConfig(rows=rows, cols=cols, act_bits=a_bits, weight_bits=1, act_signed=a_signed,
+                       weight_binary=True, max_k=k, **kw)
+
+
+@pytest.mark.parametrize("systolic", REDUCTIONS, ids=["tree", "systolic", "systolic2d"])
+@pytest.mark.parametrize("a_bits,a_signed", list(itertools.product([1, 2, 4, 8], [False, True])))
+def test_binary_weights_on_integer_inputs(a_bits, a_signed, systolic):
+    rng = np.random.default_rng(a_bits * 10 + a_signed)
+    k, n = 7, 5           # K = 7 on 3 rows: the last chunk has two padded lanes
+    for mode in ("requant", "thresholds", "logits"):
+        layer, in_q = make_binary_weight_layer(rng, k, n, a_bits, a_signed, mode=mode)
+        lo, hi = in_q.range
+        x = rng.integers(lo, hi + 1, (4, k))
+        x[0], x[1] = hi, lo
+        cfg = binary_weight_config(3, 2, a_bits, a_signed, k, **systolic)
+        check_engine(cfg, layer, in_q, x)
+
+
+@pytest.mark.parametrize("a_bits,a_signed", list(itertools.product([1, 2, 4, 8], [False, True])))
+def test_binary_weight_accumulators_are_derived_and_reach_both_ends(a_bits, a_signed):
+    # The accumulator is exactly wide enough for K products of [-m, m], m = max|code|; the all-+1 and
+    # all--1 columns on the extreme codes reach those ends (logits mode shows the raw acc + bias).
+    from lowbit.hw.dense import engine_layout
+    rng = np.random.default_rng(a_bits)
+    k = 9
+    layer, in_q = make_binary_weight_layer(rng, k, 3, a_bits, a_signed, mode="logits")
+    lo, hi = in_q.range
+    m = max(abs(lo), abs(hi))
+    cfg = binary_weight_config(4, 3, a_bits, a_signed, k)
+    assert cfg.product_range == (-m, m) and cfg.product_bits == a_bits + 1
+    assert cfg.acc_bits == arith.signed_bits_for(-k * m, k * m)
+    assert engine_layout(cfg, EngineParams.from_layer(layer, in_q)).acc_bits == cfg.acc_bits
+    ext = hi if abs(hi) >= abs(lo) else lo
+    x = np.array([np.full(k, ext), np.full(k, -ext if -ext in (lo, hi) else lo)])
+    layer = Dense(layer.weight, np.zeros(3, np.int64), layer.weight_q, None, None)
+    in_q = QuantSpec(a_bits, a_signed, 0, (0.05,))
+    check_engine(cfg, layer, in_q, x)
+    acc, _ = run_layer(layer, x, 0)
+    assert {int(acc[0, 0]), int(acc[0, 1])} == {k * ext, -k * ext}
+
+
+def test_binary_weights_need_no_multiplier_and_refuse_contradictions():
+    from amaranth.back import rtlil
+    from lowbit.hw.array import MacArray
+    for mult in ("lut", "dsp"):
+        assert "cell $mul " not in rtlil.convert(MacArray(binary_weight_config(4, 4, 8, False, 16, mult=mult)))
+    assert "cell $mul " in rtlil.convert(MacArray(ArrayConfig(rows=4, cols=4, act_bits=8, weight_bits=8, mult="dsp")))
+    with pytest.raises(ValueError, match="weight_binary .* needs weight_bits=1 and binary=False"):
+        ArrayConfig(act_bits=8, weight_bits=4, weight_binary=True)
+    with pytest.raises(ValueError, match="weight_binary .* needs weight_bits=1 and binary=False"):
+        ArrayConfig(act_bits=1, weight_bits=1, binary=True, weight_binary=True)
+    with pytest.raises(ValueError, match="dsp_pack"):
+        binary_weight_config(2, 2, 8, False, 4, mult="dsp", dsp_pack=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 20), st.integers(1, 10), st.integers(1, 5), st.integers(1, 5),
+       st.integers(1, 8), st.booleans(), st.sampled_from(["requant", "thresholds", "logits"]),
+       st.sampled_from(["tree", "tree+reg", "systolic", "systolic2d"]), st.integers(0, 2**32 - 1))
+def test_random_binary_weight_layers(k, n, rows, cols, a_bits, a_signed, mode, reduction, seed):
+    rng = np.random.default_rng(seed)
+    layer, in_q = make_binary_weight_layer(rng, k, n, a_bits, a_signed, mode=mode, relu=bool(seed & 1))
+    lo, hi = in_q.range
+    x = rng.integers(lo, hi + 1, (2, k))
+    cfg = binary_weight_config(rows, cols, a_bits, a_signed, k, product_reg=reduction == "tree+reg",
+                               systolic=reduction.startswith("systolic"), systolic_2d=reduction == "systolic2d")
+    check_engine(cfg, layer, in_q, x, seed=seed % 1000)
 
 
 @settings(max_examples=25, deadline=None)

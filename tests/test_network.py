@@ -118,3 +118,35 @@ def test_unsupported_layer_is_refused(digits):
     model.layers.insert(1, object())
     with pytest.raises(LowbitError, match="layer 1 is a object, which lowbit does not support"):
         plan_network(model, [(1, 1), (1, 1)])
+
+
+def binary_weight_network(rng, a_bits, a_signed):
+    """A padded Conv2d with ±1 weights on ``a_bits`` integer codes (nonzero zero point), MaxPool, Flatten,
+    then a requantized Dense with ±1 weights on the ±1 outputs (XNOR) and integer logits."""
+    from lowbit.sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Thresholds
+    lo, hi = arith.int_range(a_bits, a_signed)
+    zx = int(rng.choice([v for v in range(lo, hi + 1) if v != 0]))
+    binary = QuantSpec(1, True, binary=True)
+    conv = Conv2d(rng.choice([-1, 1], (3, 3, 2, 5)), rng.integers(-9, 9, 5), binary, binary,
+                  Thresholds(rng.integers(-2 * hi - 2, 2 * hi + 3, (5, 1)), -1, 2), stride=(1, 1), padding=(1, 1))
+    dense = Dense(rng.choice([-1, 1], (2 * 2 * 5, 3)), rng.integers(-4, 5, 3), binary, None, None)
+    return Model((4, 4, 2), QuantSpec(a_bits, a_signed, zx, (0.1,)), [conv, MaxPool2d((2, 2)), Flatten(), dense])
+
+
+@pytest.mark.parametrize("a_bits,a_signed", [(a, s) for a in (1, 2, 4, 8) for s in (False, True)])
+def test_binary_weight_conv_with_padding_is_bit_exact(a_bits, a_signed):
+    # FINN's CNV-w1a1 first layer: ±1 weights on multi-bit codes, padded with the input zero point.
+    from lowbit.hw.network import plan_network
+    rng = np.random.default_rng(a_bits * 2 + a_signed)
+    model = binary_weight_network(rng, a_bits, a_signed)
+    lo, hi = model.input_q.range
+    codes = rng.integers(lo, hi + 1, (4, 4, 4, 2))
+    codes[0], codes[1] = lo, hi
+    arrays = [(4, 2), (8, 2)]            # K = 18 on 4 rows: padded lanes; N = 5 on 2 columns
+    engines = [p.config for p in plan_network(model, arrays) if p.kind == "engine"]
+    assert engines[0].weight_binary and not engines[0].binary and engines[0].act_bits == a_bits
+    assert engines[1].binary and not engines[1].weight_binary
+    got, ref = run_network(model, arrays, codes)
+    assert np.array_equal(got, ref)
+    got, ref = run_network(model, arrays, codes[:2], systolic_2d=True)
+    assert np.array_equal(got, ref)

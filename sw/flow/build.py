@@ -37,7 +37,8 @@ def layer_shapes(model: Model) -> list[LayerShape]:
         if isinstance(layer, (Dense, Conv2d)):
             positions = out[0] * out[1] if isinstance(layer, Conv2d) else 1
             shapes.append(LayerShape(f"layer{i}", layer.k, layer.n, positions, 1 if in_q.binary else in_q.bits,
-                                     1 if layer.weight_q.binary else layer.weight_q.bits, in_q.binary))
+                                     1 if layer.weight_q.binary else layer.weight_q.bits, in_q.binary,
+                                     weight_binary=layer.weight_q.binary and not in_q.binary))
             in_q = layer.out_q or in_q
         shape = out
     return shapes
@@ -70,7 +71,8 @@ DSP_MIN_PRODUCT_BITS = {"ice40": 11, "ecp5": 4}
 
 
 def _product_maps_to_dsp(shape: LayerShape, dev) -> bool:
-    return not shape.binary and shape.act_bits + shape.weight_bits >= DSP_MIN_PRODUCT_BITS.get(dev.family, 4)
+    # ±1 weights are a conditional negate in every mode (hw/array.product): nothing for a DSP.
+    return not shape.binary and not shape.weight_binary and shape.act_bits + shape.weight_bits >= DSP_MIN_PRODUCT_BITS.get(dev.family, 4)
 
 
 def requant_dsp_tiles(model: Model, arrays, reweightable: bool = False) -> int:
@@ -95,7 +97,7 @@ def array_products_multiply(model: Model, arrays, mult: str) -> bool:
         return True
     for plan in plan_network(model, arrays):
         cfg = plan.config
-        if plan.kind == "engine" and not cfg.binary and cfg.weight_bits > 2 \
+        if plan.kind == "engine" and not cfg.weights_binary and cfg.weight_bits > 2 \
                 and min(cfg.act_bits, cfg.weight_bits) > SHIFT_ADD_MAX_BITS:
             return True
     return False

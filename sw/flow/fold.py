@@ -28,7 +28,9 @@ class LayerShape:
     """What folding needs to know of a compute layer (Dense, or Conv2d after im2col).
 
     ``positions`` is the number of output pixels (1 for Dense): the array computes ``positions``
-    dot-product groups of length ``k`` for each of ``n`` output channels.
+    dot-product groups of length ``k`` for each of ``n`` output channels. ``binary`` is an XNOR-popcount
+    layer (±1 inputs and weights); ``weight_binary`` has ±1 weights (``weight_bits`` 1) on ``act_bits``
+    integer codes, whose products are conditional negates costed like a 1-bit weight's select.
     """
 
     name: str
@@ -39,6 +41,7 @@ class LayerShape:
     weight_bits: int = 4
     binary: bool = False
     out_bits: int = 8
+    weight_binary: bool = False
 
     @property
     def macs(self) -> int:
