@@ -41,3 +41,19 @@ def test_fold_refuses_before_synthesis_with_the_estimate():
 def test_fold_needs_a_compute_layer():
     with pytest.raises(LowbitError, match="no Dense or Conv2d layer"):
         fold([], COST_MODELS["ice40"], 5280, 30)
+
+
+def test_binary_weight_layers_are_folded_without_dsps():
+    # ±1 weights on 8-bit codes are conditional negates (hw/array.product): mult="dsp" reserves no
+    # DSP block for them, while the same layer with 8-bit weights would take one per product.
+    from pathlib import Path
+    from lowbit.sw.flow.build import _product_maps_to_dsp, layer_shapes
+    from lowbit.sw.flow.synth import DEVICES
+    from lowbit.sw.importers.onnx_qonnx import load_qonnx
+    model = load_qonnx(Path(__file__).parent / "fixtures" / "brevitas" / "digits_tfc_w1a8.onnx")
+    first, second = layer_shapes(model)
+    assert (first.act_bits, first.weight_bits, first.weight_binary, first.binary) == (8, 1, True, False)
+    assert second.binary and not second.weight_binary
+    ecp5 = next(d for d in DEVICES.values() if d.family == "ecp5")
+    assert not _product_maps_to_dsp(first, ecp5)
+    assert _product_maps_to_dsp(LayerShape("fc", 64, 64, act_bits=8, weight_bits=8), ecp5)

@@ -1,7 +1,8 @@
 """QONNX (Brevitas) import: acceptance against qonnx's own executor, and its clear refusals.
 
 The fixtures in ``tests/fixtures/brevitas/`` were exported by Brevitas and executed by qonnx once
-(``make_fixtures.py``); ``expected.npz`` holds the executor's outputs on the 540 test images. If qonnx
+(``make_fixtures.py``; the binary-weight, 8-bit-input ones by ``make_binary_weight_fixtures.py``);
+``expected.npz`` and ``expected_w1a8.npz`` hold the executor's outputs on the 540 test images. If qonnx
 is installed (the ``dev`` extra installs it), the executor is also run live on a sample, so the stored
 outputs cannot drift from what qonnx computes.
 """
@@ -28,6 +29,8 @@ FIX = Path(__file__).parent / "fixtures" / "brevitas"
 FIX2 = Path(__file__).parent / "fixtures" / "qonnx"
 NAMES = ["digits_mlp_w4a4", "digits_mlp_w4a4_pc", "digits_mlp_mt", "digits_mlp_w4a4_ext", "digits_cnn_w4a4",
          "digits_bnn"]
+#: ±1 weights on 8-bit inputs in the first layer (FINN's TFC-w1a1 / CNV-w1a1 pattern), XNOR after it.
+W1A8 = ["digits_tfc_w1a8", "digits_cnv_w1a8"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def data():
 
 def model_input(name, x):
     """The fixture models take NCHW (CNN) or flattened (MLP) inputs; lowbit takes NHWC."""
-    return x.transpose(0, 3, 1, 2) if "cnn" in name else x.reshape(len(x), -1)
+    return x.transpose(0, 3, 1, 2) if "cnn" in name or "cnv" in name else x.reshape(len(x), -1)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -71,6 +74,46 @@ def test_second_fixture_set_agrees_with_its_qonnx_outputs(name, data):
     _, ours = predict(load_qonnx(FIX2 / f"{name}.onnx"), xte)
     assert np.array_equal(ours, expected[name].argmax(1)), np.mean(ours == expected[name].argmax(1))
     assert abs(np.mean(ours == yte) - float(expected[f"{name}_acc"])) <= 1e-6
+
+
+@pytest.mark.parametrize("name", W1A8)
+def test_binary_weights_on_8_bit_inputs_agree_with_the_qonnx_executor(name, data):
+    xte, _, _ = data
+    theirs = np.load(FIX / "expected_w1a8.npz")[name]
+    model = load_qonnx(FIX / f"{name}.onnx")
+    first = model.compute_layers()[0]
+    assert first.weight_q.binary and not model.input_q.binary and model.input_q.bits == 8
+    assert set(np.unique(first.weight)) == {-1, 1}
+    if "cnv" in name:     # the padded taps hold the input zero point, which is not 0 here
+        assert first.padding == (1, 1) and model.input_q.zero_point != 0
+    out, ours = predict(model, xte)
+    out = out.reshape(len(xte), -1)
+    last = model.compute_layers()[-1]
+    unit = model.compute_layers()[-2].out_q.scale[0] * last.weight_q.scale[0]
+    # Every integer logit of every image is qonnx's float output in units of the last layer's scale, so
+    # the first layer's ±1 x 8-bit sums crossed each BatchNorm-sign boundary exactly where qonnx's did;
+    # qonnx's float32 error stays far below half a unit.
+    assert np.abs(theirs / unit - out).max() < 1e-3
+    assert np.array_equal(out, np.rint(theirs / unit).astype(np.int64))
+    # Equal integer logits tie, and qonnx's float32 rounding breaks ties its own way: the class is
+    # compared wherever the largest logit is unique.
+    unique = (out == out.max(1, keepdims=True)).sum(1) == 1
+    assert unique.mean() > 0.9 and np.array_equal(ours[unique], theirs.argmax(1)[unique])
+
+
+def test_binary_weight_fixture_check_can_fail(data):
+    # The comparison above is not vacuous: one sign flipped in the first layer's ±1 weights changes
+    # some image's logits.
+    xte, _, _ = data
+    theirs = np.load(FIX / "expected_w1a8.npz")["digits_tfc_w1a8"]
+    model = load_qonnx(FIX / "digits_tfc_w1a8.onnx")
+    first = model.layers[0]
+    w = first.weight.copy()
+    w[np.argmax(xte.reshape(len(xte), -1).sum(0)), 0] *= -1
+    model.layers[0] = type(first)(w, first.bias, first.weight_q, first.out_q, first.requant)
+    out, _ = predict(model, xte)
+    unit = model.layers[0].out_q.scale[0] * model.layers[1].weight_q.scale[0]
+    assert not np.array_equal(out.reshape(len(xte), -1), np.rint(theirs / unit).astype(np.int64))
 
 
 def test_multithreshold_on_unquantized_float_weights_is_refused_by_name():
@@ -111,13 +154,15 @@ def test_live_qonnx_executor_matches_the_stored_outputs(data):
         return m
 
     onnx_exec.qonnx_make_model = ir10
+    w1a8 = np.load(FIX / "expected_w1a8.npz")
     try:
-        for name in ("digits_mlp_mt", "digits_cnn_w4a4", "digits_bnn"):
+        for name, stored in (("digits_mlp_mt", expected), ("digits_cnn_w4a4", expected), ("digits_bnn", expected),
+                             ("digits_tfc_w1a8", w1a8), ("digits_cnv_w1a8", w1a8)):
             w = ModelWrapper(str(FIX / f"{name}.onnx")).transform(InferShapes())
             xs = model_input(name, xte[:20])
             got = np.concatenate([onnx_exec.execute_onnx(w, {w.graph.input[0].name: xi[None]})[w.graph.output[0].name]
                                   for xi in xs])
-            assert np.allclose(got, expected[name][:20], rtol=1e-5, atol=1e-6)
+            assert np.allclose(got, stored[name][:20], rtol=1e-5, atol=1e-6), name
     finally:
         onnx_exec.qonnx_make_model = make
 
@@ -216,6 +261,23 @@ def test_unsupported_or_malformed_graphs_are_refused_by_name(tmp_path, case, mat
         load_qonnx(edited(tmp_path, edit))
 
 
+def test_integer_weights_on_binary_inputs_are_refused(tmp_path):
+    # digits_bnn with its first weight quantized to 4 bits instead of ±1: no layer computes that.
+    def edit(g):
+        wq = _node(g, "BipolarQuant", 1)
+        assert wq.input[0] == "fc1.weight"
+        wq.op_type = "Quant"
+        wq.domain = "qonnx.custom_op.general"
+        wq.input.extend(["wq_z", "wq_b"])
+        wq.attribute.extend([helper.make_attribute("signed", 1), helper.make_attribute("narrow", 1),
+                             helper.make_attribute("rounding_mode", "ROUND")])
+        g.initializer.extend([numpy_helper.from_array(np.float32(0.0), "wq_z"),
+                              numpy_helper.from_array(np.float32(4.0), "wq_b")])
+    with pytest.raises(LowbitError, match=r"MatMul.*binary \(BipolarQuant\) inputs need binary weights, this "
+                                          r"weight is a 4-bit Quant"):
+        load_qonnx(edited(tmp_path, edit, "digits_bnn"))
+
+
 def test_requantizing_after_maxpool_is_refused(tmp_path):
     def edit(g):
         pool = _node(g, "MaxPool")
@@ -246,6 +308,7 @@ def test_multithreshold_overflowing_its_dtype_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name,arrays", [
     ("digits_mlp_w4a4", [(8, 4), (4, 2)]), ("digits_bnn", [(16, 4), (8, 5)]), ("digits_cnn_w4a4", [(3, 4), (8, 2)]),
+    ("digits_tfc_w1a8", [(8, 4), (8, 5)]), ("digits_cnv_w1a8", [(4, 3), (8, 2)]),
 ])
 def test_imported_qonnx_models_run_bit_exactly_in_hardware(name, arrays, data):
     from test_network import run_network

@@ -8,7 +8,8 @@ ONNX operators. Supported graphs are chains of:
   the centre binary inputs are binarized around), then the input ``Quant`` or ``BipolarQuant``;
 * ``Gemm``, ``MatMul`` (optionally followed by ``Add`` of a quantized bias) or ``Conv`` whose weight is
   a ``Quant``/``BipolarQuant`` of a constant (optionally ``Transpose``d), zero point 0, per tensor or
-  per output channel; the bias, if any, an int32 ``Quant`` at scale ``s_in * s_w`` (Brevitas'
+  per output channel; a ``BipolarQuant`` weight may follow a bipolar or a multi-bit input (FINN's
+  TFC-w1a1 / CNV-w1a1 first layer), a ``Quant`` weight only a multi-bit one; the bias, if any, an int32 ``Quant`` at scale ``s_in * s_w`` (Brevitas'
   ``Int32Bias``) or a float constant (rounded to that scale);
 * an optional ``BatchNormalization`` and ``Relu``, then the activation quantizer: ``Quant``,
   ``BipolarQuant`` or ``MultiThreshold`` — or nothing for the last layer (integer logits);
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LowbitError
+from ..ir import arith
 from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Thresholds
 from .onnx_float import _attrs, _permute_rows
 
@@ -308,8 +310,13 @@ class _Builder:
         bias = np.zeros(n, dtype=np.int64)
         if bias_name:
             bias = self.bias(bias_name, acc_scale, w)
-        if in_q.binary != binary:
-            raise LowbitError(f"{w}: binary (BipolarQuant) weights need binary inputs and vice versa")
+        try:
+            # ±1 weights on multi-bit codes (FINN's TFC/CNV first layers) are a mode of their own.
+            arith.operand_mode(in_q.binary, binary)
+        except ValueError:
+            raise LowbitError(f"{w}: binary (BipolarQuant) inputs need binary weights, this weight is a {bits}-bit "
+                              "Quant", "quantize the weight with BipolarQuant, or the input with a multi-bit "
+                              "Quant") from None
         w_q = QuantSpec(1, True, 0, tuple(s_w), binary=True) if binary else QuantSpec(bits, signed, 0, tuple(s_w))
         return {"layer": layer, "bias": bias, "acc_scale": acc_scale, "w_q": w_q, "in_q": in_q,
                 "node": node, "consumed_add": consumed}
@@ -353,7 +360,8 @@ class _Builder:
             t = (real - c[:, None]) / (k * S)[:, None]
             K = int(np.prod(wts.shape[:-1]))
             in_lo, in_hi = p["in_q"].range
-            bound = K * int(np.abs(wts).max()) * max(abs(in_lo), abs(in_hi)) + int(np.abs(bias).max()) + 1
+            zx = p["in_q"].zero_point        # |acc| <= K * max|w| * max|x - zx|, whatever the zero point
+            bound = K * int(np.abs(wts).max()) * max(in_hi - zx, zx - in_lo) + int(np.abs(bias).max()) + 1
             t = np.clip(np.nan_to_num(t, nan=0.0, posinf=bound, neginf=-bound), -bound, bound)
             rq = Thresholds(np.ceil(t - 1e-9 * np.maximum(1.0, np.abs(t))).astype(np.int64), out_lo, step)
         if layer["kind"] == "conv":
