@@ -37,3 +37,18 @@ def test_bench_json_rows(cli):
         assert 0 < row["utilization"] <= 1
     assert any(r["name"].startswith("digits-mlp") for r in rows)
     assert all(r["inferences_per_s"] > 0 for r in json.loads(out)["reference"])
+
+
+def test_verilog_of_binary_weights_on_integer_codes(cli, tmp_path):
+    # The array and engine of ±1 weights on 8-bit codes, and the board core of a QONNX model whose first
+    # layer has them (FINN's TFC-w1a1 pattern), all lint clean.
+    from pathlib import Path
+    for extra in (["--act-bits", "8"], ["--engine", "--act-bits", "4", "--act-signed", "--systolic"]):
+        code, out, err = cli("verilog", "--binary-weights", *extra, "--lint", "-o", str(tmp_path / "w.v"))
+        assert code == 0, (extra, err)
+    fixture = Path(__file__).parent / "fixtures" / "brevitas" / "digits_tfc_w1a8.onnx"
+    code, out, err = cli("verilog", str(fixture), "--lint", "--json", "-o", str(tmp_path / "core.v"))
+    assert code == 0, err
+    assert json.loads(out)["lint"].startswith("clean") and "module lowbit_core" in (tmp_path / "core.v").read_text()
+    code, out, err = cli("verilog", "--binary-weights", "--binary", "-o", str(tmp_path / "x.v"))
+    assert code == 2 and "weight_binary" in err and not (tmp_path / "x.v").exists()

@@ -23,6 +23,8 @@ def add_arguments(p):
     p.add_argument("--act-signed", action="store_true", help="signed activation codes (default unsigned)")
     p.add_argument("--weight-unsigned", action="store_true", help="unsigned weight codes (default signed)")
     p.add_argument("--binary", action="store_true", help="±1 activations and weights (XNOR-popcount)")
+    p.add_argument("--binary-weights", action="store_true",
+                   help="±1 weights on --act-bits integer activations (a conditional negate per product)")
     p.add_argument("--mult", choices=["lut", "dsp"], default="lut",
                    help="products in logic, or in DSP blocks where Yosys maps them")
     p.add_argument("--dsp-pack", action="store_true", help="with --mult dsp: two columns' products per DSP")
@@ -63,11 +65,12 @@ def run(args):
         top, name = AccelCore(model, arrays, platform.default_clk_frequency, DEFAULT_BAUD), "lowbit_core"
         what = f"accelerator core of {args.model} with arrays {arrays}"
     else:
-        bits_a, bits_w = (1, 1) if args.binary else (args.act_bits, args.weight_bits)
+        bits_a, bits_w = (1, 1) if args.binary else (args.act_bits, 1 if args.binary_weights else args.weight_bits)
         try:
             cfg = ArrayConfig(rows=args.rows, cols=args.cols, act_bits=bits_a, weight_bits=bits_w,
                               act_signed=args.act_signed, weight_signed=not args.weight_unsigned,
-                              binary=args.binary, max_k=args.k if args.k is not None else 4 * args.rows, mult=args.mult,
+                              binary=args.binary, weight_binary=args.binary_weights,
+                              max_k=args.k if args.k is not None else 4 * args.rows, mult=args.mult,
                               dsp_pack=args.dsp_pack, product_reg=not args.no_product_reg,
                               systolic=args.systolic or args.systolic_2d, systolic_2d=args.systolic_2d)
         except ValueError as exc:
@@ -104,6 +107,9 @@ def _random_engine(cfg, args):
     else:
         model = random_dense_model(k, n, cfg.weight_bits, requant=True, weight_signed=cfg.weight_signed)
         layer = model.layers[0]
+        if cfg.weight_binary:
+            w = np.random.default_rng(0).choice([-1, 1], (k, n))
+            layer = Dense(w, layer.bias, QuantSpec(1, True, binary=True), layer.out_q, layer.requant)
         in_q = QuantSpec(cfg.act_bits, cfg.act_signed)
     engine = DenseEngine(cfg, EngineParams.from_layer(layer, in_q))
     return engine, "lowbit_engine", f"{args.rows}x{args.cols} engine for a random {k}x{n} layer"
