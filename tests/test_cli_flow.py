@@ -85,6 +85,22 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
 
 
 @pytest.mark.slow
+def test_binary_weights_on_8_bit_inputs_build_and_run_bit_exactly_on_the_simulated_board(cli, files):
+    # The QONNX TFC-w1a8 fixture (±1 weights on 8-bit codes, then an XNOR layer) through the whole flow:
+    # fold, synthesis and place-and-route for iCEBreaker, then the Verilator board against the reference.
+    from pathlib import Path
+    fixture = Path(__file__).parent / "fixtures" / "brevitas" / "digits_tfc_w1a8.onnx"
+    code, out, err = cli("build", str(fixture), "--board", "icebreaker", "-o", str(files / "w1"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["timing_met"]
+    code, out, err = cli("run", str(files / "w1"), "--sim", "--data", str(files / "test.npz"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n"] == 40 and result["mismatches"] == 0 and result["bit_exact"]
+    assert [(l["in_bits"], l["weight_bits"], l["binary"]) for l in result["layers"]] == [(8, 1, 1), (1, 1, 1)]
+
+
+@pytest.mark.slow
 def test_gate_level_netlist_of_the_bitstream_agrees(cli, files, tmp_path):
     """run --sim --netlist on a fresh iCEBreaker build: the netlist Yosys wrote for the bitstream, with
     Yosys' cell models, gives the reference's outputs (8 inputs; the Verilator build of the 2.4 MB
