@@ -20,6 +20,7 @@ from ..sw.ir.model import Conv2d, Dense, Model
 from .dense import LOGIT_BITS
 from .hostlink import HostLink
 from .network import Network, _code_shape
+from .overlay import OverlayEngine
 from .serial import UARTRx, UARTTx, divisor_for
 
 __all__ = ["AccelCore", "architecture", "architecture_difference", "architecture_hash", "identity_for"]
@@ -109,11 +110,18 @@ class AccelCore(wiring.Component):
         Byte times of silence after which a partial frame is dropped.
     mult : str
         ``"lut"`` or ``"dsp"``: how every array's products are written (:class:`~lowbit.hw.config.ArrayConfig`).
+    overlay : tuple, optional
+        ``(OverlayConfig, descriptors, weights, params)``: run the model on an
+        :class:`~lowbit.hw.overlay.OverlayEngine` (one array for every layer; ``arrays`` then names that
+        array once per compute layer) instead of a :class:`~lowbit.hw.network.Network` of layer engines.
     """
 
     def __init__(self, model: Model, arrays, clk_hz: float, baud: float, max_batch: int = 8,
                  timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None,
-                 rom_block: int = 256, mult: str = "lut"):
+                 rom_block: int = 256, mult: str = "lut", overlay=None):
+        if overlay is not None and reweightable:
+            raise ValueError("an overlay loads its weights; it is not built reweightable")
+        self.overlay = overlay
         self.reweightable, self.rom_init, self.rom_block = reweightable, rom_init, rom_block
         self.mult = mult
         self.model, self.arrays = model, [tuple(a) for a in arrays]
@@ -125,12 +133,17 @@ class AccelCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
-                                         rom_init=self.rom_init, rom_block=self.rom_block, mult=self.mult)
+        if self.overlay is not None:
+            cfg, descriptors, weights, params = self.overlay
+            m.submodules.net = net = OverlayEngine(cfg, descriptors, weights, params)
+            code_shape = net.i.payload.shape()
+        else:
+            m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
+                                             rom_init=self.rom_init, rom_block=self.rom_block, mult=self.mult)
+            code_shape = _code_shape(self.model.input_q)
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.tx = tx = UARTTx(self.divisor)
-        m.submodules.link = link = HostLink(self.identity, _code_shape(self.model.input_q),
-                                            net.o.payload.shape(), self.timeout)
+        m.submodules.link = link = HostLink(self.identity, code_shape, net.o.payload.shape(), self.timeout)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), link.mac_cycles.eq(net.mac_cycles)]
         wiring.connect(m, rx.o, link.rx_byte)
         wiring.connect(m, link.tx_byte, tx.i)

@@ -207,7 +207,9 @@ class OverlayEngine(wiring.Component):
         RM = cfg.ratio_max
         desc_shape = descriptor_layout(cfg)
 
-        m.submodules.prog = prog = Memory(shape=desc_shape, depth=cfg.max_layers, init=self.program)
+        # A few words of ~180 bits: logic, not a dozen block RAMs side by side.
+        m.submodules.prog = prog = Memory(shape=desc_shape, depth=cfg.max_layers, init=self.program,
+                                          attrs={"ram_style": "logic"})
         m.submodules.act = act = Memory(shape=unsigned(R * A), depth=2 * cfg.act_depth, init=[])
         m.submodules.wmem = wmem = Memory(shape=unsigned(P), depth=cfg.weight_depth, init=self.weights)
         m.submodules.pmem = pmem = Memory(shape=unsigned(cfg.param_bits), depth=cfg.param_depth, init=self.params)
@@ -218,7 +220,7 @@ class OverlayEngine(wiring.Component):
         p_r = pmem.read_port()
 
         d = Signal(desc_shape)                 # the running layer's descriptor
-        layer = Signal(range(cfg.max_layers))
+        layer = Signal(range(max(cfg.max_layers, 2)))
         in_bank = Signal()
         m.d.comb += prog_r.addr.eq(layer)
 
@@ -309,7 +311,11 @@ class OverlayEngine(wiring.Component):
             for i in range(RM):
                 with m.If(s1.sub == i):
                     m.d.sync += asm[i].eq(w_r.data)
-        word = Cat(*(Mux(s1.sub == i, w_r.data, asm[i]) for i in range(RM)))
+        # The step's last port word comes straight from the memory; only positions where some format's
+        # array word ends need that choice, the rest are the words gathered before.
+        ends = {cfg.ratio(bits) - 1 for bits, _ in cfg.weight_formats}
+        word = Cat(*(w_r.data if i == RM - 1 else Mux(s1.sub == i, w_r.data, asm[i]) if i in ends else asm[i]
+                     for i in range(RM)))
 
         # -- operand decoders ---------------------------------------------------------------------
         acfg = cfg.array_config
@@ -400,26 +406,30 @@ class OverlayEngine(wiring.Component):
             for i in range(cfg.max_thresholds):
                 lo_bit = BIAS_FIELD_BITS + THRESHOLD_BITS * i
                 m.d.sync += r2_thr[i].eq(pw[lo_bit:lo_bit + THRESHOLD_BITS].as_signed())
-        # stage 3: product (requant) or threshold count
+        # stage 3: product (requant) or threshold count, and the rounding constant
         prod_bits = cfg.acc_bits + 1 + cfg.mult_bits + 1
         r3_valid, r3_prod = Signal(), Signal(signed(prod_bits))
         r3_shift = Signal(SHIFT_BITS)
-        r3_count = Signal(range(cfg.max_thresholds + 1))
+        r3_half = Signal(prod_bits + 1)
+        r3_count = Signal(range(max(cfg.max_thresholds + 1, 2)))
         r3_total = Signal(signed(cfg.acc_bits + 1))
         reached = [(r2_total >= r2_thr[i]) & (i < d.n_thr) for i in range(cfg.max_thresholds)]
         with m.If(radv):
             m.d.sync += [r3_valid.eq(r2_valid), r3_prod.eq(r2_total * r2_mult), r3_shift.eq(r2_shift),
+                         r3_half.eq(Mux(r2_shift == 0, 0, Const(1, prod_bits + 1) << (r2_shift - 1)[:SHIFT_BITS])),
                          r3_count.eq(tree_sum(reached) if reached else 0), r3_total.eq(r2_total)]
-        # stage 4: round half up, zero point, clamp; or scale the count; or pass the total
-        half = Mux(r3_shift == 0, 0, Const(1, prod_bits + 1) << (r3_shift - 1)[:SHIFT_BITS])
-        rounded = (r3_prod + half) >> r3_shift
-        yq = Signal(signed(prod_bits + 2))
-        m.d.comb += yq.eq(rounded + d.zero_point)
-        clamped = Mux(yq < d.lo, d.lo, Mux(yq > d.hi, d.hi, yq))
-        yt = d.out_lo + d.out_step * r3_count
-        y = Mux(d.mode == MODES["requant"], clamped, Mux(d.mode == MODES["thresholds"], yt, r3_total))
+        # stage 4: round half up (arith.round_shift); scale the count
+        r4_valid, r4_round = Signal(), Signal(signed(prod_bits + 1))
+        r4_y = Signal(signed(OUT_BITS))
         with m.If(radv):
-            m.d.sync += [out_valid.eq(r3_valid), out_y.eq(y)]
+            m.d.sync += [r4_valid.eq(r3_valid), r4_round.eq((r3_prod + r3_half) >> r3_shift),
+                         r4_y.eq(Mux(d.mode == MODES["thresholds"], d.out_lo + d.out_step * r3_count, r3_total))]
+        # stage 5: zero point and clamp (requant), or the value of stage 4
+        yq = Signal(signed(prod_bits + 2))
+        m.d.comb += yq.eq(r4_round + d.zero_point)
+        clamped = Mux(yq < d.lo, d.lo, Mux(yq > d.hi, d.hi, yq))
+        with m.If(radv):
+            m.d.sync += [out_valid.eq(r4_valid), out_y.eq(Mux(d.mode == MODES["requant"], clamped, r4_y))]
 
         # -- outputs: the last layer's leave through `o`; the others are packed into the other bank --
         m.d.comb += out_fire.eq(out_valid & out_ready)

@@ -28,8 +28,8 @@ from ..errors import LowbitError
 from ..ir import arith
 from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, Requant, Thresholds
 
-__all__ = ["LayerPlan", "OverlayProgram", "config_for", "compile_program", "layer_cycles", "inference_cycles",
-           "array_latency"]
+__all__ = ["LayerPlan", "OverlayProgram", "OverlayPlan", "config_for", "compile_program", "layer_cycles",
+           "inference_cycles", "array_latency", "plan_overlay", "overlay_estimate", "overlay_report"]
 
 
 
@@ -202,8 +202,8 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
     return last_output + 1 + LAYER_OVERHEAD
 
 
-#: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round).
-REQUANT_STAGES = 4
+#: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round, clamp).
+REQUANT_STAGES = 5
 #: Per layer: the cycle that sees its last output, then fetching and latching the next descriptor.
 LAYER_OVERHEAD = 3
 
@@ -321,3 +321,98 @@ def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
                 rec |= (v & ((1 << THRESHOLD_BITS) - 1)) << (BIAS_FIELD_BITS + THRESHOLD_BITS * i)
         records.append(rec)
     return records
+
+
+# -- planning: which array fits the device, and what it costs ----------------------------------------
+
+#: Logic cells of the overlay around its array (sequencer, decoders, accumulators, result slots, the
+#: requantizer) and per PE by decoded operand widths (signed x_bits, w_bits). Measured with
+#: `lowbit.sw.bench.synth_core` on a UP5K (OverlayEngine alone, 64-32-10 MLP, LUT products): 8x8 1-bit
+#: 1566 LCs, 8x8 2-bit 2519, 4x8 4-bit 3404, 8x8 4-bit 5844 (docs/hardware.md). Other widths are scaled
+#: from the nearest by operand area. The board's UART and frame handler add CostModel.lc_system.
+OVERLAY_LC_BASE = 1150
+OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 21, (4, 4): 76, (8, 8): 250}
+#: Array shapes the planner tries (rows, cols), and weight-memory widths: 64 bits is what the UP5K's four
+#: SPRAMs give; weights in block RAM can be read wider, which a batch-1 Dense layer needs to feed more PEs.
+CANDIDATE_ARRAYS = [(r, c) for r in (1, 2, 4, 8, 16, 32) for c in (1, 2, 4, 8, 16) if c <= r]
+CANDIDATE_PORTS = (64, 128, 256, 512)
+
+
+def pe_logic(x_bits: int, w_bits: int) -> float:
+    if (x_bits, w_bits) in OVERLAY_LC_PER_PE:
+        return OVERLAY_LC_PER_PE[(x_bits, w_bits)]
+    (a0, w0), cost = min(OVERLAY_LC_PER_PE.items(), key=lambda kv: abs(kv[0][0] * kv[0][1] - x_bits * w_bits))
+    return cost * x_bits * w_bits / (a0 * w0)
+
+
+def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, lc_system: int,
+                     max_batch: int = 8) -> dict:
+    """Logic and block RAM of the overlay board core: ``{"logic": LCs, "brams": blocks, "blocks": {...}}``.
+    All memories are block RAM for now (initialised with the model; SPRAM needs the model loaded at run
+    time); the host link's input buffer and output FIFO hold ``max_batch`` inputs and outputs."""
+    from ...hw.overlay import OUT_BITS
+    from .fold import rom_blocks
+    blocks = {"weights": rom_blocks(cfg.port_bits, max(1, len(program.weights)), family),
+              "params": rom_blocks(cfg.param_bits, max(1, len(program.params)), family),
+              "activations": rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.act_depth, family),
+              "link": rom_blocks(8, program.input_count * max_batch, family)
+              + rom_blocks(OUT_BITS, program.output_count * max_batch, family)}
+    logic = lc_system + OVERLAY_LC_BASE + cfg.macs * pe_logic(cfg.x_bits, cfg.w_bits)
+    return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks}
+
+
+@dataclass(frozen=True)
+class OverlayPlan:
+    config: OverlayConfig
+    program: OverlayProgram
+    estimate: dict
+    cycles: int
+
+
+def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8) -> OverlayPlan:
+    """The overlay with the fewest cycles per inference that fits ``dev`` (a
+    :class:`lowbit.sw.flow.synth.Device`) by the estimate, or with ``arrays = (rows, cols)`` that one;
+    LowbitError before any synthesis, naming what does not fit."""
+    from .fold import COST_MODELS
+    cost = COST_MODELS[dev.family]
+    logic_cap = int(dev.capacity.get(cost.logic_resource, 10 ** 9) * cost.logic_budget)
+    bram_cap = dev.capacity.get(dev.bram_resource, 10 ** 6)
+    best, reasons = None, []
+    shapes = [arrays] if arrays else CANDIDATE_ARRAYS
+    for (rows, cols), port in ((a, p) for a in shapes for p in CANDIDATE_PORTS):
+        try:
+            cfg = config_for(model, rows, cols, port_bits=port)
+            if port > 64 and cfg.ratio_max == 1 and cfg.ratio(cfg.weight_bits) * port // 2 >= rows * cols * cfg.weight_bits:
+                continue        # a wider port than one array word: nothing to gain
+
+            prog = compile_program(model, cfg)
+        except (LowbitError, ValueError) as exc:
+            reasons.append((2, 0, rows * cols, f"{rows}x{cols}: {exc}"))
+            continue
+        est = overlay_estimate(cfg, prog, dev.family, cost.lc_system, max_batch)
+        if est["logic"] > logic_cap or est["brams"] > bram_cap:
+            reasons.append((1, est["brams"], rows * cols, f"{rows}x{cols}: estimate {est['logic']} {cost.logic_resource} of {logic_cap} usable, "
+                           f"{est['brams']} block RAMs of {bram_cap} (weights {est['blocks']['weights']}, "
+                           f"parameters {est['blocks']['params']}, activations {est['blocks']['activations']}, "
+                                          f"link buffers {est['blocks']['link']})"))
+            continue
+        cycles = inference_cycles(prog)
+        if best is None or (cycles, cfg.macs, cfg.port_bits) < (best.cycles, best.config.macs, best.config.port_bits):
+            best = OverlayPlan(cfg, prog, {cost.logic_resource: est["logic"], "brams": est["brams"],
+                                           "blocks": est["blocks"]}, cycles)
+    if best is None:
+        # The candidate needing the fewest block RAMs says best what is too big.
+        reason = min(reasons)[3]
+        raise LowbitError(f"the model does not fit an overlay on {dev.name}: {reason}",
+                          "use fewer or narrower weights, a smaller --max-batch (link buffers), or a bigger device")
+    return best
+
+
+def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
+    """The report.json fields of an overlay build: array, PEs, MAC/s, memory map, per-layer roofline."""
+    cfg, prog = plan.config, plan.program
+    return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
+            "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
+            "layers": [{"layer": p.index, "k": p.k, "n": p.n, "weight_bits": p.weight_bits, "ratio": p.ratio,
+                        "cycles": p.cycles, "roof_cycles": round(p.roof_cycles, 1),
+                        "roofline_fraction": round(p.roofline_fraction, 4)} for p in prog.layers]}

@@ -11,7 +11,8 @@ from ..errors import LowbitError
 from ..ir.model import Model
 from .rom import ROM_BLOCK
 
-__all__ = ["CORE_FIELDS", "make_core", "check_build_record", "load_build",
+__all__ = ["CORE_FIELDS", "ARCHITECTURES", "make_core", "check_build_record", "load_build", "overlay_config",
+           "overlay_fields",
            "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH", "TIMEOUT_BYTES"]
 
 DEFAULT_BAUD = 1_000_000
@@ -26,7 +27,10 @@ TIMEOUT_BYTES = 32
 
 #: Fields of the build record that shape the board core; :func:`make_core` builds the core from them and
 #: from nothing else, so ``lowbit run --sim`` simulates what was built.
-CORE_FIELDS = ("arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable", "rom_block", "mult")
+CORE_FIELDS = ("arch", "overlay", "arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable",
+               "rom_block", "mult")
+#: The architectures a build can have: a layer engine per layer, or one array for all (hw/overlay.py).
+ARCHITECTURES = ("dataflow", "overlay")
 
 
 def make_core(model: Model, record: dict, rom_init: dict | None = None):
@@ -36,6 +40,11 @@ def make_core(model: Model, record: dict, rom_init: dict | None = None):
     kwargs = {}
     if record["reweightable"]:
         kwargs = {"reweightable": True, "rom_init": rom_init, "rom_block": record["rom_block"]}
+    if record["arch"] == "overlay":
+        from .overlay import compile_program
+        cfg = overlay_config(record["overlay"])
+        prog = compile_program(model, cfg)
+        kwargs["overlay"] = (cfg, prog.descriptors, prog.weights, prog.params)
     return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
                      record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
 
@@ -51,6 +60,31 @@ def _integer(v, lo, hi) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
+def overlay_config(fields: dict):
+    """The :class:`~lowbit.hw.overlay.OverlayConfig` a build record's ``overlay`` field holds."""
+    from ...hw.overlay import OverlayConfig
+    fields = dict(fields)
+    for name in ("act_formats", "weight_formats"):
+        fields[name] = tuple(tuple(f) for f in fields[name])
+    return OverlayConfig(**fields)
+
+
+def overlay_fields(cfg) -> dict:
+    """An OverlayConfig as the JSON object build.json stores."""
+    import dataclasses
+    return {k: [list(f) for f in v] if k.endswith("_formats") else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _overlay_ok(v) -> bool:
+    if not isinstance(v, dict):
+        return False
+    try:
+        overlay_config(v)
+    except (TypeError, ValueError, KeyError):
+        return False
+    return True
+
+
 def check_build_record(record, where="build.json") -> dict:
     """The build record :func:`build` writes into ``build.json`` (board, arrays, clock_hz, baud, max_batch,
     reweightable, rom_seed, family, rom_block, and what shaped the core: timeout_bytes, mult, requant_dsp,
@@ -61,6 +95,8 @@ def check_build_record(record, where="build.json") -> dict:
         raise LowbitError(f"{where} holds {kind}, not a build record", _DAMAGED)
     fields = (
         ("board", lambda v: isinstance(v, str) and v != "", "a board name"),
+        ("arch", lambda v: v in ARCHITECTURES, " or ".join(ARCHITECTURES)),
+        ("overlay", lambda v: v is None or _overlay_ok(v), "null or the overlay's configuration"),
         ("arrays", lambda v: isinstance(v, list) and 0 < len(v) <= 256 and
          all(isinstance(a, list) and len(a) == 2 and all(_integer(x, 1, 64) for x in a) for a in v),
          "a list of [rows, cols] pairs from 1 to 64"),
@@ -92,6 +128,9 @@ def check_build_record(record, where="build.json") -> dict:
         divisor = None
     if divisor != record["divisor"]:
         raise LowbitError(f"{where}: field 'divisor' is {record['divisor']}, but clock_hz and baud give {divisor}",
+                          _DAMAGED)
+    if (record["arch"] == "overlay") != (record["overlay"] is not None):
+        raise LowbitError(f"{where}: an overlay build needs its 'overlay' configuration, a dataflow build none",
                           _DAMAGED)
     family, block = record["family"], record["rom_block"]
     if record["reweightable"] and (family not in ROM_BLOCK or block != ROM_BLOCK[family]):
