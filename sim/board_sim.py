@@ -29,9 +29,10 @@ class CocotbTransport:
     """Byte transport into a running cocotb simulation of :class:`BoardHarness` (use from a thread
     started with ``cocotb.task.bridge``). ``read`` timeouts are in the board's seconds (cycles / clk_hz)."""
 
-    def __init__(self, dut, clk_period_ns: float, byte_cycles: int, clk_hz: float):
+    def __init__(self, dut, clk_period_ns: float, byte_cycles: int, clk_hz: float, depth: int = 2048):
         from cocotb.task import resume
         self.dut, self.period, self.byte_cycles, self.clk_hz = dut, clk_period_ns, byte_cycles, clk_hz
+        self.depth = depth                            # the harness's host-side FIFOs (BoardHarness)
         self.bytes_sent = self.bytes_received = 0     # what crossed the link, for link-rate checks
         self.write = resume(self._write)
         self.read = resume(self._read)
@@ -44,6 +45,11 @@ class CocotbTransport:
         self.bytes_sent += len(data)
         for b in data:
             await FallingEdge(dut.clk)
+            # Like a host's serial driver, wait while the UART's send queue is full (a frame may be
+            # longer than the harness FIFO), instead of dropping bytes.
+            while int(dut.h_w_level.value) >= self.depth - 1:
+                dut.h_w_en.value = 0
+                await FallingEdge(dut.clk)
             dut.h_w_data.value = b
             dut.h_w_en.value = 1
         await FallingEdge(dut.clk)
