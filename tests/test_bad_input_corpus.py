@@ -63,7 +63,7 @@ def _fake_reweightable_build(tmp):
     (tmp / "b" / "roms").mkdir(parents=True)
     (tmp / "b" / "model.lbm").write_bytes((tmp / "m.lbm").read_bytes())
     (tmp / "b" / "build.json").write_text(json.dumps({
-        "board": "ulx3s-85f", "arrays": [[f.rows, f.cols] for f in folding.layers], "clock_hz": 25e6,
+        "board": "ulx3s-85f", "arch": "dataflow", "overlay": None, "arrays": [[f.rows, f.cols] for f in folding.layers], "clock_hz": 25e6,
         "baud": 1_000_000, "max_batch": 8, "reweightable": True, "rom_seed": 1, "family": "ecp5", "rom_block": 512,
         "timeout_bytes": 32, "mult": "lut", "requant_dsp": False, "pll": False, "divisor": 25}))
     (tmp / "b" / "top.random.config").write_text(".device LFE5U-85F\n.bram_init 0\n" + ("000 " * 7 + "000\n") * 256)

@@ -185,7 +185,8 @@ def build_folder(good):
     (folder / "roms").mkdir(parents=True)
     (folder / "model.lbm").write_bytes((tmp / "good.lbm").read_bytes())
     folding = fold_model(Model.load(folder / "model.lbm"), device("ecp5-85f"))
-    record = {"board": "ulx3s-85f", "arrays": [[f.rows, f.cols] for f in folding.layers], "clock_hz": 25e6,
+    record = {"board": "ulx3s-85f", "arch": "dataflow", "overlay": None,
+              "arrays": [[f.rows, f.cols] for f in folding.layers], "clock_hz": 25e6,
               "baud": 1_000_000, "max_batch": 8, "reweightable": True, "rom_seed": 1, "family": "ecp5",
               "rom_block": 512, "timeout_bytes": 32, "mult": "lut", "requant_dsp": False, "pll": False,
               "divisor": 25}
@@ -201,7 +202,7 @@ def _one_line_error(code, err):
 
 #: Values near what a build record holds, so that some edited records stay valid.
 RECORD_VALUES = st.sampled_from([0, 1, 4, 8, 25, 32, 64, 65, 256, 512, 25e6, 1e5, 1e10, True, False, None, "lut", "dsp",
-                                 "ecp5", "ice40", "icebreaker", [4, 4], [4, 1], [[4, 4], [4, 1]], [[4, 4]]])
+                                 "ecp5", "ice40", "icebreaker", "overlay", "dataflow", [4, 4], [4, 1], [[4, 4], [4, 1]], [[4, 4]]])
 
 
 @FUZZ

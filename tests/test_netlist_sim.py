@@ -48,7 +48,7 @@ def test_netlist_runs_are_refused_where_the_netlist_is_not_the_bitstream(tmp_pat
     folder.mkdir()
     model = random_dense_model(8, 4)
     model.save(folder / "model.lbm")
-    record = {"board": "icebreaker", "family": "ice40", "arrays": [[2, 2]], "clock_hz": 12e6, "baud": 1_000_000,
+    record = {"board": "icebreaker", "arch": "dataflow", "overlay": None, "family": "ice40", "arrays": [[2, 2]], "clock_hz": 12e6, "baud": 1_000_000,
               "max_batch": 8, "timeout_bytes": 32, "reweightable": False, "rom_seed": 1, "rom_block": None,
               "mult": "lut", "requant_dsp": False, "pll": False, "divisor": 12}
     record[field] = value

@@ -70,7 +70,7 @@ def random_model(rng, k, widths, in_q, last_logits=True):
     layers, q = [], in_q
     for i, n in enumerate(widths):
         last = i == len(widths) - 1
-        binary_w = q.binary or (rng.random() < 0.2 and False)
+        binary_w = q.binary or rng.random() < 0.25     # ±1 weights on integer inputs too (TFC-w1a8)
         if binary_w:
             w_q = QuantSpec(1, True, 0, (1.0,), binary=True)
             w = rng.choice([-1, 1], (k, n))
@@ -248,3 +248,19 @@ def test_convolutions_are_refused_for_now():
                                                       QuantSpec(4, True), None, None)], "cnn").validate()
     with pytest.raises(LowbitError, match=r"layer 0 \(conv2d\): the overlay runs Dense layers only so far"):
         config_for(model, 4, 4)
+
+
+def test_binary_weights_on_multibit_inputs():
+    """FINN TFC-w1a8's first layer: ±1 weights on 8-bit unsigned inputs with a zero point."""
+    rng = np.random.default_rng(8)
+    in_q = QuantSpec(8, False, 17, (1.0,))
+    w_b = QuantSpec(1, True, 0, (1.0,), binary=True)
+    out_q = QuantSpec(4, False, 0, (1.0,))
+    mult, shift = arith.quantize_multiplier(np.full(7, 0.003))
+    layers = [Dense(rng.choice([-1, 1], (30, 7)), rng.integers(-99, 99, 7), w_b, out_q,
+                    Requant(mult, shift, 0, 0, 15, True)),
+              Dense(rng.choice([-1, 1], (7, 3)), rng.integers(-9, 9, 3), w_b, None, None)]
+    model = Model((30,), in_q, layers, "w1a8").validate()
+    xs = rng.integers(0, 256, (3, 30))
+    got, _, _ = simulate(model, 4, 4, xs, idle=0.2, stall=0.2)
+    assert np.array_equal(got, run(model, xs).reshape(3, -1))

@@ -107,7 +107,7 @@ def _fake_build(tmp_path, model):
     folder.mkdir()
     model.save(folder / "model.lbm")
     (folder / "build.json").write_text(json.dumps({
-        "board": "icebreaker", "arrays": [list(a) for a in ARRAYS], "clock_hz": 12e6, "baud": 1_000_000,
+        "board": "icebreaker", "arch": "dataflow", "overlay": None, "arrays": [list(a) for a in ARRAYS], "clock_hz": 12e6, "baud": 1_000_000,
         "max_batch": 8, "reweightable": True, "rom_seed": 1, "family": "ice40", "rom_block": ROM_BLOCK,
         "timeout_bytes": 32, "mult": "lut", "requant_dsp": False, "pll": False, "divisor": 12}))
     return folder

@@ -115,7 +115,7 @@ def _build_folder(tmp_path, model, arrays):
     folder.mkdir()
     model.save(folder / "model.lbm")
     (folder / "build.json").write_text(json.dumps({
-        "board": "icebreaker", "family": "ice40", "arrays": [list(a) for a in arrays], "clock_hz": 12e6,
+        "board": "icebreaker", "arch": "dataflow", "overlay": None, "family": "ice40", "arrays": [list(a) for a in arrays], "clock_hz": 12e6,
         "baud": 1_000_000, "max_batch": 8, "timeout_bytes": 32, "reweightable": False, "rom_seed": 1,
         "rom_block": None, "mult": "lut", "requant_dsp": True, "pll": False, "divisor": 12}))
     return folder

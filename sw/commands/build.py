@@ -31,6 +31,9 @@ def add_arguments(p):
                    help="run the design from a PLL at this frequency (default: the board's oscillator)")
     p.add_argument("--mult", choices=("lut", "dsp"), default="lut",
                    help="multipliers in logic (any device) or in DSP blocks (SB_MAC16 / MULT18X18D)")
+    p.add_argument("--arch", choices=("auto", "dataflow", "overlay"), default="auto",
+                   help="one engine per layer (dataflow), one array for every layer (overlay), or whichever "
+                        "fits and is faster by the estimate (auto, the default)")
     p.add_argument("--reweightable", action="store_true",
                    help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40 and ECP5; wider requantizers)")
     p.add_argument("--json", action="store_true")
@@ -73,6 +76,6 @@ def run(args):
     progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
                    reweightable=args.reweightable, clock_mhz=args.clock_mhz,
-                   mult=args.mult)
+                   mult=args.mult, arch=args.arch)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0

@@ -23,7 +23,8 @@ from ..errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
 from ..ir.model import Conv2d, Dense, Model
 from ..outputs import atomic_dir
-from .record import DEFAULT_BAUD, TIMEOUT_BYTES, make_core
+from .overlay import overlay_report
+from .record import ARCHITECTURES, DEFAULT_BAUD, TIMEOUT_BYTES, make_core, overlay_fields
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
 __all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "requant_dsp_tiles", "default_requant_dsp",
@@ -169,8 +170,12 @@ def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = Fals
 
 def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
           progress=lambda msg: None, seed: int = 1, reweightable: bool = False, rom_seed: int = 1,
-          clock_mhz: float | None = None, mult: str = "lut") -> dict:
+          clock_mhz: float | None = None, mult: str = "lut", arch: str = "auto") -> dict:
     """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``).
+
+    ``arch`` is ``"dataflow"`` (one layer engine per layer, :mod:`lowbit.hw.network`), ``"overlay"`` (one
+    array for every layer, :mod:`lowbit.hw.overlay`) or ``"auto"``: whichever fits the device by the
+    estimate and takes fewer cycles per inference (see :func:`choose_architecture`).
 
     ``clock_mhz`` runs the design from a PLL at that frequency instead of the board's oscillator;
     ``mult="dsp"`` lets synthesis map the products to the device's DSP blocks (refused before placement
@@ -191,11 +196,20 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     rom_block = None
     if reweightable:
         rom_block = rom_block_for(dev.family)
-    progress(f"folding the network onto {dev.name}")
-    folding = fold_model(model, dev, mult)
-    arrays = [(f.rows, f.cols) for f in folding.layers]
-    requant_dsp = default_requant_dsp(model, arrays, dev, mult, reweightable)
-    record = {"board": board, "family": dev.family, "arrays": [list(a) for a in arrays], "clock_hz": clk_hz,
+    progress(f"planning the network on {dev.name}")
+    arch, folding, plan = choose_architecture(model, dev, arch, mult=mult, reweightable=reweightable,
+                                              max_batch=max_batch)
+    if arch == "overlay":
+        arrays = [(plan.config.rows, plan.config.cols)] * len(plan.program.layers)
+        cfg = plan.config
+        # The array's products stay in logic; the requantizer's multiplier goes to a DSP block on iCE40.
+        requant_dsp = dev.family == "ice40" and cfg.x_bits + cfg.w_bits < DSP_MIN_PRODUCT_BITS["ice40"]
+    else:
+        arrays = [(f.rows, f.cols) for f in folding.layers]
+        requant_dsp = default_requant_dsp(model, arrays, dev, mult, reweightable)
+    record = {"board": board, "family": dev.family, "arch": arch,
+              "overlay": overlay_fields(plan.config) if arch == "overlay" else None,
+              "arrays": [list(a) for a in arrays], "clock_hz": clk_hz,
               "baud": baud, "max_batch": max_batch, "timeout_bytes": TIMEOUT_BYTES, "reweightable": reweightable,
               "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
               "pll": pll is not None}
@@ -205,8 +219,14 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         raise LowbitError(f"{board}: {exc}", "choose another --baud") from None
     core._MustUse__silence = True
     record["divisor"] = core.divisor
-    progress(f"arrays {arrays}; measuring cycles per inference in simulation")
-    cycles = measure_cycles(model, arrays)
+    if arch == "overlay":
+        # The analytic model: tests/test_overlay.py holds it equal to simulation, cycle for cycle.
+        progress(f"overlay {cfg.rows}x{cfg.cols} ({cfg.macs} PEs, {cfg.port_bits}-bit weight port); "
+                 f"{plan.cycles} cycles per inference (cycle model)")
+        cycles = {"cycles_per_inference": plan.cycles, "latency_cycles": plan.cycles}
+    else:
+        progress(f"arrays {arrays}; measuring cycles per inference in simulation")
+        cycles = measure_cycles(model, arrays)
     placeholder_init = None
     if reweightable:
         check_reweightable(model, arrays)
@@ -223,7 +243,11 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         model.save(tmp / "model.lbm")
         (tmp / "core.v").write_text(verilog.convert(make_core(model, record, placeholder_init), name="lowbit_core"))
         (tmp / "roms").mkdir()
-        images = real if reweightable else rom_images(model, arrays)
+        if arch == "overlay":
+            images = {"overlay_weights": (cfg.port_bits, plan.program.weights),
+                      "overlay_params": (cfg.param_bits, plan.program.params)}
+        else:
+            images = real if reweightable else rom_images(model, arrays)
         for name, (width, words) in images.items():
             (tmp / "roms" / f"{name}.hex").write_text(hex_text(width, words))
         try:
@@ -260,11 +284,13 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
             "link": link_rate(core.identity, baud, max_batch),
             "utilization_pe": round(macs / (sum(r * c for r, c in arrays) * per), 4),
             "utilization": util,
-            "estimate": folding.as_dict()["estimate"],
-            "actual": {folding.logic_resource: util.get(folding.logic_resource, {}).get("used"),
+            "estimate": plan.estimate if arch == "overlay" else folding.as_dict()["estimate"],
+            "actual": {dev.logic_resource: util.get(dev.logic_resource, {}).get("used"),
                        "brams": util.get(dev.bram_resource, {}).get("used")},
             "bitstream": result.bitstream.name, "seconds": round(time.monotonic() - t_start, 1),
         }
+        report.update(overlay_report(plan, clk_hz) if arch == "overlay" else
+                      dataflow_report(model, arrays, clk_hz))
         # What a host sees is the slower of the two: the array's rate or what the UART carries.
         link_ips = report["link"]["inferences_per_s"]
         report["inferences_per_s"] = min(report["compute_inferences_per_s"], link_ips)
@@ -275,13 +301,68 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     return report
 
 
+def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "lut", reweightable: bool = False,
+                        max_batch: int = 8):
+    """``(arch, folding, overlay_plan)`` for ``model`` on ``dev``: the dataflow folding
+    (:func:`fold_model`) and the overlay plan (:func:`lowbit.sw.flow.overlay.plan_overlay`) that fit by the
+    estimate, and with ``arch="auto"`` the one with fewer predicted cycles per inference (the dataflow
+    pipeline's slowest layer, or the overlay's whole program). LowbitError before any synthesis if
+    neither fits, with both reasons."""
+    from .fold import predict_cycles
+    from .overlay import plan_overlay
+    if arch not in ("auto",) + ARCHITECTURES:
+        raise LowbitError(f"--arch {arch!r} is not one of auto, {', '.join(ARCHITECTURES)}")
+    if arch == "overlay" and (reweightable or mult != "lut"):
+        raise LowbitError("an overlay build is neither --reweightable nor --mult dsp (so far)",
+                          "drop those options, or build with --arch dataflow")
+    folding = plan = None
+    errors = []
+    if arch in ("auto", "dataflow"):
+        try:
+            folding = fold_model(model, dev, mult)
+        except LowbitError as exc:
+            if arch == "dataflow":
+                raise
+            errors.append(f"dataflow: {exc.message}")
+    if arch == "overlay" or (arch == "auto" and not reweightable and mult == "lut"):
+        try:
+            plan = plan_overlay(model, dev, max_batch=max_batch)
+        except LowbitError as exc:
+            if arch == "overlay" or folding is None:
+                if folding is None and errors:
+                    raise LowbitError(f"{errors[0]}; overlay: {exc.message}", exc.hint) from None
+                raise
+    if plan is None:
+        return "dataflow", folding, None
+    if folding is None:
+        return "overlay", None, plan
+    dataflow_cycles = predict_cycles(layer_shapes(model), [(f.rows, f.cols) for f in folding.layers])
+    return ("overlay", folding, plan) if plan.cycles < dataflow_cycles else ("dataflow", folding, plan)
+
+
+def dataflow_report(model: Model, arrays, clk_hz: float) -> dict:
+    """The report.json fields a dataflow build shares with an overlay build: PEs, MAC/s and, per layer, the
+    array's cycles per inference against its compute roof (weights stream from ROM at the array's rate)."""
+    from .fold import layer_cycles
+    layers = []
+    for shape, (rows, cols) in zip(layer_shapes(model), arrays):
+        cycles = layer_cycles(shape, rows, cols)
+        layers.append({"layer": shape.name, "k": shape.k, "n": shape.n, "array": [rows, cols], "cycles": cycles,
+                       "roof_cycles": round(shape.macs / (rows * cols), 1),
+                       "roofline_fraction": round(shape.macs / (rows * cols) / cycles, 4)})
+    pes = sum(r * c for r, c in arrays)
+    return {"architecture": "dataflow", "pes": pes, "macs_per_s": round(pes * clk_hz), "layers": layers}
+
+
 def summary_text(r: dict) -> str:
     from .synth import family_of_utilization
     fam = family_of_utilization(r["utilization"])
     lut, bram, dsp = fam.logic_resource, fam.bram_resource, fam.dsp_resource
     u = r["utilization"]
     return "\n".join([
-        f"board {r['board']} ({r['device']}), arrays {r['arrays']}",
+        f"board {r['board']} ({r['device']}), " + (
+            f"overlay: one {r['overlay_array'][0]}x{r['overlay_array'][1]} array for every layer ({r['pes']} PEs)"
+            if r.get("architecture") == "overlay" else f"dataflow: arrays {r['arrays']} ({r.get('pes')} PEs)"),
         f"{lut}: {u[lut]['used']} / {u[lut]['available']} (estimate {r['estimate'].get(lut)})",
         f"{bram}: {u[bram]['used']} / {u[bram]['available']}   {dsp}: {u.get(dsp, {}).get('used', 0)}",
         f"Fmax {r['fmax_mhz']} MHz at a {r['clock_mhz']} MHz clock: timing {'met' if r['timing_met'] else 'FAILED'}",

@@ -1,0 +1,84 @@
+"""lowbit build picks the architecture before synthesis: the dataflow pipeline where it fits and is
+faster, the overlay where the dataflow does not fit (FINN's TFC topology on a UP5K), and refuses with
+the numbers what fits neither. A slow test builds the TFC-w1a1 overlay for iCEBreaker and runs the
+built design on the simulated board."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lowbit.sw.errors import LowbitError
+from lowbit.sw.flow.build import choose_architecture
+from lowbit.sw.flow.overlay import plan_overlay
+from lowbit.sw.flow.synth import device
+from lowbit.sw.ir.intref import run
+from lowbit.sw.ir.model import Dense, Model, QuantSpec, Thresholds
+
+from test_overlay import mlp
+
+UP5K = device("ice40-up5k")
+
+
+def tfc_w1a1(seed=0, ks=(784, 64, 64, 64, 10)):
+    """FINN's TFC topology with ±1 weights and activations (random weights: bit-exactness needs no data)."""
+    rng = np.random.default_rng(seed)
+    b1 = QuantSpec(1, True, 0, (1.0,), binary=True)
+    layers = []
+    for i, (k, n) in enumerate(zip(ks[:-1], ks[1:])):
+        w, b = rng.choice([-1, 1], (k, n)), rng.integers(-20, 20, n)
+        rq = Thresholds(rng.integers(-8, 8, (n, 1)), out_lo=-1, out_step=2) if i < len(ks) - 2 else None
+        layers.append(Dense(w, b, b1, b1 if rq else None, rq))
+    return Model((ks[0],), b1, layers, "tfc_w1a1").validate()
+
+
+def test_the_digits_mlp_stays_dataflow():
+    arch, folding, plan = choose_architecture(mlp([64, 32, 10], 4), UP5K)
+    assert arch == "dataflow" and folding is not None
+
+
+def test_tfc_w1a1_is_refused_as_dataflow_and_planned_as_an_overlay():
+    model = tfc_w1a1()
+    with pytest.raises(LowbitError, match="does not fit ice40-up5k even fully folded"):
+        choose_architecture(model, UP5K, "dataflow")
+    arch, folding, plan = choose_architecture(model, UP5K, max_batch=2)
+    assert arch == "overlay" and folding is None
+    assert plan.config.macs >= 64 and plan.estimate["brams"] <= 30
+    assert plan.cycles == sum(p.cycles for p in plan.program.layers) + 784
+
+
+def test_an_overlay_that_does_not_fit_is_refused_before_synthesis_naming_the_sizes():
+    """TFC at 4 bits needs 234 kbit of weights: more than the UP5K's 30 block RAMs (SPRAM needs the model
+    loaded at run time, which the overlay cannot do yet)."""
+    with pytest.raises(LowbitError, match=r"does not fit an overlay on ice40-up5k: \d+x\d+: estimate \d+ ICESTORM_LC "
+                                          r"of 4488 usable, \d+ block RAMs of 30 \(weights \d+, parameters \d+, "
+                                          r"activations \d+, link buffers \d+\)"):
+        plan_overlay(mlp([784, 64, 64, 64, 10], 4), UP5K)
+    with pytest.raises(LowbitError, match=r"dataflow: .*; overlay: the model does not fit"):
+        choose_architecture(mlp([784, 64, 64, 64, 10], 4), UP5K)
+
+
+def test_overlay_options_it_does_not_have_are_refused():
+    with pytest.raises(LowbitError, match="neither --reweightable nor --mult dsp"):
+        choose_architecture(tfc_w1a1(), UP5K, "overlay", reweightable=True)
+    with pytest.raises(LowbitError, match="--arch 'systolic' is not one of"):
+        choose_architecture(tfc_w1a1(), UP5K, "systolic")
+
+
+@pytest.mark.slow
+def test_tfc_w1a1_overlay_builds_for_icebreaker_and_the_built_board_is_bit_exact(tmp_path, cli):
+    model = tfc_w1a1()
+    model.save(tmp_path / "tfc.lbm")
+    code, out, err = cli("build", str(tmp_path / "tfc.lbm"), "--board", "icebreaker", "--max-batch", "2",
+                         "-o", str(tmp_path / "b"), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["architecture"] == "overlay" and report["pes"] >= 64 and report["timing_met"]
+    assert [layer["cycles"] for layer in report["layers"]] and all(0 < l["roofline_fraction"] <= 1 for l in report["layers"])
+    x = np.random.default_rng(1).uniform(-1, 1, (16, 784)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    code, out, err = cli("run", str(tmp_path / "b"), "--sim", "--data", str(tmp_path / "x.npz"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["mismatches"] == 0
+    ref = run(model, model.quantize_input(x))
+    assert ref.shape == (16, 10)
