@@ -22,7 +22,8 @@ from .errors import LowbitError
 from .flow.synth import device as get_device
 from .flow.synth import implement
 
-__all__ = ["synth_core", "cycle_rows", "synth_rows", "reference_rows", "GEMMS", "SYNTH_CONFIGS"]
+__all__ = ["synth_core", "cycle_rows", "synth_rows", "reference_rows", "overlay_rows", "GEMMS", "SYNTH_CONFIGS",
+           "OVERLAY_MODELS"]
 
 #: (name, K, N, rows, cols) of the Dense-layer rows.
 GEMMS = [("gemv-64x32", 64, 32, 8, 8), ("gemv-128x64", 128, 64, 8, 8), ("gemv-256x64", 256, 64, 8, 8),
@@ -49,7 +50,10 @@ SYNTH_CONFIGS = [
     ("engine", "ice40-up5k", 2, 4, 4, "lut", "tree"), ("engine", "ice40-up5k", 2, 4, 4, "dsp", "tree"),
     ("engine", "ice40-up5k", 2, 4, 4, "dsp-pack", "tree"),
     ("engine", "ecp5-85f", 16, 16, 4, "lut", "tree"), ("engine", "ecp5-85f", 16, 16, 4, "lut", "systolic"),
-    ("engine", "ecp5-85f", 8, 8, 8, "lut", "tree"), ("engine", "ecp5-85f", 8, 8, 8, "dsp", "tree")]
+    ("engine", "ecp5-85f", 8, 8, 8, "lut", "tree"), ("engine", "ecp5-85f", 8, 8, 8, "dsp", "tree"),
+    # The overlay engine (hw/overlay.py) alone, for a layer of the row's width: one array for every layer.
+    ("overlay", "ice40-up5k", 4, 8, 4, "lut", "tree"), ("overlay", "ice40-up5k", 8, 8, 2, "lut", "tree"),
+    ("overlay", "ice40-up5k", 8, 8, 1, "lut", "tree"), ("overlay", "ice40-up5k", 16, 4, 1, "lut", "tree")]
 
 #: nextpnr's timing target per device: iCEBreaker's 12 MHz clock for UP5K; 100 MHz for ECP5-85F, so that
 #: timing-driven placement works towards the >= 90 MHz goal (the reported Fmax is what was reached).
@@ -111,6 +115,12 @@ def synth_rows(outdir, progress=lambda m: None, only: str | None = None) -> list
                           dsp_pack=mult == "dsp-pack", **REDUCTIONS[reduction])
         if what == "array":
             make = functools.partial(MacArray, cfg)
+        elif what == "overlay":
+            from .flow.overlay import compile_program, config_for
+            from ..hw.overlay import OverlayEngine
+            ocfg = config_for(model, r, c)
+            prog = compile_program(model, ocfg)
+            make = functools.partial(OverlayEngine, ocfg, prog.descriptors, prog.weights, prog.params)
         else:
             make = functools.partial(DenseEngine, cfg, EngineParams.from_layer(layer, model.input_q))
         head = {"name": name, "what": what, "device": dev, "rows": r, "cols": c, "bits": bits, "mult": mult,
@@ -122,7 +132,38 @@ def synth_rows(outdir, progress=lambda m: None, only: str | None = None) -> list
             rows.append({**head, "fits": False, "error": exc.message, "logic": None, "lcs_per_mac": None,
                          "bram": None, "dsp": None, "fmax_mhz": None})
             continue
-        rows.append({**head, "fits": True, "lcs_per_mac": round(row["logic"] / (r * c), 1), **row})
+        rows.append({**head, "fits": True, "lcs_per_mac": round(row["logic"] / (r * c), 1), **row,
+                     "pes": r * c, "macs_per_s_at_fmax": round(r * c * row["fmax_mhz"] * 1e6)})
+    return rows
+
+
+#: Models of the overlay rows: FINN's TFC topology at 1, 2 and 4 bits, and the digits MLP's shape.
+OVERLAY_MODELS = [("tfc-w1a1", (784, 64, 64, 64, 10), 1), ("tfc-w2a2", (784, 64, 64, 64, 10), 2),
+                  ("tfc-w4a4", (784, 64, 64, 64, 10), 4), ("mlp-64-32-10-w4a4", (64, 32, 10), 4)]
+
+
+def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) -> list[dict]:
+    """The overlay the planner picks for each of :data:`OVERLAY_MODELS` on each device (random weights:
+    the plan depends only on shapes and widths): array, PEs, weight port, cycles per inference (the cycle
+    model, equal to simulation by tests/test_overlay.py) and each layer's fraction of its roofline
+    ``max(compute roof, weight-bandwidth roof)`` — or why it does not fit."""
+    from .data.synthetic import random_mlp
+    from .flow.overlay import plan_overlay
+    rows = []
+    for name, shape, bits in OVERLAY_MODELS:
+        model = random_mlp(shape, bits)
+        for dev_name in devices:
+            progress(f"planning {name} on {dev_name}")
+            head = {"name": name, "device": dev_name, "bits": bits}
+            try:
+                plan = plan_overlay(model, get_device(dev_name), max_batch=2)
+            except LowbitError as exc:
+                rows.append({**head, "fits": False, "error": exc.message})
+                continue
+            cfg = plan.config
+            rows.append({**head, "fits": True, "array": [cfg.rows, cfg.cols], "pes": cfg.macs,
+                         "port_bits": cfg.port_bits, "cycles": plan.cycles, "estimate": plan.estimate,
+                         "roofline_fraction": [round(p.roofline_fraction, 3) for p in plan.program.layers]})
     return rows
 
 

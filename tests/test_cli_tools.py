@@ -37,6 +37,12 @@ def test_bench_json_rows(cli):
         assert 0 < row["utilization"] <= 1
     assert any(r["name"].startswith("digits-mlp") for r in rows)
     assert all(r["inferences_per_s"] > 0 for r in json.loads(out)["reference"])
+    # Overlay rows: what the planner picks on each device, with each layer's share of its roofline.
+    overlay = {(r["name"], r["device"]): r for r in json.loads(out)["overlay"]}
+    tfc1 = overlay[("tfc-w1a1", "ice40-up5k")]
+    assert tfc1["fits"] and tfc1["pes"] >= 64 and len(tfc1["roofline_fraction"]) == 4
+    assert all(0 < f <= 1 for r in overlay.values() if r["fits"] for f in r["roofline_fraction"])
+    assert not overlay[("tfc-w4a4", "ice40-up5k")]["fits"] and "block RAMs of 30" in overlay[("tfc-w4a4", "ice40-up5k")]["error"]
 
 
 def test_verilog_of_binary_weights_on_integer_codes(cli, tmp_path):

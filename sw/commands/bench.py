@@ -3,7 +3,7 @@
 import sys
 import tempfile
 
-from ..bench import SYNTH_CONFIGS, cycle_rows, reference_rows, synth_config_name, synth_rows
+from ..bench import SYNTH_CONFIGS, cycle_rows, overlay_rows, reference_rows, synth_config_name, synth_rows
 from ..cli import emit
 from ..errors import LowbitError
 
@@ -45,6 +45,13 @@ def run(args):
     lines.append("")
     lines += [f"integer reference {r['name']}: {r['inferences_per_s']:.0f} inferences/s (NumPy, batch {r['batch']})"
               for r in ref]
+    orows = overlay_rows(progress)
+    result["overlay"] = orows
+    lines.append("")
+    lines.append(f"{'overlay (planned)':<18} {'device':<11} {'array':<8} {'PEs':>4} {'port':>5} {'cycles':>7}  roofline per layer")
+    lines += [f"{r['name']:<18} {r['device']:<11} {r['array'][0]}x{r['array'][1]:<6} {r['pes']:>4} {r['port_bits']:>5} "
+              f"{r['cycles']:>7}  {' '.join(f'{f:.0%}' for f in r['roofline_fraction'])}"
+              if r["fits"] else f"{r['name']:<18} {r['device']:<11} does not fit: {r['error']}" for r in orows]
     if args.synth or args.synth_only:
         with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:
             srows = synth_rows(tmp, progress, only=args.synth_only)
@@ -52,7 +59,8 @@ def run(args):
         lines.append("")
         lines.append(f"{'synthesised':<30} {'device':<11} {'logic':>6} {'/MAC':>6} {'BRAM':>5} {'DSP':>4} {'Fmax MHz':>9}")
         lines += [f"{r['name']:<30} {r['device']:<11} {r['logic']:>6} {r['lcs_per_mac']:>6} {r['bram']:>5} "
-                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" if r["fits"] else f"{r['name']:<30} {r['device']:<11} {r['error']}"
+                  f"{r['dsp']:>4} {r['fmax_mhz']:>9}" + (f"  {r['macs_per_s_at_fmax'] / 1e9:.2f} GMAC/s at Fmax"
+                                                       if r["what"] == "overlay" else "") if r["fits"] else f"{r['name']:<30} {r['device']:<11} {r['error']}"
                   for r in srows]
     emit(result, args.json, "\n".join(lines))
     return 0

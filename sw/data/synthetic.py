@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import arith
-from ..ir.model import Dense, Model, QuantSpec, Requant
+from ..ir.model import Dense, Model, QuantSpec, Requant, Thresholds
 
-__all__ = ["random_dense_model"]
+__all__ = ["random_dense_model", "random_mlp"]
 
 
 def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bool = False,
@@ -24,3 +24,25 @@ def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bo
     else:
         layer = Dense(w, b, QuantSpec(bits, weight_signed), None, None)
     return Model((k,), QuantSpec(bits, False), [layer], f"dense{k}x{n}").validate()
+
+
+def random_mlp(shape, bits: int, seed: int = 0) -> Model:
+    """A random Dense stack ``shape[0] -> ... -> shape[-1]`` at ``bits`` bits: signed weights and unsigned
+    ReLU activations (requantized), or for ``bits=1`` ±1 weights and activations (sign thresholds);
+    integer logits at the end."""
+    rng = np.random.default_rng(seed)
+    b1 = QuantSpec(1, True, 0, (1.0,), binary=True)
+    act = b1 if bits == 1 else QuantSpec(bits, False, 0, (1.0,))
+    layers = []
+    for i, (k, n) in enumerate(zip(shape[:-1], shape[1:])):
+        last = i == len(shape) - 2
+        if bits == 1:
+            w, w_q = rng.choice([-1, 1], (k, n)), b1
+            rq = None if last else Thresholds(rng.integers(-8, 8, (n, 1)), out_lo=-1, out_step=2)
+        else:
+            lo, hi = arith.int_range(bits, True)
+            w, w_q = rng.integers(lo, hi + 1, (k, n)), QuantSpec(bits, True, 0, (1.0,))
+            mult, shift = arith.quantize_multiplier(np.full(n, 0.5 / k))
+            rq = None if last else Requant(mult, shift, 0, 0, (1 << bits) - 1, True)
+        layers.append(Dense(w, rng.integers(-20, 20, n), w_q, None if last else act, rq))
+    return Model((shape[0],), act, layers, f"mlp{'-'.join(map(str, shape))}").validate()
