@@ -46,6 +46,11 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
                 "inferences_per_s", "utilization"):
         assert key in report
     assert report["timing_met"] and report["utilization"]["ICESTORM_LC"]["used"] <= 5280
+    # The digits MLP fits the dataflow pipeline, which is faster than an overlay for it; the report says so
+    # with its PEs and each layer's cycles against its compute roof.
+    assert report["architecture"] == "dataflow" and report["pes"] == sum(r * c for r, c in report["arrays"])
+    assert [l["cycles"] for l in report["layers"]] and all(0 < l["roofline_fraction"] <= 1 for l in report["layers"])
+    assert report["macs_per_s"] == report["pes"] * report["clock_mhz"] * 1e6
     assert (files / "b" / "top.bin").exists() and list((files / "b" / "roms").glob("*.hex"))
     code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(files / "test.npz"), "--json")
     result = json.loads(out)
