@@ -29,7 +29,7 @@ multi-bit inputs, XNOR-style ±1 x ±1 — is the integer dot product ``docs/ari
 past K in a layer's last chunk are forced to 0.
 
 Streams: ``i`` takes the input codes one per beat (raw ``act_bits``-wide code bits, in the order of the
-model's input), ``o`` gives the last layer's outputs one per beat as ``signed(32)`` values.
+model's input), ``o`` gives the last layer's outputs one per beat as ``signed(out_bits)`` values.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ MODES = {"requant": 0, "thresholds": 1, "logits": 2}
 #: Width of the bias field of a parameter record, and of each threshold.
 BIAS_FIELD_BITS = 32
 THRESHOLD_BITS = 32
-#: Width of the values on ``o``.
+#: Widest value on ``o`` (a descriptor's values never exceed ``OverlayConfig.out_bits``).
 OUT_BITS = 32
 SHIFT_BITS = arith.MAX_SHIFT.bit_length()
 
@@ -132,6 +132,12 @@ class OverlayConfig:
         return max(self.ratio(bits) for bits, _ in self.weight_formats)
 
     @property
+    def out_bits(self) -> int:
+        """Signed width of the values on ``o``: integer logits are ``acc + bias`` (``acc_bits + 1``), codes
+        and threshold counts fit 10 bits. Narrow, so the host link's argmax compares few bits."""
+        return min(OUT_BITS, max(self.acc_bits + 1, 10))
+
+    @property
     def param_bits(self) -> int:
         """Width of one channel's parameter record."""
         return BIAS_FIELD_BITS + max(self.mult_bits + SHIFT_BITS, THRESHOLD_BITS * self.max_thresholds)
@@ -196,7 +202,7 @@ class OverlayEngine(wiring.Component):
         self.program, self.weights, self.params = list(program), list(weights), list(params)
         super().__init__({
             "i": In(stream.Signature(unsigned(config.act_bits))),
-            "o": Out(stream.Signature(signed(OUT_BITS))),
+            "o": Out(stream.Signature(signed(config.out_bits))),
             "mac_cycles": Out(32),
         })
 
@@ -369,7 +375,7 @@ class OverlayEngine(wiring.Component):
 
         # -- requantizer: one channel per cycle, parameters from the parameter memory --------------
         out_valid = Signal()
-        out_y = Signal(signed(OUT_BITS))
+        out_y = Signal(signed(cfg.out_bits))
         out_ready = Signal()
         radv = Signal()
         m.d.comb += radv.eq(~out_valid | out_ready)
@@ -420,7 +426,7 @@ class OverlayEngine(wiring.Component):
                          r3_count.eq(tree_sum(reached) if reached else 0), r3_total.eq(r2_total)]
         # stage 4: round half up (arith.round_shift); scale the count
         r4_valid, r4_round = Signal(), Signal(signed(prod_bits + 1))
-        r4_y = Signal(signed(OUT_BITS))
+        r4_y = Signal(signed(cfg.out_bits))
         with m.If(radv):
             m.d.sync += [r4_valid.eq(r3_valid), r4_round.eq((r3_prod + r3_half) >> r3_shift),
                          r4_y.eq(Mux(d.mode == MODES["thresholds"], d.out_lo + d.out_step * r3_count, r3_total))]

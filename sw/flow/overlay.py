@@ -350,13 +350,12 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     """Logic and block RAM of the overlay board core: ``{"logic": LCs, "brams": blocks, "blocks": {...}}``.
     All memories are block RAM for now (initialised with the model; SPRAM needs the model loaded at run
     time); the host link's input buffer and output FIFO hold ``max_batch`` inputs and outputs."""
-    from ...hw.overlay import OUT_BITS
     from .fold import rom_blocks
     blocks = {"weights": rom_blocks(cfg.port_bits, max(1, len(program.weights)), family),
               "params": rom_blocks(cfg.param_bits, max(1, len(program.params)), family),
               "activations": rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.act_depth, family),
               "link": rom_blocks(8, program.input_count * max_batch, family)
-              + rom_blocks(OUT_BITS, program.output_count * max_batch, family)}
+              + rom_blocks(cfg.out_bits, program.output_count * max_batch, family)}
     logic = lc_system + OVERLAY_LC_BASE + cfg.macs * pe_logic(cfg.x_bits, cfg.w_bits)
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks}
 
