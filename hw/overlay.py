@@ -308,6 +308,7 @@ class OverlayEngine(wiring.Component):
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
         m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + c), act_r.en.eq(advance),
                      w_r.addr.eq(wptr), w_r.en.eq(advance)]
+
         s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5}))
         with m.If(advance):
             m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (sub == d.ratio - 1)),
@@ -456,4 +457,9 @@ class OverlayEngine(wiring.Component):
                     m.d.sync += [wb_lane.eq(0), wb_word.eq(wb_word + 1)]
                 with m.Else():
                     m.d.sync += wb_lane.eq(wb_lane + 1)
+        # What a testbench watches to check the address sequences against the compiler's layout
+        # (tests/test_overlay.py): memory reads issued by the front end and by the requantizer, and the
+        # activation words written back.
+        self.probes = {"issue": issue, "act_addr": act_r.addr, "w_addr": w_r.addr,
+                       "take": take, "p_addr": p_r.addr, "wb_en": act_w.en, "wb_addr": act_w.addr}
         return m

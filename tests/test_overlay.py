@@ -264,3 +264,72 @@ def test_binary_weights_on_multibit_inputs():
     xs = rng.integers(0, 256, (3, 30))
     got, _, _ = simulate(model, 4, 4, xs, idle=0.2, stall=0.2)
     assert np.array_equal(got, run(model, xs).reshape(3, -1))
+
+
+def expected_addresses(prog):
+    """The address sequences the compiler's layout implies (a Python model of the sequencer), per
+    inference: front-end reads (activation word, weight port word) in issue order; parameter records in
+    requantizer order; activation words written (the input into bank 0, then each layer's outputs)."""
+    cfg = prog.config
+    reads, params = [], []
+    writes = list(range(-(-prog.descriptors[0]["k"] // cfg.rows)))
+    for li, (d, plan) in enumerate(zip(prog.descriptors, prog.layers)):
+        bank = (li % 2) * cfg.act_depth
+        for g in range(d["groups"]):
+            for c in range(d["kc"]):
+                for s in range(d["ratio"]):
+                    reads.append((bank + c, d["w_base"] + (g * d["kc"] + c) * d["ratio"] + s))
+        params += [d["p_base"] + ch for ch in range(d["n"])]
+        if not d["last"]:
+            out_bank = cfg.act_depth - bank
+            writes += [out_bank + w for w in range(-(-d["n"] // cfg.rows))]
+    return reads, params, writes
+
+
+@pytest.mark.parametrize("ks,rows,cols,bits", [([20, 12, 5], 4, 2, 4), ([5, 30, 7], 4, 8, 4),
+                                               ([40, 24, 10], 8, 8, 2), ([9, 9, 9], 2, 8, 8)])
+def test_sequencer_addresses_follow_the_layout(ks, rows, cols, bits):
+    """Every memory address the sequencer and the requantizer drive, cycle by cycle, against the Python
+    model of the layout (two back-to-back inferences, stalls on the output)."""
+    model = mlp(ks, bits)
+    cfg = config_for(model, rows, cols)
+    prog = compile_program(model, cfg)
+    dut = OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params)
+    xs = np.random.default_rng(2).integers(0, 1 << bits, (2, ks[0]))
+    seen = {"reads": [], "params": [], "writes": []}
+    total = prog.output_count * 2
+
+    async def feed(ctx):
+        await stream_put(ctx, dut.i, [int(v) for x in xs for v in x])
+
+    async def drain(ctx):
+        await stream_get(ctx, dut.o, total, stall=0.4, rng=random.Random(7))
+
+    async def watch(ctx):
+        p = dut.probes
+        got = 0
+        async for _, _, issue, act, w, take, pa, wb, wba, ov, ordy in ctx.tick().sample(
+                p["issue"], p["act_addr"], p["w_addr"], p["take"], p["p_addr"], p["wb_en"], p["wb_addr"],
+                dut.o.valid, dut.o.ready):
+            if issue:
+                seen["reads"].append((act, w))
+            if take:
+                seen["params"].append(pa)
+            if wb:
+                seen["writes"].append(wba)
+            got += ov and ordy
+            if got == total:
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.add_process(watch)
+    sim.run()
+    reads, params, writes = expected_addresses(prog)
+    assert seen["reads"] == reads * 2
+    assert seen["params"] == params * 2
+    assert seen["writes"] == writes * 2
+    assert max(w for _, w in reads) < len(prog.weights) <= cfg.weight_depth
+    assert max(params) < len(prog.params) <= cfg.param_depth
