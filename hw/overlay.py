@@ -46,7 +46,7 @@ from ..sw.ir import arith
 from .array import MacArray, delay_line, tree_sum
 from .config import ArrayConfig
 
-__all__ = ["OverlayConfig", "OverlayEngine", "descriptor_layout", "MODES", "BIAS_FIELD_BITS", "THRESHOLD_BITS",
+__all__ = ["OverlayConfig", "OverlayEngine", "descriptor_layout", "param_layout", "MODES", "BIAS_FIELD_BITS", "THRESHOLD_BITS",
            "OUT_BITS"]
 
 #: Requantizer modes of a descriptor.
@@ -172,6 +172,17 @@ def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
         "out_step": signed(4),
         "out_binary": unsigned(1),
         "last": unsigned(1),
+    })
+
+
+def param_layout(cfg: OverlayConfig) -> data.UnionLayout:
+    """One channel's parameter record: the folded bias, then the multiplier and shift (``requant``
+    descriptors) or the thresholds (``thresholds`` descriptors); logits use the bias alone."""
+    return data.UnionLayout({
+        "requant": data.StructLayout({"bias": signed(BIAS_FIELD_BITS), "mult": unsigned(cfg.mult_bits),
+                                      "shift": unsigned(SHIFT_BITS)}),
+        "thresholds": data.StructLayout({"bias": signed(BIAS_FIELD_BITS),
+                                         "t": data.ArrayLayout(signed(THRESHOLD_BITS), cfg.max_thresholds)}),
     })
 
 
@@ -400,19 +411,15 @@ class OverlayEngine(wiring.Component):
         with m.If(radv):
             m.d.sync += [r1_valid.eq(take), r1_val.eq(cur)]
         # stage 2: fields, bias
-        pw = p_r.data
-        bias = pw[:BIAS_FIELD_BITS].as_signed()
+        rec = param_layout(cfg)(p_r.data)
         r2_valid, r2_total = Signal(), Signal(signed(cfg.acc_bits + 1))
         r2_mult = Signal(cfg.mult_bits)
         r2_shift = Signal(SHIFT_BITS)
         r2_thr = [Signal(signed(THRESHOLD_BITS), name=f"r2_t{i}") for i in range(cfg.max_thresholds)]
         with m.If(radv):
-            m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(r1_val + bias),
-                         r2_mult.eq(pw[BIAS_FIELD_BITS:BIAS_FIELD_BITS + cfg.mult_bits]),
-                         r2_shift.eq(pw[BIAS_FIELD_BITS + cfg.mult_bits:BIAS_FIELD_BITS + cfg.mult_bits + SHIFT_BITS])]
-            for i in range(cfg.max_thresholds):
-                lo_bit = BIAS_FIELD_BITS + THRESHOLD_BITS * i
-                m.d.sync += r2_thr[i].eq(pw[lo_bit:lo_bit + THRESHOLD_BITS].as_signed())
+            m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(r1_val + rec.requant.bias),
+                         r2_mult.eq(rec.requant.mult), r2_shift.eq(rec.requant.shift)]
+            m.d.sync += [r2_thr[i].eq(rec.thresholds.t[i]) for i in range(cfg.max_thresholds)]
         # stage 3: product (requant) or threshold count, and the rounding constant
         prod_bits = cfg.acc_bits + 1 + cfg.mult_bits + 1
         r3_valid, r3_prod = Signal(), Signal(signed(prod_bits))

@@ -12,8 +12,8 @@ Memory images (the gateware reads them as documented in :mod:`lowbit.hw.overlay`
   one array word: weight ``w[c*R + r, g*C + j]`` at bit ``(r*C + j) * b`` (``b`` the layer's weight bits;
   a ±1 weight is one bit, ``1 = +1``), positions past K or N zero, split into ``ratio`` port words, low
   bits first;
-* parameters: one record per output channel, ``BIAS_FIELD_BITS`` of folded bias (two's complement),
-  then the multiplier and the shift (requantization) or the thresholds, ``THRESHOLD_BITS`` each.
+* parameters: one record per output channel, :func:`lowbit.hw.overlay.param_layout` (folded bias, then
+  the multiplier and the shift, or the thresholds), encoded with that very layout's ``const``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hw.overlay import BIAS_FIELD_BITS, MODES, SHIFT_BITS, THRESHOLD_BITS, OverlayConfig
+from ...hw.overlay import BIAS_FIELD_BITS, MODES, OverlayConfig, param_layout
 from ..errors import LowbitError
 from ..ir import arith
 from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, Requant, Thresholds
@@ -298,27 +298,29 @@ def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
         raise LowbitError(f"{where}: a folded bias does not fit {min(cfg.acc_bits, BIAS_FIELD_BITS)} bits",
                           "build the overlay with wider accumulators")
     rq = layer.requant
+    layout = param_layout(cfg)
     records = []
     lo_t = -(1 << (cfg.acc_bits - 1))
     hi_t = (1 << (cfg.acc_bits - 1))
     for ch in range(n):
-        rec = int(bias[ch]) & ((1 << BIAS_FIELD_BITS) - 1)
         if isinstance(rq, Requant):
             mult = int(np.broadcast_to(rq.mult, (n,))[ch])
             shift = int(np.broadcast_to(rq.shift, (n,))[ch])
             if mult >= 1 << cfg.mult_bits or mult < 0:
                 raise LowbitError(f"{where}: multiplier {mult} needs more than the overlay's {cfg.mult_bits} bits",
                                   "build the overlay for this model")
-            rec |= mult << BIAS_FIELD_BITS | shift << (BIAS_FIELD_BITS + cfg.mult_bits)
+            fields = {"requant": {"bias": int(bias[ch]), "mult": mult, "shift": shift}}
         elif isinstance(rq, Thresholds):
             t = np.broadcast_to(rq.thresholds, (n, rq.thresholds.shape[1]))[ch]
             if len(t) > cfg.max_thresholds:
                 raise LowbitError(f"{where}: {len(t)} thresholds per channel, the overlay compares {cfg.max_thresholds}",
                                   "build the overlay for this model")
-            for i, v in enumerate(t):
-                # acc + bias lies in [lo_t, hi_t): a threshold outside is reached always or never, as its clamp.
-                v = min(max(int(v), lo_t), hi_t)
-                rec |= (v & ((1 << THRESHOLD_BITS) - 1)) << (BIAS_FIELD_BITS + THRESHOLD_BITS * i)
+            # acc + bias lies in [lo_t, hi_t): a threshold outside is reached always or never, as its clamp.
+            t = [min(max(int(v), lo_t), hi_t) for v in t]
+            fields = {"thresholds": {"bias": int(bias[ch]), "t": t + [0] * (cfg.max_thresholds - len(t))}}
+        else:
+            fields = {"requant": {"bias": int(bias[ch])}}
+        rec = layout.const(fields).as_value().value
         records.append(rec)
     return records
 
