@@ -213,12 +213,13 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
               "baud": baud, "max_batch": max_batch, "timeout_bytes": TIMEOUT_BYTES, "reweightable": reweightable,
               "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
               "pll": pll is not None}
+    from ...hw.accel import identity_for
+    from ...hw.serial import divisor_for
     try:
-        core = make_core(model, record)     # validates the baud rate early
+        record["divisor"] = divisor_for(clk_hz, baud)       # the baud rate checked before any work
     except ValueError as exc:
         raise LowbitError(f"{board}: {exc}", "choose another --baud") from None
-    core._MustUse__silence = True
-    record["divisor"] = core.divisor
+    identity = identity_for(model, arrays, max_batch)
     if arch == "overlay":
         # The analytic model: tests/test_overlay.py holds it equal to simulation, cycle for cycle.
         progress(f"overlay {cfg.rows}x{cfg.cols} ({cfg.macs} PEs, {cfg.port_bits}-bit weight port); "
@@ -281,7 +282,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
             "pll": pll is not None, "timing_met": result.timing_met, "baud": baud, "max_batch": max_batch,
             "arrays": arrays, "cycles_per_inference": per, "latency_cycles": cycles["latency_cycles"],
             "compute_inferences_per_s": round(clk_hz / per, 1),
-            "link": link_rate(core.identity, baud, max_batch),
+            "link": link_rate(identity, baud, max_batch),
             "utilization_pe": round(macs / (sum(r * c for r, c in arrays) * per), 4),
             "utilization": util,
             "estimate": plan.estimate if arch == "overlay" else folding.as_dict()["estimate"],
