@@ -337,6 +337,10 @@ CASES = [
     Case("build-output-path-too-long", ["build", "m.lbm", "--board", "icebreaker", "-o", "d/" * 2100 + "out"],
          "too long for the file system", _lbm, outputs=("d",)),
     Case("build-output-is-dot", ["build", "m.lbm", "--board", "icebreaker", "-o", "."], "names no folder", _lbm),
+    Case("plan-into-not-a-build", ["plan", "m.lbm", "--board", "icebreaker", "--into", "nowhere"],
+         "nowhere is not a lowbit build folder", _lbm),
+    Case("plan-max-batch-zero", ["plan", "m.lbm", "--board", "icebreaker", "--max-batch", "0"],
+         "--max-batch 0 is outside 1 to 64", _lbm),
     # input paths: what the path is, not "does not exist"; a FIFO is never opened
     Case("data-is-a-folder", ["eval", "m.lbm", "--data", "d.npz"], "data file d.npz is a folder, not a file",
          _then(_lbm, lambda t: (t / "d.npz").mkdir())),

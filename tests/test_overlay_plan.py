@@ -65,15 +65,46 @@ def test_overlay_options_it_does_not_have_are_refused():
         choose_architecture(tfc_w1a1(), UP5K, "systolic")
 
 
+def test_plan_says_what_build_would_do_without_synthesis(tmp_path, cli):
+    tfc_w1a1().save(tmp_path / "tfc.lbm")
+    code, out, err = cli("plan", str(tmp_path / "tfc.lbm"), "--board", "icebreaker", "--max-batch", "2", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert {"architecture", "pes", "fits", "estimate", "cycles_per_inference"} <= set(plan)
+    assert plan["architecture"] == "overlay" and plan["fits"] and plan["pes"] >= 64
+    assert plan["cycles_per_inference"] == sum(l["cycles"] for l in plan["layers"]) + 784
+    assert plan["bound"] == "link" and plan["inferences_per_s"] == plan["link"]["inferences_per_s"]
+    # With batches of 8 the host link's buffers no longer fit beside the weights: refused, with the numbers.
+    code, out, err = cli("plan", str(tmp_path / "tfc.lbm"), "--board", "icebreaker", "--json")
+    plan = json.loads(out)
+    assert code == 1 and not plan["fits"] and "block RAMs of 30" in plan["reason"]
+    mlp([64, 32, 10], 4).save(tmp_path / "mlp.lbm")
+    code, out, err = cli("plan", str(tmp_path / "mlp.lbm"), "--board", "icebreaker", "--json")
+    assert code == 0 and json.loads(out)["architecture"] == "dataflow"
+
+
 @pytest.mark.slow
 def test_tfc_w1a1_overlay_builds_for_icebreaker_and_the_built_board_is_bit_exact(tmp_path, cli):
     model = tfc_w1a1()
     model.save(tmp_path / "tfc.lbm")
+    code, out, err = cli("plan", str(tmp_path / "tfc.lbm"), "--board", "icebreaker", "--max-batch", "2", "--json")
+    plan = json.loads(out)
     code, out, err = cli("build", str(tmp_path / "tfc.lbm"), "--board", "icebreaker", "--max-batch", "2",
                          "-o", str(tmp_path / "b"), "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["architecture"] == "overlay" and report["pes"] >= 64 and report["timing_met"]
+    # plan agreed with the build on architecture, arrays and fit
+    assert (plan["architecture"], plan["arrays"], plan["fits"]) == (report["architecture"], report["arrays"], True)
+    # another model of the same shape fits the built overlay; a wider one does not
+    tfc_w1a1(seed=3).save(tmp_path / "other.lbm")
+    code, out, err = cli("plan", str(tmp_path / "other.lbm"), "--board", "icebreaker", "--max-batch", "2",
+                         "--into", str(tmp_path / "b"), "--json")
+    assert code == 0 and json.loads(out)["into"]["fits"]
+    tfc_w1a1(ks=(784, 128, 64, 64, 10)).save(tmp_path / "wide.lbm")
+    code, out, err = cli("plan", str(tmp_path / "wide.lbm"), "--board", "icebreaker", "--max-batch", "2",
+                         "--into", str(tmp_path / "b"), "--json")
+    assert code == 1 and not json.loads(out)["into"]["fits"]
     assert [layer["cycles"] for layer in report["layers"]] and all(0 < l["roofline_fraction"] <= 1 for l in report["layers"])
     x = np.random.default_rng(1).uniform(-1, 1, (16, 784)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x)

@@ -27,8 +27,8 @@ from .overlay import overlay_report
 from .record import ARCHITECTURES, DEFAULT_BAUD, TIMEOUT_BYTES, make_core, overlay_fields
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
-__all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "requant_dsp_tiles", "default_requant_dsp",
-           "link_rate", "summary_text"]
+__all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "plan_build", "choose_architecture",
+           "requant_dsp_tiles", "default_requant_dsp", "link_rate", "summary_text"]
 
 def layer_shapes(model: Model) -> list[LayerShape]:
     shapes, shape = [], tuple(model.input_shape)
@@ -339,6 +339,58 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
         return "overlay", None, plan
     dataflow_cycles = predict_cycles(layer_shapes(model), [(f.rows, f.cols) for f in folding.layers])
     return ("overlay", folding, plan) if plan.cycles < dataflow_cycles else ("dataflow", folding, plan)
+
+
+def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFAULT_BAUD, max_batch: int = 8,
+               clock_mhz: float | None = None, into=None) -> dict:
+    """What :func:`build` would do, without synthesis: the architecture, arrays, memory map, resource
+    estimate against the device, predicted cycles and inferences/s (compute- and link-bound); with
+    ``into`` (a build folder) also whether ``model`` fits that built overlay. ``fits`` is False, with the
+    reason, where build would refuse."""
+    from ...boards.targets import board_clock, board_device, platform_class
+    from ...hw.accel import identity_for
+    from .fold import predict_cycles
+    from .overlay import compile_program
+    from .record import load_build, overlay_config
+    platform = platform_class(board)()
+    dev = board_device(platform)
+    clk_hz, pll = board_clock(board, clock_mhz)
+    out = {"board": board, "device": dev.name, "clock_mhz": clk_hz / 1e6, "pll": pll is not None}
+    try:
+        arch, folding, plan = choose_architecture(model, dev, arch, max_batch=max_batch)
+    except LowbitError as exc:
+        out.update(fits=False, reason=exc.message, architecture=None, pes=0, estimate=None,
+                   cycles_per_inference=None)
+        arch = None
+    if arch == "overlay":
+        arrays = [(plan.config.rows, plan.config.cols)] * len(plan.program.layers)
+        cycles = plan.cycles
+        out.update(overlay_report(plan, clk_hz), estimate=plan.estimate, cycles_source="cycle model")
+    elif arch == "dataflow":
+        arrays = [(f.rows, f.cols) for f in folding.layers]
+        cycles = predict_cycles(layer_shapes(model), arrays)
+        out.update(dataflow_report(model, arrays, clk_hz), estimate=folding.as_dict()["estimate"],
+                   cycles_source="fold.predict_cycles (Dense pipelines; Conv2d stages not modelled)")
+    if arch is not None:
+        link = link_rate(identity_for(model, arrays, max_batch), baud, max_batch)
+        compute = round(clk_hz / cycles, 1)
+        out.update(fits=True, arrays=arrays, cycles_per_inference=cycles, compute_inferences_per_s=compute,
+                   link=link, inferences_per_s=min(compute, link["inferences_per_s"]),
+                   bound="link" if link["inferences_per_s"] < compute else "compute",
+                   capacity={dev.logic_resource: dev.capacity.get(dev.logic_resource),
+                             "brams": dev.capacity.get(dev.bram_resource)})
+    if into is not None:
+        _, record = load_build(into)
+        if record["arch"] != "overlay":
+            out["into"] = {"fits": False, "reason": f"{into} is a dataflow build: its netlist runs only the "
+                                                    "model it was built for (see lowbit reweight)"}
+        else:
+            try:
+                compile_program(model, overlay_config(record["overlay"]))
+                out["into"] = {"fits": True, "reason": None}
+            except LowbitError as exc:
+                out["into"] = {"fits": False, "reason": exc.message}
+    return out
 
 
 def dataflow_report(model: Model, arrays, clk_hz: float) -> dict:

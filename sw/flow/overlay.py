@@ -249,18 +249,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         w = _weight_values(layer)
         codes = (w > 0).astype(np.int64) if layer.weight_q.binary else (w & ((1 << bits) - 1))
         w_base = len(weights)
-        for g in range(groups):
-            for c in range(kc):
-                word = 0
-                for r in range(R):
-                    kk = c * R + r
-                    if kk >= k:
-                        break
-                    for j in range(C):
-                        nn = g * C + j
-                        if nn < n:
-                            word |= int(codes[kk, nn]) << ((r * C + j) * bits)
-                weights += [(word >> (s * P)) & ((1 << P) - 1) for s in range(ratio)]
+        weights += _array_words(codes, R, C, bits, kc, groups, ratio, P)
         p_base = len(params)
         params += _param_records(cfg, layer, in_q, where)
         rq = layer.requant
@@ -289,6 +278,22 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
                           "use fewer output channels, or build the overlay with a deeper parameter memory")
     first = layers[0][1]
     return OverlayProgram(cfg, descriptors, weights, params, plans, first.k, int(np.prod(model.output_shape)))
+
+
+def _array_words(codes, R: int, C: int, bits: int, kc: int, groups: int, ratio: int, P: int) -> list[int]:
+    """The weight memory words of one layer (module docstring): for each group, for each chunk, the
+    ``R x C`` codes at ``bits`` each, lane ``(r, j)`` at bit ``(r*C + j) * bits``, zero past K and N, split
+    into ``ratio`` words of ``P`` bits, low bits first."""
+    k, n = codes.shape
+    padded = np.zeros((kc * R, groups * C), dtype=np.uint8)
+    padded[:k, :n] = codes
+    # (group, chunk, r, j): one array word per (group, chunk), lanes in (r, j) order.
+    lanes = padded.reshape(kc, R, groups, C).transpose(2, 0, 1, 3).reshape(groups * kc, R * C)
+    bitplanes = (lanes[:, :, None] >> np.arange(bits, dtype=np.uint8)) & 1
+    flat = bitplanes.reshape(groups * kc, R * C * bits)
+    flat = np.pad(flat, ((0, 0), (0, ratio * P - flat.shape[1])))
+    packed = np.packbits(flat.reshape(groups * kc * ratio, P), axis=1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
 
 
 def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
