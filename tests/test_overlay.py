@@ -10,11 +10,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lowbit.hw.overlay import OverlayConfig, OverlayEngine
-from lowbit.sim.streams import stream_get, stream_put
+from lowbit.sim.streams import run_sim, stream_get, stream_put
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.flow.overlay import compile_program, config_for, inference_cycles
 from lowbit.sw.ir import arith
@@ -54,12 +53,7 @@ def simulate(model, rows, cols, xs, idle=0.0, stall=0.0, seed=0, **fields):
             if len(ends) == n_out * len(xs):
                 break
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.add_process(watch)
-    sim.run()
+    run_sim(dut, feed, drain, watch)
     return np.array(got).reshape(len(xs), n_out), prog, ends
 
 
@@ -321,12 +315,7 @@ def test_sequencer_addresses_follow_the_layout(ks, rows, cols, bits):
             if got == total:
                 break
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.add_process(watch)
-    sim.run()
+    run_sim(dut, feed, drain, watch)
     reads, params, writes = expected_addresses(prog)
     assert seen["reads"] == reads * 2
     assert seen["params"] == params * 2
