@@ -35,9 +35,31 @@ def test_table_sizes():
     layer = {f.name: i + 1 for i, f in enumerate(frames.LAYER_FIELDS)}
     ident = frames.Identity(0xDEADBEEF, 64, 10, 4, 4, False, False, 8, True, (layer, layer, layer))
     packed = ident.pack()
-    assert len(packed) == 19 + 1 + 3 * 11
+    # then the capacity record (all zeros but `loaded` for a dataflow build)
+    assert frames.CAPACITY_BYTES == 36 and frames.LOAD_HEAD_BYTES == 5 and frames.COMMIT_BYTES == 19
+    assert len(packed) == 19 + 1 + 3 * 11 + frames.CAPACITY_BYTES
+    assert packed[-frames.CAPACITY_BYTES:] == bytes([0, 1]) + bytes(frames.CAPACITY_BYTES - 2)
     assert frames.Identity.unpack(packed) == ident
     assert ident.infer_record_bytes == 10 * 4 + 1
+    capacity = {f.name: i + 1 for i, f in enumerate(frames.CAPACITY_FIELDS)}
+    loadable = frames.Identity(**{**ident.__dict__, "capacity": capacity})
+    assert frames.Identity.unpack(loadable.pack()) == loadable and loadable.loaded
+
+
+def test_crc32_is_zlibs_and_commit_round_trips():
+    import zlib
+    data = bytes(range(256)) * 3
+    assert frames.crc32(data) == zlib.crc32(data)
+    fields = {f.name: i + 7 for i, f in enumerate(frames.COMMIT_FIELDS)}
+    assert frames.unpack_commit(frames.pack_commit(fields)) == fields
+    assert frames.pack_load(2, 0x01020304, b"\xaa") == bytes([2, 4, 3, 2, 1, 0xAA])
+
+
+def test_an_older_protocol_is_named():
+    old = bytearray(frames.Identity(1, 2, 3, 1, 4, False, False, 8).pack())
+    old[4] = 1
+    with pytest.raises(LowbitError, match="protocol b'LWBT' v1, expected b'LWBT' v2"):
+        frames.Identity.unpack(bytes(old))
 
 
 def test_protocol_doc_is_generated_from_the_tables():
@@ -51,7 +73,8 @@ def test_protocol_doc_is_generated_from_the_tables():
     assert f"COUNTERS response ({frames.COUNTERS_BYTES} bytes)" in text
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) == sum(len(t) for t in (frames.IDENTIFY_FIELDS, frames.LAYER_FIELDS, frames.INFER_FIELDS,
-                                             frames.COUNTERS_FIELDS))
+                                             frames.COUNTERS_FIELDS, frames.CAPACITY_FIELDS, frames.LOAD_FIELDS,
+                                             frames.COMMIT_FIELDS))
 
 
 def test_counters_round_trip_and_wrong_length_is_refused():

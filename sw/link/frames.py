@@ -16,14 +16,33 @@ IDENTIFY   0x01    none                                   :data:`IDENTIFY_FIELDS
 INFER      0x02    B x ``input_count`` codes, 1 byte each  B records of :data:`INFER_FIELDS`: ``output_count``
                    (two's complement; binary: 1 = +1)      values of ``output_bytes`` bytes, then 1 byte argmax
 COUNTERS   0x03    none                                   :data:`COUNTERS_FIELDS` (:data:`COUNTERS_BYTES` = 12)
+LOAD       0x04    :data:`LOAD_FIELDS` (5 bytes), then    none (the words are in the memory)
+                   whole words of the space, each
+                   little-endian in its word bytes
+COMMIT     0x05    :data:`COMMIT_FIELDS`                  none (the model is checked and runs)
 =========  ======  =====================================  ============================================
+
+The IDENTIFY response ends with the :data:`CAPACITY_FIELDS` record: what a loadable overlay holds
+(zeros but ``loaded`` for a dataflow build, which answers LOAD and COMMIT with :data:`BAD_OPCODE`).
+
+**Loading a model** (overlay builds): LOAD frames write words into one of the :data:`SPACES` (the
+identity the board answers IDENTIFY with, the layer program, the weights, the parameters) at a word
+address. A chunk is written only once its CRC is good, and writing the same chunk twice is harmless, so
+a chunk answered with ERROR is simply sent again. An accepted LOAD marks the board *empty*: INFER is
+answered with :data:`NOT_LOADED` until a COMMIT whose checksum — CRC-32 (:func:`crc32`, as
+``zlib.crc32``) over the loaded words of the four spaces in order, each word little-endian in its word
+bytes — equals what the board reads back from its memories; then the new model runs from its first
+layer. A wrong checksum is answered with :data:`BAD_CHECKSUM` and the board stays empty; a reset
+(power cut) leaves it empty too when its weights live in memory without bitstream initialisation.
 
 The byte counts in ``docs/protocol.md`` are generated from these tables (:func:`markdown_tables`; a test
 checks the document is up to date: regenerate with ``python -m lowbit.sw.link.frames docs/protocol.md``).
 
 A bad frame is answered with ``ERROR`` (0xFF) and a one-byte code: :data:`BAD_CRC`, :data:`BAD_LENGTH`
-(not 0 for IDENTIFY/COUNTERS, not a whole batch of 1..``max_batch`` inputs for INFER), :data:`BAD_OPCODE`,
-:data:`TIMEOUT` (a frame stopped arriving for ``timeout`` byte times; the partial frame is dropped).
+(not 0 for IDENTIFY/COUNTERS, not a whole batch of 1..``max_batch`` inputs for INFER, a LOAD without
+data or with more than ``chunk_bytes``), :data:`BAD_OPCODE`, :data:`TIMEOUT` (a frame stopped arriving
+for ``timeout`` byte times; the partial frame is dropped), :data:`BAD_CHECKSUM`, :data:`NOT_LOADED`,
+:data:`BAD_ADDRESS` (a LOAD to no space, past its end, or not of whole words).
 After any error the receiver hunts for the next SYNC byte, so garbage between frames is skipped.
 Example — IDENTIFY request: ``a5 01 00 00 ac fb`` (CRC over ``01 00 00`` is 0xFBAC).
 """
@@ -40,14 +59,22 @@ __all__ = ["SYNC", "IDENTIFY", "INFER", "COUNTERS", "ERROR", "RESPONSE", "BAD_CR
            "TIMEOUT", "ERROR_NAMES", "IDENTIFY_FIELDS", "LAYER_FIELDS", "COUNTERS_FIELDS", "INFER_FIELDS", "Field",
            "IDENTIFY_HEAD_BYTES", "LAYER_BYTES", "COUNTERS_BYTES", "ARGMAX_BYTES", "MAX_OUTPUTS", "value_bytes", "field_bits",
            "crc16", "encode_frame", "FrameParser", "Identity", "pack_counters", "unpack_counters", "pack_inputs",
-           "unpack_outputs", "markdown_tables", "update_doc", "HEADER_BYTES", "OVERHEAD_BYTES"]
+           "unpack_outputs", "markdown_tables", "update_doc", "HEADER_BYTES", "OVERHEAD_BYTES", "LOAD", "COMMIT",
+           "BAD_CHECKSUM", "NOT_LOADED", "BAD_ADDRESS", "SPACES", "LOAD_FIELDS", "COMMIT_FIELDS", "CAPACITY_FIELDS",
+           "LOAD_HEAD_BYTES", "COMMIT_BYTES", "CAPACITY_BYTES", "crc32", "crc32_register", "EMPTY_IDENTITY",
+           "pack_capacity", "pack_load", "pack_commit", "unpack_commit", "MAX_VALUE_BYTES"]
 
 SYNC = 0xA5
-IDENTIFY, INFER, COUNTERS = 0x01, 0x02, 0x03
+IDENTIFY, INFER, COUNTERS, LOAD, COMMIT = 0x01, 0x02, 0x03, 0x04, 0x05
 RESPONSE = 0x80
 ERROR = 0xFF
-BAD_CRC, BAD_LENGTH, BAD_OPCODE, TIMEOUT = 1, 2, 3, 4
-ERROR_NAMES = {BAD_CRC: "bad CRC", BAD_LENGTH: "bad length", BAD_OPCODE: "unknown opcode", TIMEOUT: "timeout"}
+BAD_CRC, BAD_LENGTH, BAD_OPCODE, TIMEOUT, BAD_CHECKSUM, NOT_LOADED, BAD_ADDRESS = 1, 2, 3, 4, 5, 6, 7
+ERROR_NAMES = {BAD_CRC: "bad CRC", BAD_LENGTH: "bad length", BAD_OPCODE: "unknown opcode", TIMEOUT: "timeout",
+               BAD_CHECKSUM: "model checksum differs", NOT_LOADED: "no model loaded",
+               BAD_ADDRESS: "load outside the memory"}
+#: The memories a LOAD writes, by number: the IDENTIFY record (bytes), the layer program, the weights and
+#: the parameters (words of the widths the capacity record names).
+SPACES = ("identity", "program", "weights", "params")
 HEADER_BYTES = 4       # sync, opcode, length
 OVERHEAD_BYTES = 6     # header + CRC
 
@@ -61,7 +88,7 @@ class Field(NamedTuple):
 
 
 MAGIC = b"LWBT"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 def _struct(fields) -> str:
@@ -97,12 +124,55 @@ INFER_FIELDS = (
           "`output_signed`)"),
     Field("argmax", "B", "index of the first largest value (ties go to the lowest index)"))
 
+#: LOAD request: which memory and the word address of the first word, then the words.
+LOAD_FIELDS = (Field("space", "B", "memory: 0 identity, 1 program, 2 weights, 3 parameters (SPACES)"),
+               Field("address", "I", "word address of the first word"))
+_LOAD_STRUCT = _struct(LOAD_FIELDS)
+#: COMMIT request: how much of each space the model uses, the link's figures for it, and the checksum.
+COMMIT_FIELDS = (
+    Field("identity_bytes", "H", "bytes of the identity record (IDENTIFY head and layer records)"),
+    Field("program_words", "H", "words of the layer program"),
+    Field("weight_words", "I", "words of weights"),
+    Field("param_words", "H", "words of parameters"),
+    Field("input_count", "H", "input codes per inference"),
+    Field("output_count", "H", "output values per inference"),
+    Field("output_bytes", "B", "bytes per output value"),
+    Field("checksum", "I", "CRC-32 of the loaded words (module docstring)"))
+_COMMIT_STRUCT = _struct(COMMIT_FIELDS)
+#: The end of the IDENTIFY response: what a loadable overlay can hold.
+CAPACITY_FIELDS = (
+    Field("loadable", "B", "1: an overlay that takes LOAD and COMMIT"),
+    Field("loaded", "B", "1: a model is committed and INFER runs it"),
+    Field("overlay_hash", "I", "hash of the overlay's configuration (0 for dataflow)"),
+    Field("rows", "B", "array rows"), Field("cols", "B", "array columns"),
+    Field("act_unsigned", "B", "unsigned input widths: bit b-1 for b bits"),
+    Field("act_signed", "B", "signed input widths: bit b-1 for b bits"),
+    Field("act_binary", "B", "1: binary (±1) inputs"),
+    Field("weight_signed", "B", "signed weight widths: bit b-1 for b bits"),
+    Field("weight_binary", "B", "1: ±1 weights"),
+    Field("act_depth", "H", "activation words per bank (of `rows` codes)"),
+    Field("max_layers", "B", "layers the program holds"),
+    Field("max_thresholds", "B", "thresholds per channel"),
+    Field("acc_bits", "B", "accumulator bits"), Field("mult_bits", "B", "requantization multiplier bits"),
+    Field("identity_depth", "H", "bytes of the identity space"),
+    Field("program_depth", "H", "words of the program space"), Field("program_word_bytes", "B", "bytes per program word"),
+    Field("weight_depth", "I", "words of the weight space"), Field("weight_word_bytes", "B", "bytes per weight word"),
+    Field("param_depth", "H", "words of the parameter space"), Field("param_word_bytes", "B", "bytes per parameter word"),
+    Field("input_buffer", "H", "bytes of the input buffer (INFER batch x inputs)"),
+    Field("chunk_bytes", "H", "most data bytes one LOAD carries"))
+_CAPACITY_STRUCT = _struct(CAPACITY_FIELDS)
+
 IDENTIFY_HEAD_BYTES = struct.calcsize(_IDENTIFY_STRUCT)    # 19, then the layer count byte
 LAYER_BYTES = struct.calcsize(_LAYER_STRUCT)               # 11
 COUNTERS_BYTES = struct.calcsize(_COUNTERS_STRUCT)         # 12
+LOAD_HEAD_BYTES = struct.calcsize(_LOAD_STRUCT)            # 5
+COMMIT_BYTES = struct.calcsize(_COMMIT_STRUCT)
+CAPACITY_BYTES = struct.calcsize(_CAPACITY_STRUCT)
 ARGMAX_BYTES = struct.calcsize("<" + INFER_FIELDS[1].fmt)
 #: Most outputs a model may have: the INFER response names the largest in :data:`ARGMAX_BYTES` bytes.
 MAX_OUTPUTS = 1 << (8 * ARGMAX_BYTES)
+#: Most bytes an output value takes (32-bit integer logits).
+MAX_VALUE_BYTES = 4
 
 
 def value_bytes(bits: int) -> int:
@@ -129,6 +199,36 @@ def crc16(data: bytes, crc: int = 0xFFFF) -> int:
         for _ in range(8):
             crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
     return crc
+
+
+def _crc32_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32_TABLE = _crc32_table()
+
+
+def crc32_register(data: bytes, reg: int = 0xFFFFFFFF) -> int:
+    """The CRC-32 shift register after ``data`` (reflected, polynomial 0xEDB88320), without the final
+    XOR: linear over GF(2), so the gateware derives its XOR matrix from this function."""
+    for byte in data:
+        reg = (reg >> 8) ^ _CRC32_TABLE[(reg ^ byte) & 0xFF]
+    return reg
+
+
+def crc32(data: bytes) -> int:
+    """CRC-32 as ``zlib.crc32`` (the COMMIT checksum).
+
+    >>> hex(crc32(b"123456789"))
+    '0xcbf43926'
+    """
+    return crc32_register(data) ^ 0xFFFFFFFF
 
 
 def encode_frame(opcode: int, payload: bytes = b"") -> bytes:
@@ -195,6 +295,7 @@ class Identity:
     max_batch: int
     output_signed: bool = True
     layers: tuple = ()      # one dict per compute layer, keys of LAYER_FIELDS
+    capacity: dict | None = None    # keys of CAPACITY_FIELDS; None: a dataflow build (loadable 0, loaded 1)
 
     def __post_init__(self):
         if self.output_count > MAX_OUTPUTS:
@@ -207,19 +308,34 @@ class Identity:
         """Bytes of one :data:`INFER_FIELDS` record: the values, then the argmax."""
         return self.output_count * self.output_bytes + ARGMAX_BYTES
 
-    def pack(self) -> bytes:
+    def pack_model(self) -> bytes:
+        """The identity record without the capacity: the IDENTIFY head, L and the layer records (what a
+        loadable overlay holds in its ``identity`` space)."""
         values = {"magic": MAGIC, "version": PROTOCOL_VERSION}
         head = struct.pack(_IDENTIFY_STRUCT, *(values[f.name] if f.name in values else int(getattr(self, f.name))
                                                for f in IDENTIFY_FIELDS))
         return head + bytes([len(self.layers)]) + b"".join(
             struct.pack(_LAYER_STRUCT, *(int(layer[f.name]) for f in LAYER_FIELDS)) for layer in self.layers)
 
+    def pack(self) -> bytes:
+        """The whole IDENTIFY response payload."""
+        return self.pack_model() + pack_capacity(self.capacity)
+
+    @property
+    def loaded(self) -> bool:
+        return self.capacity is None or bool(self.capacity["loaded"])
+
     @classmethod
     def unpack(cls, payload: bytes) -> "Identity":
         head, per = IDENTIFY_HEAD_BYTES, LAYER_BYTES
-        if len(payload) < head + 1 or len(payload) != head + 1 + payload[head] * per:
+        if len(payload) >= head and payload[:4] == MAGIC and payload[4] != PROTOCOL_VERSION:
+            raise LowbitError(f"board speaks protocol {MAGIC!r} v{payload[4]}, expected {MAGIC!r} "
+                              f"v{PROTOCOL_VERSION}", "rebuild the bitstream with this lowbit")
+        if len(payload) < head + 1 or len(payload) != head + 1 + payload[head] * per + CAPACITY_BYTES:
             raise LowbitError(f"IDENTIFY response has {len(payload)} bytes, which is not a lowbit identity",
                               "is this a lowbit bitstream?")
+        capacity = dict(zip((x.name for x in CAPACITY_FIELDS),
+                            struct.unpack(_CAPACITY_STRUCT, payload[len(payload) - CAPACITY_BYTES:])))
         f = dict(zip((x.name for x in IDENTIFY_FIELDS), struct.unpack(_IDENTIFY_STRUCT, payload[:head])))
         layers = tuple(dict(zip((x.name for x in LAYER_FIELDS),
                                 struct.unpack_from(_LAYER_STRUCT, payload, head + 1 + i * per)))
@@ -228,7 +344,33 @@ class Identity:
             raise LowbitError(f"board speaks protocol {f['magic']!r} v{f['version']}, expected {MAGIC!r} "
                               f"v{PROTOCOL_VERSION}", "rebuild the bitstream with this lowbit")
         return cls(f["config_hash"], f["input_count"], f["output_count"], f["output_bytes"], f["input_bits"],
-                   bool(f["input_signed"]), bool(f["input_binary"]), f["max_batch"], bool(f["output_signed"]), layers)
+                   bool(f["input_signed"]), bool(f["input_binary"]), f["max_batch"], bool(f["output_signed"]), layers,
+                   capacity if capacity["loadable"] else None)
+
+
+#: The identity record of a loadable overlay that holds no model (config hash 0, no inputs, no layers).
+EMPTY_IDENTITY = Identity(0, 0, 0, 0, 0, False, False, 0, False, ())
+
+
+def pack_capacity(capacity: dict | None) -> bytes:
+    """The :data:`CAPACITY_FIELDS` record; None (a dataflow build) is all zeros but ``loaded`` = 1."""
+    if capacity is None:
+        capacity = {f.name: 0 for f in CAPACITY_FIELDS} | {"loaded": 1}
+    return struct.pack(_CAPACITY_STRUCT, *(int(capacity[f.name]) for f in CAPACITY_FIELDS))
+
+
+def pack_load(space: int, address: int, data: bytes) -> bytes:
+    """A LOAD request payload: :data:`LOAD_FIELDS`, then the words' bytes."""
+    return struct.pack(_LOAD_STRUCT, space, address) + bytes(data)
+
+
+def pack_commit(fields: dict) -> bytes:
+    """A COMMIT request payload from a dict keyed by the names of :data:`COMMIT_FIELDS`."""
+    return struct.pack(_COMMIT_STRUCT, *(int(fields[f.name]) for f in COMMIT_FIELDS))
+
+
+def unpack_commit(payload: bytes) -> dict:
+    return dict(zip((f.name for f in COMMIT_FIELDS), struct.unpack(_COMMIT_STRUCT, payload)))
 
 
 def pack_counters(counters: dict) -> bytes:
@@ -288,15 +430,21 @@ def markdown_tables() -> str:
     from ...hw.dense import LOGIT_BITS
     head = "\n| field | bytes | type | meaning |\n|---|---|---|---|"
     parts = [
-        f"IDENTIFY response: {IDENTIFY_HEAD_BYTES} bytes, then a layer count L (1 byte) and L layer records "
-        f"of {LAYER_BYTES} bytes, so {IDENTIFY_HEAD_BYTES + 1} + {LAYER_BYTES} L bytes in all.",
+        f"IDENTIFY response: {IDENTIFY_HEAD_BYTES} bytes, then a layer count L (1 byte), L layer records "
+        f"of {LAYER_BYTES} bytes and the capacity record ({CAPACITY_BYTES} bytes), so "
+        f"{IDENTIFY_HEAD_BYTES + 1 + CAPACITY_BYTES} + {LAYER_BYTES} L bytes in all.",
         head, *_field_rows(IDENTIFY_FIELDS), "",
         f"Layer record ({LAYER_BYTES} bytes), one per compute layer:", head, *_field_rows(LAYER_FIELDS), "",
         f"INFER response: one record per input of the batch, `output_count` × `output_bytes` + {ARGMAX_BYTES} "
         f"bytes each (`output_bytes` is 1 for codes, {value_bytes(LOGIT_BITS)} for {LOGIT_BITS}-bit integer "
         f"logits; at most {MAX_OUTPUTS} outputs):",
         head, *_field_rows(INFER_FIELDS), "",
-        f"COUNTERS response ({COUNTERS_BYTES} bytes):", head, *_field_rows(COUNTERS_FIELDS),
+        f"COUNTERS response ({COUNTERS_BYTES} bytes):", head, *_field_rows(COUNTERS_FIELDS), "",
+        f"Capacity record ({CAPACITY_BYTES} bytes), the end of every IDENTIFY response:", head,
+        *_field_rows(CAPACITY_FIELDS), "",
+        f"LOAD request: {LOAD_HEAD_BYTES} bytes, then whole words of the space (each little-endian in its "
+        f"word bytes), at most `chunk_bytes` of them:", head, *_field_rows(LOAD_FIELDS), "",
+        f"COMMIT request ({COMMIT_BYTES} bytes):", head, *_field_rows(COMMIT_FIELDS),
     ]
     return "\n".join(parts) + "\n"
 

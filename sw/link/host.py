@@ -97,12 +97,52 @@ class Device:
         """The board's counters, keyed by the names of :data:`lowbit.sw.link.frames.COUNTERS_FIELDS`."""
         return frames.unpack_counters(self.request(frames.COUNTERS))
 
+    def _request_retrying(self, opcode: int, payload: bytes, retries: int) -> bytes:
+        for attempt in range(retries + 1):
+            try:
+                return self.request(opcode, payload)
+            except LinkError:
+                if attempt == retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def load(self, spaces: dict, word_bytes: dict, commit: dict, chunk_bytes: int, retries: int = 3,
+             progress=None) -> frames.Identity:
+        """Load a model into a loadable overlay and commit it; returns the board's new identity.
+
+        ``spaces`` maps each load space (:data:`lowbit.sw.link.frames.SPACES` index) to its bytes (whole
+        words of ``word_bytes[space]`` bytes, little-endian), ``commit`` the COMMIT fields (with the
+        checksum of those bytes). Chunks of at most ``chunk_bytes`` (whole words) go out one LOAD each;
+        a chunk answered with an error or not at all is sent again (LOAD is idempotent) up to
+        ``retries`` times. ``progress(done, total)`` hears the bytes sent.
+        """
+        total = sum(len(data) for data in spaces.values())
+        done = 0
+        for space, data in sorted(spaces.items()):
+            wb = word_bytes[space]
+            step = max(wb, chunk_bytes // wb * wb)
+            for offset in range(0, len(data), step):
+                self._request_retrying(frames.LOAD, frames.pack_load(space, offset // wb, data[offset:offset + step]),
+                                       retries)
+                done += min(step, len(data) - offset)
+                if progress:
+                    progress(done, total)
+        self._request_retrying(frames.COMMIT, frames.pack_commit(commit), retries)
+        ident = self.identify()
+        if not ident.loaded:
+            raise LinkError("the board accepted the model but does not say it is loaded",
+                            "this is a lowbit bug: please report it")
+        return ident
+
     def infer(self, codes, batch: int | None = None, retries: int = 2):
         """Run input codes (N, input_count) through the board; returns (values (N, outputs), argmax (N,)).
 
         A frame answered with an error is sent again up to ``retries`` times.
         """
         ident = self._identity or self.identify()
+        if not ident.loaded:
+            raise LowbitError("the board holds no model (an overlay whose memories start empty, or a load "
+                              "that did not finish)", "load one first: lowbit load BUILD_DIR MODEL")
         codes = np.asarray(codes).reshape(len(codes), -1)
         if codes.shape[1] != ident.input_count:
             raise LowbitError(f"inputs have {codes.shape[1]} codes each, the board expects {ident.input_count}")
