@@ -11,19 +11,23 @@ import zlib
 
 import numpy as np
 
-from amaranth import Module, Signal
+from amaranth import Module, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sw.link import frames
 from ..sw.ir.model import Conv2d, Dense, Model
 from .dense import LOGIT_BITS
-from .hostlink import HostLink
+from .hostlink import HostLink, LoadSpec
 from .network import Network, _code_shape
 from .overlay import OverlayEngine
 from .serial import UARTRx, UARTTx, divisor_for
 
-__all__ = ["AccelCore", "architecture", "architecture_difference", "architecture_hash", "identity_for"]
+__all__ = ["AccelCore", "architecture", "architecture_difference", "architecture_hash", "identity_for",
+           "overlay_capacity", "overlay_hash", "load_spec", "CHUNK_BYTES"]
+
+#: Most data bytes of one LOAD frame (capped by the input buffer, where chunks are staged).
+CHUNK_BYTES = 1024
 
 
 def architecture(model: Model, arrays) -> dict:
@@ -78,6 +82,48 @@ def architecture_hash(model: Model, arrays) -> int:
     return zlib.crc32(json.dumps(architecture(model, arrays), sort_keys=True).encode())
 
 
+def overlay_hash(cfg) -> int:
+    """Hash of an overlay's configuration (the capacity record's ``overlay_hash``)."""
+    import dataclasses
+    return zlib.crc32(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+
+
+def _mask(widths) -> int:
+    return sum(1 << (b - 1) for b in set(widths))
+
+
+def overlay_capacity(cfg, input_buffer: int) -> dict:
+    """The capacity record (:data:`lowbit.sw.link.frames.CAPACITY_FIELDS`) of an overlay built with
+    ``cfg`` and an input buffer of ``input_buffer`` bytes; ``loaded`` is 0 (the link sets it live)."""
+    acts, weights = cfg.act_formats, cfg.weight_formats
+    return {"loadable": 1, "loaded": 0, "overlay_hash": overlay_hash(cfg), "rows": cfg.rows, "cols": cfg.cols,
+            "act_unsigned": _mask(b for b, s, binary in acts if not s and not binary),
+            "act_signed": _mask(b for b, s, binary in acts if s and not binary),
+            "act_binary": int(any(binary for _, _, binary in acts)),
+            "weight_signed": _mask(b for b, binary in weights if not binary),
+            "weight_binary": int(any(binary for _, binary in weights)),
+            "act_depth": cfg.act_depth, "max_layers": cfg.max_layers, "max_thresholds": cfg.max_thresholds,
+            "acc_bits": cfg.acc_bits, "mult_bits": cfg.mult_bits,
+            "identity_depth": identity_depth(cfg),
+            "program_depth": cfg.program_depth, "program_word_bytes": frames.value_bytes(cfg.word_bits(1)),
+            "weight_depth": cfg.weight_depth, "weight_word_bytes": frames.value_bytes(cfg.word_bits(2)),
+            "param_depth": cfg.param_depth, "param_word_bytes": frames.value_bytes(cfg.word_bits(3)),
+            "input_buffer": input_buffer, "chunk_bytes": min(CHUNK_BYTES, input_buffer)}
+
+
+def identity_depth(cfg) -> int:
+    """Bytes of an overlay's identity space: the IDENTIFY head, L and ``max_layers`` layer records."""
+    return frames.IDENTIFY_HEAD_BYTES + 1 + frames.LAYER_BYTES * cfg.max_layers
+
+
+def load_spec(cfg, input_buffer: int, out_depth: int, max_batch: int, initial=None) -> LoadSpec:
+    """The :class:`~lowbit.hw.hostlink.LoadSpec` of an overlay board."""
+    return LoadSpec(word_bits=(8, cfg.word_bits(1), cfg.word_bits(2), cfg.word_bits(3)),
+                    depths=(identity_depth(cfg), cfg.program_depth, cfg.weight_depth, cfg.param_depth),
+                    capacity=overlay_capacity(cfg, input_buffer), input_buffer=input_buffer,
+                    out_depth=out_depth, max_batch=max_batch, initial=initial)
+
+
 def identity_for(model: Model, arrays, max_batch: int) -> frames.Identity:
     out_count = int(np.prod(model.output_shape))
     last = model.compute_layers()[-1]
@@ -114,11 +160,17 @@ class AccelCore(wiring.Component):
         ``(OverlayConfig, descriptors, weights, params)``: run the model on an
         :class:`~lowbit.hw.overlay.OverlayEngine` (one array for every layer; ``arrays`` then names that
         array once per compute layer) instead of a :class:`~lowbit.hw.network.Network` of layer engines.
+        If ``OverlayConfig.loadable``, so is the link (:class:`~lowbit.hw.hostlink.LoadSpec`): the
+        memories start with ``model`` (or empty if ``descriptors`` is empty) and other models can be
+        loaded.
+    input_buffer : int, optional
+        Overlay: bytes of the input buffer (default: ``model``'s inputs x ``max_batch``); a loaded model
+        runs batches of at most ``input_buffer // inputs``.
     """
 
     def __init__(self, model: Model, arrays, clk_hz: float, baud: float, max_batch: int = 8,
                  timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None,
-                 rom_block: int = 256, mult: str = "lut", overlay=None):
+                 rom_block: int = 256, mult: str = "lut", overlay=None, input_buffer: int | None = None):
         if overlay is not None and reweightable:
             raise ValueError("an overlay loads its weights; it is not built reweightable")
         self.overlay = overlay
@@ -129,14 +181,44 @@ class AccelCore(wiring.Component):
         self.max_batch = max_batch
         self.timeout = timeout_bytes * 10 * self.divisor
         self.identity = identity_for(model, self.arrays, max_batch)
+        self.input_buffer = input_buffer or self.identity.input_count * max_batch
+        if overlay is not None and overlay[0].loadable:
+            cfg = overlay[0]
+            self.identity = identity_for(model, self.arrays, min(max_batch, self.input_buffer // self.identity.input_count))
+            self.identity = frames.Identity(**{**self.identity.__dict__,
+                                               "capacity": overlay_capacity(cfg, self.input_buffer)})
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(2)})
 
     def elaborate(self, platform):
         m = Module()
-        if self.overlay is not None:
-            cfg, descriptors, weights, params = self.overlay
-            m.submodules.net = net = OverlayEngine(cfg, descriptors, weights, params)
+        if self.overlay is not None and not self.overlay[0].loadable:
+            m.submodules.net = net = OverlayEngine(*self.overlay)
             code_shape = net.i.payload.shape()
+        elif self.overlay is not None:
+            cfg, descriptors, weights, params = self.overlay
+            if cfg.weight_store == "spram":
+                # SPRAM has no initial contents: the board starts empty and is loaded through the link.
+                descriptors, weights, params = [], [], []
+            net = OverlayEngine(cfg, descriptors, weights, params)
+            initial = None
+            if descriptors:
+                ident = self.identity
+                initial = (ident.pack_model(), {
+                    "identity_bytes": len(ident.pack_model()), "program_words": len(descriptors) * cfg.program_word_count,
+                    "weight_words": len(weights), "param_words": len(params), "input_count": ident.input_count,
+                    "output_count": ident.output_count, "output_bytes": ident.output_bytes, "checksum": 0})
+            spec = load_spec(cfg, self.input_buffer, max(16, self.identity.output_count * self.max_batch),
+                             self.max_batch, initial)
+            m.submodules.rx = rx = UARTRx(self.divisor)
+            m.submodules.tx = tx = UARTTx(self.divisor)
+            m.submodules.link = link = HostLink(None, net.i.payload.shape(), net.o.payload.shape(), self.timeout,
+                                                load=spec)
+            # Empty (or being loaded): the engine is held in reset and the link owns its memories.
+            m.submodules.net = ResetInserter(~link.loaded)(net)
+            for name in ("sel", "space", "addr", "lane", "data", "we", "re"):
+                m.d.comb += getattr(net, f"ld_{name}").eq(getattr(link, f"ld_{name}"))
+            m.d.comb += link.ld_rdata.eq(net.ld_rdata)
+            return self._wire(m, rx, tx, link, net)
         else:
             m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
                                              rom_init=self.rom_init, rom_block=self.rom_block, mult=self.mult)
@@ -144,6 +226,9 @@ class AccelCore(wiring.Component):
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.tx = tx = UARTTx(self.divisor)
         m.submodules.link = link = HostLink(self.identity, code_shape, net.o.payload.shape(), self.timeout)
+        return self._wire(m, rx, tx, link, net)
+
+    def _wire(self, m, rx, tx, link, net):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), link.mac_cycles.eq(net.mac_cycles)]
         wiring.connect(m, rx.o, link.rx_byte)
         wiring.connect(m, link.tx_byte, tx.i)

@@ -9,11 +9,21 @@ Transmit path: builds the response byte by byte and appends its CRC. For INFER t
 fed to the network one code per beat while its outputs (decoupled by a FIFO, so the UART never stalls
 the network) are serialised little-endian with an argmax byte after each sample. ``cycles`` counts
 from the start of an INFER until the network produced its last output.
+
+**Loadable** (with a :class:`LoadSpec`, for an overlay): LOAD chunks are staged in the input buffer
+and, once their CRC is good and their address range checked, copied word by word through the engine's
+load port (the identity space is the link's own memory); an accepted LOAD marks the board empty, which
+holds the engine in reset and answers INFER with NOT_LOADED. COMMIT reads every loaded word back, runs
+it through CRC-32 and, if that equals the request's checksum, takes the model's input and output
+counts, marks the board loaded and lets the engine start from its first layer. IDENTIFY answers the
+loaded model's identity record (or the empty one) and the capacity record.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Signal, unsigned
+from dataclasses import dataclass
+
+from amaranth import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -21,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sw.link import frames
 
-__all__ = ["HostLink", "crc16_step"]
+__all__ = ["HostLink", "LoadSpec", "crc16_step", "crc32_step"]
 
 
 def _crc_matrix():
@@ -46,6 +56,61 @@ def crc16_step(crc, byte):
     return Cat(*[_xor(bits[i] for i in taps) for taps in _CRC_TAPS])
 
 
+def _crc32_matrix():
+    taps = [[] for _ in range(32)]
+    for i in range(40):
+        reg, data = (1 << i, 0) if i < 32 else (0, 1 << (i - 32))
+        out = frames.crc32_register(bytes([data]), reg) ^ frames.crc32_register(bytes([0]), 0)
+        for o in range(32):
+            if out >> o & 1:
+                taps[o].append(i)
+    return taps
+
+
+_CRC32_TAPS = _crc32_matrix()
+
+
+def crc32_step(reg, byte):
+    """Amaranth expression: the CRC-32 register after one more byte (as ``frames.crc32_register``)."""
+    bits = Cat(reg[:32], byte[:8])
+    return Cat(*[_xor(bits[i] for i in taps) for taps in _CRC32_TAPS])
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What a loadable link serves (built by :class:`lowbit.hw.accel.AccelCore` for an overlay).
+
+    ``word_bits`` and ``depths`` per load space (:data:`lowbit.sw.link.frames.SPACES`; space 0, the
+    identity record, is bytes in the link's own memory), ``capacity`` the capacity record (its
+    ``loaded`` byte is the live flag), ``input_buffer`` the bytes of the input buffer (an INFER batch;
+    LOAD chunks are staged there too, ``capacity["chunk_bytes"]`` at most), ``out_depth`` the output
+    FIFO's depth, ``initial`` the identity record and :data:`~lowbit.sw.link.frames.COMMIT_FIELDS` of
+    the model the memories hold at power-up (None: they start empty).
+    """
+
+    word_bits: tuple
+    depths: tuple
+    capacity: dict
+    input_buffer: int
+    out_depth: int
+    max_batch: int
+    initial: tuple | None = None
+
+    @property
+    def word_bytes(self) -> tuple:
+        return tuple(frames.value_bytes(b) for b in self.word_bits)
+
+    @property
+    def addr_bits(self) -> int:
+        """Width of a word address on the load port (the deepest space)."""
+        return max(1, max(self.depths).bit_length())
+
+    @property
+    def lane_bits(self) -> int:
+        """Width of the byte-lane number on the load port (the widest word)."""
+        return max(1, (max(self.word_bytes) - 1).bit_length())
+
+
 def _xor(values):
     values = list(values)
     out = values[0]
@@ -65,14 +130,18 @@ class HostLink(wiring.Component):
         Shape of one network output value.
     timeout : int
         Cycles without a byte after which a partial frame is dropped.
+    load : LoadSpec, optional
+        Make the link loadable (module docstring); ``identity`` is then not used (the model's identity
+        comes with the model) and the link gains the load port ``ld_*`` and ``loaded``.
     """
 
-    def __init__(self, identity: frames.Identity, code_shape, out_shape, timeout: int):
+    def __init__(self, identity: frames.Identity | None, code_shape, out_shape, timeout: int, load: LoadSpec | None = None):
         self.identity = identity
         self.code_shape = code_shape
         self.out_shape = out_shape
         self.timeout = timeout
-        super().__init__({
+        self.load = load
+        members = {
             "rx_byte": In(stream.Signature(8)),
             "tx_byte": Out(stream.Signature(8)),
             "net_i": Out(stream.Signature(code_shape)),
@@ -80,15 +149,34 @@ class HostLink(wiring.Component):
             "mac_cycles": In(frames.field_bits(frames.COUNTERS_FIELDS, "mac_cycles")),
             "frames_ok": Out(frames.field_bits(frames.COUNTERS_FIELDS, "frames")),
             "errors": Out(frames.field_bits(frames.COUNTERS_FIELDS, "errors")),
-        })
+        }
+        if load is not None:
+            members.update({"ld_sel": Out(1), "ld_space": Out(2), "ld_addr": Out(load.addr_bits),
+                            "ld_lane": Out(load.lane_bits), "ld_data": Out(8), "ld_we": Out(1), "ld_re": Out(1),
+                            "ld_rdata": In(8), "loaded": Out(1, init=int(load.initial is not None))})
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         ident = self.identity
-        n_in, n_out, nbytes, max_batch = ident.input_count, ident.output_count, ident.output_bytes, ident.max_batch
+        load = self.load
+        if load is None:
+            n_in, n_out, nbytes, max_batch = ident.input_count, ident.output_count, ident.output_bytes, ident.max_batch
+            buffer_bytes, out_depth, max_nbytes = n_in * max_batch, n_out * max_batch, nbytes
+            n_out_v, nbytes_v = Const(n_out, 16), Const(nbytes, 3)
+        else:
+            # The model's figures are registers, set by COMMIT (or by the model the memories hold).
+            init = load.initial[1] if load.initial is not None else {f.name: 0 for f in frames.COMMIT_FIELDS}
+            max_batch, buffer_bytes, out_depth = load.max_batch, load.input_buffer, load.out_depth
+            max_nbytes = frames.MAX_VALUE_BYTES       # a loaded model's logits are sent in 4 bytes
+            n_in_v = Signal(range(buffer_bytes + 1), init=init["input_count"])
+            n_out_v = Signal(range(frames.MAX_OUTPUTS + 1), init=init["output_count"])
+            nbytes_v = Signal(3, init=init["output_bytes"])
+            ident_len = Signal(range(load.depths[0] + 1), init=init["identity_bytes"])
+            n_in = n_out = None
 
         # ---- receive -----------------------------------------------------------------------------
-        m.submodules.inbuf = inbuf = Memory(shape=unsigned(8), depth=n_in * max_batch, init=[])
+        m.submodules.inbuf = inbuf = Memory(shape=unsigned(8), depth=buffer_bytes, init=[])
         wp = inbuf.write_port()
         rp = inbuf.read_port()
         rx = self.rx_byte
@@ -100,7 +188,7 @@ class HostLink(wiring.Component):
         opcode = Signal(8)
         length = Signal(16)
         count = Signal(16)
-        batch = Signal(range(max_batch + 1))
+        batch = Signal(range(max_batch + 1) if load is None else 16)
         rx_crc = Signal(8)
         idle_timer = Signal(range(self.timeout + 1))
         # requests to the transmitter
@@ -114,6 +202,23 @@ class HostLink(wiring.Component):
 
         timed_out = Signal()
         m.d.comb += timed_out.eq((idle_timer == self.timeout) & ~busy)
+        if load is not None:
+            # INFER: inputs counted as they arrive; LOAD: the space, address, and whole words; COMMIT: its fields.
+            in_cnt = Signal(range(buffer_bytes + 1))
+            plen_acc = Signal(16)
+            outl_acc = Signal(16)
+            ld_space = Signal(8)
+            ld_addr = Signal(load.addr_bits + 1)
+            wbc = Signal(range(max(load.word_bytes) + 1))
+            words = Signal(range(load.capacity["chunk_bytes"] + 1))
+            over = Signal()                 # a LOAD address or COMMIT field wider than its register
+            commit = self._commit_regs(buffer_bytes)
+            record_bytes = Signal(16)
+            m.d.comb += record_bytes.eq(Mux(nbytes_v == 4, n_out_v << 2, Mux(nbytes_v == 2, n_out_v << 1,
+                                        Mux(nbytes_v == 3, (n_out_v << 1) + n_out_v, n_out_v))) + frames.ARGMAX_BYTES)
+            self._load_regs = dict(in_cnt=in_cnt, plen_acc=plen_acc, outl_acc=outl_acc, ld_space=ld_space,
+                                   ld_addr=ld_addr, wbc=wbc, words=words, commit=commit, n_in=n_in_v,
+                                   n_out=n_out_v, record_bytes=record_bytes, over=over)
 
         with m.FSM(name="rx") as rx_fsm:
             with m.State("HUNT"):
@@ -142,21 +247,42 @@ class HostLink(wiring.Component):
                         with m.Else():
                             fail(frames.BAD_LENGTH)
                     with m.Elif(opcode == frames.INFER):
-                        ok = Const(0, 1)
-                        for b in range(1, max_batch + 1):
-                            with m.If(full_len == b * n_in):
-                                m.d.sync += batch.eq(b)
-                            ok = ok | (full_len == b * n_in)
+                        if load is None:
+                            ok = Const(0, 1)
+                            for b in range(1, max_batch + 1):
+                                with m.If(full_len == b * n_in):
+                                    m.d.sync += batch.eq(b)
+                                ok = ok | (full_len == b * n_in)
+                        else:
+                            # Whole inputs are counted as they arrive (n_in is a register).
+                            ok = (full_len != 0) & (full_len <= buffer_bytes)
+                            m.d.sync += [batch.eq(0), in_cnt.eq(0), plen_acc.eq(0), outl_acc.eq(0)]
                         with m.If(ok):
                             m.next = "PAYLOAD"
                         with m.Else():
                             fail(frames.BAD_LENGTH)
+                    if load is not None:
+                        with m.Elif(opcode == frames.LOAD):
+                            with m.If((full_len > frames.LOAD_HEAD_BYTES) &
+                                      (full_len <= frames.LOAD_HEAD_BYTES + load.capacity["chunk_bytes"])):
+                                m.d.sync += [wbc.eq(0), words.eq(0), over.eq(0), ld_addr.eq(0)]
+                                m.next = "PAYLOAD"
+                            with m.Else():
+                                fail(frames.BAD_LENGTH)
+                        with m.Elif(opcode == frames.COMMIT):
+                            with m.If(full_len == frames.COMMIT_BYTES):
+                                m.d.sync += [over.eq(0)] + [reg.eq(0) for reg in commit.values()]
+                                m.next = "PAYLOAD"
+                            with m.Else():
+                                fail(frames.BAD_LENGTH)
                     with m.Else():
                         fail(frames.BAD_OPCODE)
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
             with m.State("PAYLOAD"):
                 m.d.comb += [wp.addr.eq(count), wp.data.eq(byte), wp.en.eq(got)]
+                if load is not None:
+                    self._payload_loadable(m, got, byte, opcode, count, wp, batch)
                 with m.If(got):
                     m.d.sync += [crc.eq(crc16_step(crc, byte)), count.eq(count + 1)]
                     with m.If(count == length - 1):
@@ -171,12 +297,30 @@ class HostLink(wiring.Component):
                     fail(frames.TIMEOUT)
             with m.State("CRC1"):
                 with m.If(got):
-                    with m.If(Cat(rx_crc, byte) == crc):
+                    with m.If(Cat(rx_crc, byte) != crc):
+                        fail(frames.BAD_CRC)
+                    if load is not None:
+                        # Checks that need the whole (good) frame: a loaded model, whole inputs, a LOAD
+                        # inside its space.
+                        depth = Const(0, ld_addr.shape().width)
+                        for space, d in enumerate(load.depths):
+                            depth = Mux(ld_space == space, d, depth)
+                        in_space = (ld_space < len(load.depths)) & ~over & (ld_addr + words <= depth)
+                        with m.Elif((opcode == frames.INFER) & ~self.loaded):
+                            fail(frames.NOT_LOADED)
+                        with m.Elif((opcode == frames.INFER) & ((in_cnt != 0) | (batch > max_batch))):
+                            fail(frames.BAD_LENGTH)
+                        with m.Elif((opcode == frames.LOAD) & ((wbc != 0) | ~in_space)):
+                            fail(frames.BAD_ADDRESS)
+                        with m.Elif((opcode == frames.COMMIT) & (over | ~self._commit_ok(commit, buffer_bytes))):
+                            fail(frames.BAD_LENGTH)
+                    with m.Else():
                         m.d.comb += [start.eq(1), start_kind.eq(opcode | frames.RESPONSE)]
                         m.d.sync += self.frames_ok.eq(self.frames_ok + 1)
+                        if load is not None:
+                            with m.If((opcode == frames.LOAD) | (opcode == frames.COMMIT)):
+                                m.d.sync += self.loaded.eq(0)     # empty until a good COMMIT
                         m.next = "HUNT"
-                    with m.Else():
-                        fail(frames.BAD_CRC)
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
         # The silence timer runs inside a frame and restarts with every byte.
@@ -200,12 +344,13 @@ class HostLink(wiring.Component):
                       "errors": self.errors}
         counters = Signal(8 * frames.COUNTERS_BYTES)
         counting = Signal()
-        ident_bytes = ident.pack()
-        ident_rom = Signal(8 * len(ident_bytes), init=int.from_bytes(ident_bytes, "little"))
+        if load is None:
+            ident_bytes = ident.pack()
+            ident_rom = Signal(8 * len(ident_bytes), init=int.from_bytes(ident_bytes, "little"))
 
         # network feed: inputs from the buffer, one code per beat
-        feed_left = Signal(range(n_in * max_batch + 1))
-        feed_addr = Signal(range(max(n_in * max_batch, 2)))
+        feed_left = Signal(range(buffer_bytes + 1))
+        feed_addr = Signal(range(max(buffer_bytes, 2)))
         fadv = Signal()
         m.d.comb += [fadv.eq(~self.net_i.valid | self.net_i.ready), rp.addr.eq(feed_addr), rp.en.eq(fadv)]
         # The read issued in an advancing cycle delivers its byte in the next one, together with valid.
@@ -216,8 +361,8 @@ class HostLink(wiring.Component):
         m.d.comb += self.net_i.payload.eq(rp.data[:self.code_shape.width])   # a code is the byte's low bits
 
         # network outputs decoupled from the UART
-        m.submodules.outq = outq = SyncFIFOBuffered(width=self.out_shape.width, depth=n_out * max_batch)
-        out_left = Signal(range(n_out * max_batch + 1))
+        m.submodules.outq = outq = SyncFIFOBuffered(width=self.out_shape.width, depth=out_depth)
+        out_left = Signal(range(out_depth + 1) if load is None else 16)
         m.d.comb += [outq.w_data.eq(self.net_o.payload), outq.w_en.eq(self.net_o.valid),
                      self.net_o.ready.eq(outq.w_rdy)]
         with m.If(self.net_o.valid & outq.w_rdy & (out_left != 0)):
@@ -229,13 +374,15 @@ class HostLink(wiring.Component):
 
         # output value serialiser with argmax
         value = Signal(self.out_shape)
-        vbyte = Signal(range(nbytes + 1))
-        vcount = Signal(range(n_out + 1))   # values of this sample already loaded
+        vbyte = Signal(range(max_nbytes + 1))
+        vcount = Signal(range(n_out + 1) if load is None else 16)     # values of this sample already loaded
         best = Signal(self.out_shape)
         # Index of the first largest value; frames.Identity refuses more outputs than the argmax byte
         # names, so the register fits it.
-        best_i = Signal(range(max(n_out, 2)))
+        best_i = Signal(range(max(n_out, 2)) if load is None else 8 * frames.ARGMAX_BYTES)
         need_argmax = Signal()
+        if load is not None:
+            loader = self._loader(m, rp, length, idx, ident_len, nbytes_v)
 
         with m.FSM(name="tx"):
             with m.State("IDLE"):
@@ -243,17 +390,41 @@ class HostLink(wiring.Component):
                 with m.If(start):
                     m.d.sync += [kind.eq(start_kind), err.eq(start_err), idx.eq(0), tx_crc.eq(0xFFFF)]
                     with m.If(start_kind == (frames.INFER | frames.RESPONSE)):
-                        m.d.sync += [plen.eq(batch * ident.infer_record_bytes), feed_addr.eq(0),
-                                     feed_left.eq(batch * n_in), out_left.eq(batch * n_out), cycles.eq(0),
+                        m.d.sync += [feed_addr.eq(0), cycles.eq(0),
                                      counting.eq(1), vbyte.eq(0), vcount.eq(0), need_argmax.eq(0)]
+                        if load is None:
+                            m.d.sync += [plen.eq(batch * ident.infer_record_bytes), feed_left.eq(batch * n_in),
+                                         out_left.eq(batch * n_out)]
+                        else:
+                            r = self._load_regs
+                            m.d.sync += [plen.eq(r["plen_acc"]), feed_left.eq(length), out_left.eq(r["outl_acc"])]
                     with m.Elif(start_kind == (frames.IDENTIFY | frames.RESPONSE)):
-                        m.d.sync += plen.eq(len(ident_bytes))
+                        if load is None:
+                            m.d.sync += plen.eq(len(ident_bytes))
+                        else:
+                            m.d.sync += plen.eq(loader["head_len"] + frames.CAPACITY_BYTES)
+                    if load is not None:
+                        with m.Elif(start_kind == (frames.LOAD | frames.RESPONSE)):
+                            m.d.sync += [plen.eq(0), loader["copy_i"].eq(0), loader["copy_w"].eq(0),
+                                         loader["copy_b"].eq(0), loader["copy_v"].eq(0)]
+                            m.next = "COPY"
+                        with m.Elif(start_kind == (frames.COMMIT | frames.RESPONSE)):
+                            m.d.sync += [plen.eq(0), loader["ck_space"].eq(0), loader["ck_word"].eq(0),
+                                         loader["ck_lane"].eq(0), loader["ck_crc"].eq(0xFFFFFFFF)]
+                            m.next = "CK_ISSUE"
                     with m.Elif(start_kind == (frames.COUNTERS | frames.RESPONSE)):
                         m.d.sync += [plen.eq(frames.COUNTERS_BYTES),
                                      counters.eq(Cat(*(counter_of[f.name] for f in frames.COUNTERS_FIELDS)))]
                     with m.Else():
                         m.d.sync += plen.eq(1)
-                    m.next = "SYNC"
+                    if load is None:
+                        m.next = "SYNC"
+                    else:
+                        with m.If((start_kind != (frames.LOAD | frames.RESPONSE)) &
+                                  (start_kind != (frames.COMMIT | frames.RESPONSE))):
+                            m.next = "SYNC"
+            if load is not None:
+                self._loader_states(m, busy, loader, kind, err, plen)
             with m.State("SYNC"):
                 m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(frames.SYNC)]
                 with m.If(tx.ready):
@@ -270,11 +441,18 @@ class HostLink(wiring.Component):
                     m.next = "CRC0"
                 with m.Elif(kind == (frames.INFER | frames.RESPONSE)):
                     self._infer_bytes(m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax,
-                                      n_out, nbytes)
+                                      n_out_v, nbytes_v, max_nbytes)
                 with m.Else():
                     payload = Signal(8)
                     with m.If(kind == (frames.IDENTIFY | frames.RESPONSE)):
-                        m.d.comb += payload.eq(ident_rom.word_select(idx[:max(1, (len(ident_bytes) - 1).bit_length())], 8))
+                        if load is None:
+                            m.d.comb += payload.eq(ident_rom.word_select(idx[:max(1, (len(ident_bytes) - 1).bit_length())], 8))
+                        else:
+                            # The identity memory answers the address of this byte (module docstring).
+                            m.d.comb += payload.eq(Mux(idx == loader["head_len"] + 1, self.loaded,
+                                                       loader["ident_r"].data))
+                            with m.If(tx.ready):
+                                m.d.comb += loader["ident_idx"].eq(idx + 1)
                     with m.Elif(kind == (frames.COUNTERS | frames.RESPONSE)):
                         m.d.comb += payload.eq(counters.word_select(idx[:(frames.COUNTERS_BYTES - 1).bit_length()], 8))
                     with m.Else():
@@ -292,7 +470,8 @@ class HostLink(wiring.Component):
                     m.next = "IDLE"
         return m
 
-    def _infer_bytes(self, m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, n_out, nbytes):
+    def _infer_bytes(self, m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, n_out, nbytes,
+                     max_nbytes):
         # Either emit the pending argmax byte, or a byte of the current value, or load the next value.
         with m.If(need_argmax):
             argmax = Signal(8)          # frames.INFER_FIELDS: the argmax is one byte (ARGMAX_BYTES)
@@ -301,10 +480,10 @@ class HostLink(wiring.Component):
                 m.d.sync += [tx_crc.eq(crc16_step(tx_crc, argmax)), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
         with m.Elif(vbyte != 0):
             # value is sign-extended to whole bytes; byte number (nbytes - vbyte) goes out next.
-            wide = Signal(8 * nbytes)
+            wide = Signal(8 * max_nbytes)
             m.d.comb += wide.eq(value)
             cur = Signal(8)
-            for b in range(nbytes):
+            for b in range(max_nbytes):
                 with m.If(vbyte == nbytes - b):
                     m.d.comb += cur.eq(wide[8 * b:8 * b + 8])
             m.d.comb += [tx.valid.eq(1), tx.payload.eq(cur)]
@@ -320,3 +499,180 @@ class HostLink(wiring.Component):
                 m.d.sync += [value.eq(v), vbyte.eq(nbytes), vcount.eq(vcount + 1)]
                 with m.If((vcount == 0) | (v > best)):
                     m.d.sync += [best.eq(v), best_i.eq(vcount)]
+
+    # -- loadable link (an overlay's) ---------------------------------------------------------------
+
+    def _word_bytes(self, space):
+        """Bytes per word of load space ``space`` (an Amaranth value)."""
+        wb = Const(1, 8)
+        for sp, nbytes in enumerate(self.load.word_bytes):
+            wb = Mux(space == sp, nbytes, wb)
+        return wb
+
+    def _commit_regs(self, buffer_bytes) -> dict:
+        """One register per COMMIT field, each as wide as the largest value the board can take (a
+        wider value sets ``over``, which refuses the COMMIT)."""
+        load = self.load
+        widths = {"identity_bytes": load.depths[0], "program_words": load.depths[1], "weight_words": load.depths[2],
+                  "param_words": load.depths[3], "input_count": buffer_bytes, "output_count": frames.MAX_OUTPUTS,
+                  "output_bytes": frames.MAX_VALUE_BYTES}
+        regs = {name: Signal(range(top + 1), name=f"commit_{name}") for name, top in widths.items()}
+        regs["checksum"] = Signal(32, name="commit_checksum")
+        return regs
+
+    def _field_bytes(self, fields):
+        """(name, byte offset in the payload, size) of each field of a request table."""
+        import struct
+        offset = 0
+        for f in fields:
+            size = struct.calcsize("<" + f.fmt)
+            yield f.name, offset, size
+            offset += size
+
+    def _steer(self, m, count, byte, base, size, reg, over):
+        """Byte ``count - base`` of a little-endian field of ``size`` bytes into ``reg``; a set bit past
+        ``reg``'s width sets ``over``."""
+        width = len(reg)
+        # Request headers are short: compare the low bits of the byte count once it is known small.
+        low = max(1, (base + size).bit_length())
+        small = count[low:] == 0
+        for i in range(size):
+            with m.If(small & (count[:low] == base + i)):
+                if 8 * i < width:
+                    hi = min(8, width - 8 * i)
+                    m.d.sync += reg[8 * i:8 * i + hi].eq(byte[:hi])
+                    if hi < 8:
+                        with m.If(byte[hi:] != 0):
+                            m.d.sync += over.eq(1)
+                else:
+                    with m.If(byte != 0):
+                        m.d.sync += over.eq(1)
+
+    def _commit_ok(self, commit, buffer_bytes):
+        """COMMIT fields a board can run (a checksum alone would let a wrong length hang the check):
+        each space's length within it (the registers' widths hold each depth; ``over`` the rest),
+        inputs that fit the buffer, outputs the response can carry."""
+        load = self.load
+        return ((commit["identity_bytes"] <= load.depths[0]) & (commit["identity_bytes"] > frames.IDENTIFY_HEAD_BYTES)
+                & (commit["program_words"] <= load.depths[1]) & (commit["program_words"] != 0)
+                & (commit["weight_words"] <= load.depths[2]) & (commit["param_words"] <= load.depths[3])
+                & (commit["input_count"] != 0) & (commit["input_count"] <= buffer_bytes)
+                & (commit["output_count"] != 0) & (commit["output_count"] <= frames.MAX_OUTPUTS)
+                & (commit["output_bytes"] != 0) & (commit["output_bytes"] <= frames.MAX_VALUE_BYTES))
+
+    def _payload_loadable(self, m, got, byte, opcode, count, wp, batch):
+        r = self._load_regs
+        with m.If(opcode == frames.INFER):
+            with m.If(got):
+                with m.If(r["in_cnt"] == r["n_in"] - 1):
+                    m.d.sync += [r["in_cnt"].eq(0), batch.eq(batch + 1),
+                                 r["plen_acc"].eq(r["plen_acc"] + r["record_bytes"]),
+                                 r["outl_acc"].eq(r["outl_acc"] + r["n_out"])]
+                with m.Else():
+                    m.d.sync += r["in_cnt"].eq(r["in_cnt"] + 1)
+        with m.Elif(opcode == frames.LOAD):
+            head = frames.LOAD_HEAD_BYTES
+            m.d.comb += [wp.addr.eq(count - head), wp.en.eq(got & (count >= head))]
+            with m.If(got):
+                (_, _, _), (_, addr_at, addr_size) = self._field_bytes(frames.LOAD_FIELDS)
+                with m.If(count == 0):
+                    m.d.sync += r["ld_space"].eq(byte)
+                self._steer(m, count, byte, addr_at, addr_size, r["ld_addr"], r["over"])
+                with m.If(count >= head):
+                    with m.If(r["wbc"] == self._word_bytes(r["ld_space"]) - 1):
+                        m.d.sync += [r["wbc"].eq(0), r["words"].eq(r["words"] + 1)]
+                    with m.Else():
+                        m.d.sync += r["wbc"].eq(r["wbc"] + 1)
+        with m.Elif(opcode == frames.COMMIT):
+            m.d.comb += wp.en.eq(0)
+            with m.If(got):
+                for name, offset, size in self._field_bytes(frames.COMMIT_FIELDS):
+                    self._steer(m, count, byte, offset, size, r["commit"][name], r["over"])
+
+    def _loader(self, m, rp, length, idx, ident_len, nbytes_v):
+        """The identity memory and the registers of COPY and the COMMIT check."""
+        load = self.load
+        ident_depth = load.depths[0]
+        empty = frames.EMPTY_IDENTITY.pack_model()
+        empty_base, cap_base = ident_depth, ident_depth + len(empty)
+        initial = load.initial[0] if load.initial is not None else b""
+        if len(initial) > ident_depth:
+            raise ValueError(f"an identity of {len(initial)} bytes does not fit {ident_depth}")
+        cap = frames.pack_capacity({**load.capacity, "loaded": 0})
+        contents = list(initial) + [0] * (ident_depth - len(initial)) + list(empty) + list(cap)
+        m.submodules.ident = mem = Memory(shape=unsigned(8), depth=len(contents), init=contents)
+        ident_w, ident_r = mem.write_port(), mem.read_port()
+        head_len = Signal(range(ident_depth + 1))
+        ident_idx = Signal(range(len(contents) + 1))
+        m.d.comb += [head_len.eq(Mux(self.loaded, ident_len, len(empty))), ident_idx.eq(idx),
+                     ident_r.addr.eq(Mux(ident_idx < head_len, Mux(self.loaded, ident_idx, empty_base + ident_idx),
+                                         cap_base + ident_idx - head_len)), ident_r.en.eq(1),
+                     self.ld_sel.eq(~self.loaded)]
+        chunk = load.capacity["chunk_bytes"]
+        return dict(ident_w=ident_w, ident_r=ident_r, head_len=head_len, ident_idx=ident_idx, rp=rp,
+                    length=length, ident_len=ident_len, nbytes=nbytes_v,
+                    copy_i=Signal(range(chunk + 1)), copy_w=Signal(range(chunk + 1)),
+                    copy_b=Signal(load.lane_bits), copy_v=Signal(),
+                    ck_space=Signal(2), ck_word=Signal(range(max(load.depths) + 1)), ck_lane=Signal(load.lane_bits),
+                    ck_crc=Signal(32))
+
+    def _loader_states(self, m, busy, x, kind, err, plen):
+        r = self._load_regs
+        wb = self._word_bytes(r["ld_space"])
+        with m.State("COPY"):
+            # Staged bytes out of the input buffer (one read a cycle, the byte the cycle after), each
+            # written into its byte lane of its word.
+            rp = x["rp"]
+            nb = x["length"] - frames.LOAD_HEAD_BYTES
+            m.d.comb += [busy.eq(1), rp.addr.eq(x["copy_i"]), rp.en.eq(1)]
+            m.d.sync += x["copy_v"].eq(x["copy_i"] < nb)
+            with m.If(x["copy_i"] < nb):
+                m.d.sync += x["copy_i"].eq(x["copy_i"] + 1)
+            with m.If(x["copy_v"]):
+                addr = r["ld_addr"] + x["copy_w"]
+                with m.If(r["ld_space"] == 0):
+                    m.d.comb += [x["ident_w"].addr.eq(addr), x["ident_w"].data.eq(rp.data), x["ident_w"].en.eq(1)]
+                with m.Else():
+                    m.d.comb += [self.ld_space.eq(r["ld_space"]), self.ld_addr.eq(addr), self.ld_lane.eq(x["copy_b"]),
+                                 self.ld_data.eq(rp.data), self.ld_we.eq(1)]
+                with m.If(x["copy_b"] == wb - 1):
+                    m.d.sync += [x["copy_w"].eq(x["copy_w"] + 1), x["copy_b"].eq(0)]
+                with m.Else():
+                    m.d.sync += x["copy_b"].eq(x["copy_b"] + 1)
+            with m.Elif(x["copy_i"] == nb):
+                m.next = "SYNC"
+        commit = r["commit"]
+        lengths = [commit["identity_bytes"], commit["program_words"], commit["weight_words"], commit["param_words"]]
+        cur_len = Mux(x["ck_space"] == 1, lengths[1], Mux(x["ck_space"] == 2, lengths[2],
+                                                           Mux(x["ck_space"] == 3, lengths[3], lengths[0])))
+        ck_wb = self._word_bytes(x["ck_space"])
+        # The word being checked stays addressed (the memories hold their read data meanwhile).
+        with m.State("CK_ISSUE"):
+            # Every loaded word, read back in space order, each little-endian through CRC-32.
+            m.d.comb += busy.eq(1)
+            with m.If(x["ck_word"] == cur_len):
+                m.d.sync += [x["ck_word"].eq(0), x["ck_space"].eq(x["ck_space"] + 1)]
+                with m.If(x["ck_space"] == 3):
+                    m.next = "CK_DONE"
+            with m.Else():
+                m.d.comb += [x["ident_r"].addr.eq(x["ck_word"]), self.ld_re.eq(x["ck_space"] != 0),
+                             self.ld_space.eq(x["ck_space"]), self.ld_addr.eq(x["ck_word"])]
+                m.next = "CK_BYTES"
+        with m.State("CK_BYTES"):
+            byte = Mux(x["ck_space"] == 0, x["ident_r"].data, self.ld_rdata)
+            m.d.comb += [busy.eq(1), x["ident_r"].addr.eq(x["ck_word"]), self.ld_space.eq(x["ck_space"]),
+                         self.ld_lane.eq(x["ck_lane"])]
+            m.d.sync += [x["ck_crc"].eq(crc32_step(x["ck_crc"], byte)), x["ck_lane"].eq(x["ck_lane"] + 1)]
+            with m.If(x["ck_lane"] == ck_wb - 1):
+                m.d.sync += [x["ck_word"].eq(x["ck_word"] + 1), x["ck_lane"].eq(0)]
+                m.next = "CK_ISSUE"
+        with m.State("CK_DONE"):
+            m.d.comb += busy.eq(1)
+            with m.If((x["ck_crc"] ^ 0xFFFFFFFF) == commit["checksum"]):
+                m.d.sync += [self.loaded.eq(1), r["n_in"].eq(commit["input_count"]),
+                             r["n_out"].eq(commit["output_count"]), x["nbytes"].eq(commit["output_bytes"]),
+                             x["ident_len"].eq(commit["identity_bytes"])]
+            with m.Else():
+                m.d.sync += [kind.eq(frames.ERROR), err.eq(frames.BAD_CHECKSUM), plen.eq(1),
+                             self.errors.eq(self.errors + 1)]
+            m.next = "SYNC"

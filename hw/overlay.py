@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -45,9 +46,10 @@ from amaranth.lib.wiring import In, Out
 from ..sw.ir import arith
 from .array import MacArray, delay_line, tree_sum
 from .config import ArrayConfig
+from .spram import SinglePortRAM
 
-__all__ = ["OverlayConfig", "OverlayEngine", "descriptor_layout", "param_layout", "MODES", "BIAS_FIELD_BITS", "THRESHOLD_BITS",
-           "OUT_BITS"]
+__all__ = ["OverlayConfig", "OverlayEngine", "descriptor_layout", "param_layout", "program_words", "MODES",
+           "BIAS_FIELD_BITS", "THRESHOLD_BITS", "OUT_BITS", "PROGRAM_WORD_BITS", "SPACE_BITS"]
 
 #: Requantizer modes of a descriptor.
 MODES = {"requant": 0, "thresholds": 1, "logits": 2}
@@ -57,6 +59,11 @@ THRESHOLD_BITS = 32
 #: Widest value on ``o`` (a descriptor's values never exceed ``OverlayConfig.out_bits``).
 OUT_BITS = 32
 SHIFT_BITS = arith.MAX_SHIFT.bit_length()
+#: The layer program is stored in words of this width (block RAM); a descriptor takes
+#: :attr:`OverlayConfig.program_word_count` of them, read one per cycle when a layer starts.
+PROGRAM_WORD_BITS = 32
+#: Width of the memory-select field of the load port.
+SPACE_BITS = 2
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class OverlayConfig:
     weight_formats: tuple = ((4, False),)
     systolic: bool = False
     mult: str = "lut"
+    loadable: bool = False
+    weight_store: str = "bram"
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
@@ -97,6 +106,12 @@ class OverlayConfig:
         if self.rows * self.cols * self.weight_bits > 31 * self.port_bits:
             raise ValueError(f"an array word of {self.rows}x{self.cols} {self.weight_bits}-bit weights needs more "
                              f"than 31 port words of {self.port_bits} bits")
+        if self.weight_store not in ("bram", "spram"):
+            raise ValueError(f"OverlayConfig.weight_store must be 'bram' or 'spram', not {self.weight_store!r}")
+        if self.weight_store == "spram" and not (self.loadable and self.port_bits % 16 == 0
+                                                 and self.weight_depth <= 16384):
+            raise ValueError("weights in SPRAM need a loadable overlay (SPRAM has no initial contents), a port "
+                             "of whole 16-bit blocks and at most 16384 words")
         if not self.act_formats or not self.weight_formats:
             raise ValueError("OverlayConfig needs at least one activation and one weight format")
         for bits, is_signed, binary in self.act_formats:
@@ -143,6 +158,40 @@ class OverlayConfig:
         return BIAS_FIELD_BITS + max(self.mult_bits + SHIFT_BITS, THRESHOLD_BITS * self.max_thresholds)
 
     @property
+    def program_word_bits(self) -> int:
+        """Width of a program memory word: :data:`PROGRAM_WORD_BITS` (block RAM, written by the load
+        port) for a loadable overlay, else a whole descriptor (a ROM in logic, folded by synthesis)."""
+        return PROGRAM_WORD_BITS if self.loadable else descriptor_layout(self).size
+
+    @property
+    def program_word_count(self) -> int:
+        """Program words per descriptor."""
+        return math.ceil(descriptor_layout(self).size / self.program_word_bits)
+
+    @property
+    def program_depth(self) -> int:
+        return self.max_layers * self.program_word_count
+
+    def word_bits(self, space: int) -> int:
+        """Bits of one word of load space ``space`` (1 program, 2 weights, 3 parameters): whole bytes,
+        since the load port writes byte lanes (a parameter record is padded)."""
+        bits = {1: self.program_word_bits, 2: self.port_bits, 3: self.param_bits}[space]
+        return -(-bits // 8) * 8
+
+    def depth(self, space: int) -> int:
+        return {1: self.program_depth, 2: self.weight_depth, 3: self.param_depth}[space]
+
+    @property
+    def load_addr_bits(self) -> int:
+        """Width of a word address on the load port."""
+        return max(1, max(self.depth(s) for s in (1, 2, 3)).bit_length())
+
+    @property
+    def load_lane_bits(self) -> int:
+        """Width of a byte-lane number on the load port."""
+        return max(1, (max(self.word_bits(s) for s in (1, 2, 3)) // 8 - 1).bit_length())
+
+    @property
     def array_config(self) -> ArrayConfig:
         return ArrayConfig(rows=self.rows, cols=self.cols, act_bits=self.x_bits, act_signed=True,
                            weight_bits=self.w_bits, weight_signed=True, max_k=self.rows, mult=self.mult,
@@ -150,24 +199,28 @@ class OverlayConfig:
 
 
 def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
-    """One layer of the program (built by :func:`lowbit.sw.flow.overlay.compile_program`)."""
+    """One layer of the program (built by :func:`lowbit.sw.flow.overlay.compile_program`); each count as
+    wide as the overlay's memories let it be (``k`` and ``n`` at most a bank of codes, and so on)."""
+    R, C = cfg.rows, cfg.cols
+    codes = cfg.act_depth * R                       # most codes (inputs or outputs) a bank holds
+    bits = lambda top: max(1, int(top).bit_length())
     return data.StructLayout({
-        "k": unsigned(20),             # input codes (input-load length of layer 0)
-        "kc": unsigned(16),            # K-chunks
-        "groups": unsigned(16),        # groups of C output channels
-        "k_last": unsigned(7),         # lanes of the last chunk that hold codes (1..R)
-        "n": unsigned(16),             # output channels
-        "n_last": unsigned(7),         # channels of the last group (1..C)
-        "act_fmt": unsigned(4),
-        "w_fmt": unsigned(4),
-        "ratio": unsigned(5),          # port words per array word
-        "w_base": unsigned(20),
-        "p_base": unsigned(16),
+        "k": unsigned(bits(codes)),                 # input codes (input-load length of layer 0)
+        "kc": unsigned(bits(cfg.act_depth)),        # K-chunks
+        "groups": unsigned(bits(-(-codes // C))),   # groups of C output channels
+        "k_last": unsigned(bits(R)),                # lanes of the last chunk that hold codes (1..R)
+        "n": unsigned(bits(codes)),                 # output channels
+        "n_last": unsigned(bits(C)),                # channels of the last group (1..C)
+        "act_fmt": unsigned(bits(len(cfg.act_formats) - 1)),
+        "w_fmt": unsigned(bits(len(cfg.weight_formats) - 1)),
+        "ratio": unsigned(bits(cfg.ratio_max)),     # port words per array word
+        "w_base": unsigned(bits(cfg.weight_depth)),
+        "p_base": unsigned(bits(cfg.param_depth)),
         "mode": unsigned(2),
         "zero_point": signed(10),
         "lo": signed(10),
         "hi": signed(10),
-        "n_thr": unsigned(4),
+        "n_thr": unsigned(bits(cfg.max_thresholds)),
         "out_lo": signed(10),
         "out_step": signed(4),
         "out_binary": unsigned(1),
@@ -186,6 +239,18 @@ def param_layout(cfg: OverlayConfig) -> data.UnionLayout:
     })
 
 
+def program_words(cfg: OverlayConfig, descriptors) -> list[int]:
+    """Descriptors (dicts of :func:`descriptor_layout` fields) as the program memory's words: each
+    descriptor's bits, low first, in :attr:`OverlayConfig.program_word_count` words of
+    :attr:`OverlayConfig.program_word_bits`."""
+    layout, count, width = descriptor_layout(cfg), cfg.program_word_count, cfg.program_word_bits
+    words = []
+    for desc in descriptors:
+        bits = layout.const(desc).as_value().value
+        words += [bits >> (width * i) & ((1 << width) - 1) for i in range(count)]
+    return words
+
+
 class OverlayEngine(wiring.Component):
     """One array for every layer (see the module docstring).
 
@@ -193,7 +258,8 @@ class OverlayEngine(wiring.Component):
     ----------
     config : OverlayConfig
     program : list of dict
-        Descriptors (:func:`descriptor_layout` fields), at most ``config.max_layers``.
+        Descriptors (:func:`descriptor_layout` fields), at most ``config.max_layers`` (empty: the
+        memories start empty and a model is loaded through the load port).
     weights, params : list of int
         Initial contents of the weight and parameter memories.
 
@@ -202,10 +268,18 @@ class OverlayEngine(wiring.Component):
     i, o : streams
     mac_cycles : Signal(32), out
         Cycles in which the array accumulated a step.
+    ld_sel, ld_space, ld_addr, ld_lane, ld_data, ld_we, ld_re : in
+        The load port (the host link's): while ``ld_sel`` is high it owns the program, weight and
+        parameter memories (``ld_space`` 1, 2, 3 as :data:`lowbit.sw.link.frames.SPACES`): ``ld_we``
+        writes the byte ``ld_data`` into byte lane ``ld_lane`` of word ``ld_addr``; ``ld_re`` reads word
+        ``ld_addr``, and from the next cycle on ``ld_rdata`` is its byte ``ld_lane`` of the space
+        ``ld_space`` names (the word is held until the next read). The engine must be idle (held in
+        reset) meanwhile.
+    ld_rdata : out
     """
 
     def __init__(self, config: OverlayConfig, program, weights, params):
-        if not 1 <= len(program) <= config.max_layers:
+        if len(program) > config.max_layers:
             raise ValueError(f"a program of {len(program)} layers does not fit max_layers={config.max_layers}")
         if len(weights) > config.weight_depth or len(params) > config.param_depth:
             raise ValueError("the weights or parameters do not fit the overlay's memories")
@@ -215,6 +289,9 @@ class OverlayEngine(wiring.Component):
             "i": In(stream.Signature(unsigned(config.act_bits))),
             "o": Out(stream.Signature(signed(config.out_bits))),
             "mac_cycles": Out(32),
+            "ld_sel": In(1), "ld_space": In(SPACE_BITS), "ld_addr": In(config.load_addr_bits),
+            "ld_lane": In(config.load_lane_bits), "ld_data": In(8), "ld_we": In(1), "ld_re": In(1),
+            "ld_rdata": Out(8),
         })
 
     def elaborate(self, platform):
@@ -224,52 +301,100 @@ class OverlayEngine(wiring.Component):
         RM = cfg.ratio_max
         desc_shape = descriptor_layout(cfg)
 
-        # A few words of ~180 bits: logic, not a dozen block RAMs side by side.
-        m.submodules.prog = prog = Memory(shape=desc_shape, depth=cfg.max_layers, init=self.program,
-                                          attrs={"ram_style": "logic"})
+        # Loadable: the program in 32-bit words of block RAM (a descriptor of ~100 bits would take
+        # several block RAMs side by side, or as many flip-flops once it is writable). Else one word a
+        # descriptor in logic, which synthesis folds with the fields that are the same in every layer.
+        PW, PB = cfg.program_word_count, cfg.program_word_bits
+        m.submodules.prog = prog = Memory(
+            shape=unsigned(PB), depth=cfg.program_depth, init=program_words(cfg, self.program),
+            attrs={} if cfg.loadable else {"ram_style": "logic"})
         m.submodules.act = act = Memory(shape=unsigned(R * A), depth=2 * cfg.act_depth, init=[])
-        m.submodules.wmem = wmem = Memory(shape=unsigned(P), depth=cfg.weight_depth, init=self.weights)
-        m.submodules.pmem = pmem = Memory(shape=unsigned(cfg.param_bits), depth=cfg.param_depth, init=self.params)
+        spram = cfg.weight_store == "spram"
+        if spram:
+            # One address for reads and writes: SB_SPRAM256KA blocks on an iCE40 UltraPlus.
+            m.submodules.wmem = wram = SinglePortRAM(P, cfg.weight_depth)
+        else:
+            m.submodules.wmem = wmem = Memory(shape=unsigned(P), depth=cfg.weight_depth,
+                                                           init=self.weights)
+        m.submodules.pmem = pmem = Memory(shape=unsigned(cfg.word_bits(3)), depth=cfg.param_depth,
+                                                       init=self.params)
         prog_r = prog.read_port()
         act_w = act.write_port()
         act_r = act.read_port()
-        w_r = wmem.read_port()
+        w_r = SimpleNamespace(addr=wram.addr, en=wram.ren, data=wram.rdata) if spram else wmem.read_port()
         p_r = pmem.read_port()
+        # The load port writes each memory at the address it reads (one address per memory, so a
+        # single-port RAM such as an iCE40 SPRAM can hold it).
+        reads = {1: prog_r, 2: w_r, 3: p_r}
+        writes = {}
+        if cfg.loadable:
+            writes = {1: prog.write_port(granularity=8),
+                      2: SimpleNamespace(addr=None, data=wram.wdata, en=wram.wen) if spram
+                      else wmem.write_port(granularity=8),
+                      3: pmem.write_port(granularity=8)}
+        for space, wp in writes.items():
+            lanes = cfg.word_bits(space) // 8
+            if wp.addr is not None:
+                m.d.comb += wp.addr.eq(reads[space].addr)
+            m.d.comb += [wp.data.eq(self.ld_data.replicate(lanes)),
+                         wp.en.eq(Mux(self.ld_sel & self.ld_we & (self.ld_space == space),
+                                      Const(1, lanes) << self.ld_lane, 0))]
+        # The byte of the word read before, selected by the space and lane the port names now (the
+        # engine is held in reset while it is loaded, so it keeps no register of its own for this).
+        with m.Switch(self.ld_space):
+            for space, rp in reads.items():
+                with m.Case(space):
+                    if cfg.loadable:
+                        m.d.comb += self.ld_rdata.eq(rp.data.word_select(self.ld_lane, 8))
 
         d = Signal(desc_shape)                 # the running layer's descriptor
         layer = Signal(range(max(cfg.max_layers, 2)))
+        prog_base = Signal(range(max(cfg.program_depth, 2)))   # layer * PW
+        fw = Signal(range(PW + 2))             # program word being fetched
         in_bank = Signal()
-        m.d.comb += prog_r.addr.eq(layer)
+        m.d.comb += [prog_r.addr.eq(prog_base + fw), prog_r.en.eq(1)]
 
         # -- sequencer state ----------------------------------------------------------------------
-        g = Signal(16)
-        c = Signal(16)
+        g = Signal(range(-(-cfg.act_depth * R // C) + 1))
+        c = Signal(range(cfg.act_depth + 1))
         sub = Signal(5)
         wptr = Signal(range(cfg.weight_depth + 1))
         advance = Signal()
         issue = Signal()                        # this cycle reads memories for the front end
-        done_n = Signal(16)                     # outputs of this layer written back / sent
+        done_n = Signal(range(cfg.act_depth * cfg.rows + 1))   # outputs of this layer written back / sent
         out_fire = Signal()
 
         # requantizer read-out and write-back positions within the layer
-        ch = Signal(16)                         # channel of the element entering the requantizer
+        ch = Signal(range(cfg.act_depth * cfg.rows + 1))       # channel of the element entering the requantizer
         j = Signal(range(max(C, 2)))            # its column in the result slot
-        rg = Signal(16)                         # group of the slot being read out
+        rg = Signal(range(-(-cfg.act_depth * R // C) + 1))   # group of the slot being read out
         wb_lane = Signal(range(max(R, 2)))
-        wb_word = Signal(16)
+        wb_word = Signal(range(cfg.act_depth + 1))
 
         # input load
-        ld_k = Signal(20)
+        ld_k = Signal(range(cfg.act_depth * cfg.rows + 1))
         ld_lane = Signal(range(max(R, 2)))
-        ld_word = Signal(16)
+        ld_word = Signal(range(cfg.act_depth + 1))
         ld_asm = Signal(data.ArrayLayout(unsigned(A), R))
 
         with m.FSM(name="seq"):
             with m.State("FETCH"):
-                m.next = "LATCH"                # the program memory answers next cycle
+                if PW == 1:
+                    m.next = "LATCH"            # the word arrives next cycle, and LATCH takes it
+                else:
+                    # PW words, one read a cycle; each arrives the cycle after its read.
+                    m.d.sync += fw.eq(fw + 1)
+                    for i in range(PW):
+                        with m.If(fw == i + 1):
+                            m.d.sync += d.as_value().word_select(i, PB).eq(prog_r.data)
+                    with m.If(fw == PW):
+                        m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.sync += [d.eq(prog_r.data), g.eq(0), c.eq(0), sub.eq(0), done_n.eq(0),
-                             wptr.eq(prog_r.data.w_base), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0),
+                if PW == 1:
+                    m.d.sync += d.eq(prog_r.data)
+                latched = desc_shape(prog_r.data) if PW == 1 else d
+                m.d.sync += [fw.eq(0), g.eq(0), c.eq(0), sub.eq(0), done_n.eq(0),
+                             wptr.eq(latched.w_base), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0),
                              wb_word.eq(0)]
                 with m.If(layer == 0):
                     m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0), in_bank.eq(0)]
@@ -311,14 +436,17 @@ class OverlayEngine(wiring.Component):
                 with m.If(done_n == d.n):
                     m.d.sync += in_bank.eq(~in_bank)
                     with m.If(d.last):
-                        m.d.sync += layer.eq(0)
+                        m.d.sync += [layer.eq(0), prog_base.eq(0)]
                     with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
+                        m.d.sync += [layer.eq(layer + 1), prog_base.eq(prog_base + PW)]
                     m.next = "FETCH"
 
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
         m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + c), act_r.en.eq(advance),
                      w_r.addr.eq(wptr), w_r.en.eq(advance)]
+        with m.If(self.ld_sel):
+            for space, rp in reads.items():
+                m.d.comb += [rp.addr.eq(self.ld_addr), rp.en.eq(self.ld_re & (self.ld_space == space))]
 
         s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5}))
         with m.If(advance):
@@ -401,6 +529,8 @@ class OverlayEngine(wiring.Component):
                 m.d.comb += cur.eq(res[jj])
         take = res_full & radv
         m.d.comb += [p_r.addr.eq(d.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & (j == last_j))]
+        with m.If(self.ld_sel):
+            m.d.comb += [p_r.addr.eq(self.ld_addr), p_r.en.eq(self.ld_re & (self.ld_space == 3))]
         with m.If(take):
             m.d.sync += ch.eq(ch + 1)
             with m.If(j == last_j):
@@ -411,7 +541,7 @@ class OverlayEngine(wiring.Component):
         with m.If(radv):
             m.d.sync += [r1_valid.eq(take), r1_val.eq(cur)]
         # stage 2: fields, bias
-        rec = param_layout(cfg)(p_r.data)
+        rec = param_layout(cfg)(p_r.data[:cfg.param_bits])
         r2_valid, r2_total = Signal(), Signal(signed(cfg.acc_bits + 1))
         r2_mult = Signal(cfg.mult_bits)
         r2_shift = Signal(SHIFT_BITS)

@@ -118,8 +118,8 @@ def random_codes(rng, q, shape):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), rows=st.sampled_from([1, 2, 3, 4, 8]), cols=st.sampled_from([1, 2, 3, 4]),
-       depth=st.integers(1, 3))
-def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth):
+       depth=st.integers(1, 3), loadable=st.booleans())
+def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth, loadable):
     rng = np.random.default_rng(seed)
     in_q = random_input_q(rng)
     k = int(rng.integers(1, 14))
@@ -129,7 +129,7 @@ def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth):
     except LowbitError:
         return          # a combination the IR refuses (e.g. binary inputs into integer weights)
     xs = random_codes(rng, in_q, (2, k))
-    got, _, _ = simulate(model, rows, cols, xs, idle=0.3, stall=0.3, seed=seed % 1000)
+    got, _, _ = simulate(model, rows, cols, xs, idle=0.3, stall=0.3, seed=seed % 1000, loadable=loadable)
     assert np.array_equal(got, run(model, xs).reshape(2, -1))
 
 
@@ -188,11 +188,13 @@ def mlp(ks, bits=4, seed=0):
     ([8, 4], 4, 4, 4), ([8, 4, 3], 4, 4, 4), ([16, 8, 3], 4, 2, 4), ([20, 12, 5], 4, 2, 4),
     ([9, 9, 9], 2, 8, 4), ([33, 17, 6], 8, 2, 4), ([5, 30, 7], 4, 8, 4), ([64, 16, 10], 16, 4, 4),
     ([40, 24, 10], 8, 8, 2), ([40, 24, 10], 8, 8, 8), ([30, 10], 16, 4, 1)])
-def test_cycle_model_equals_simulation(ks, rows, cols, bits):
-    """Back-to-back inferences: the period between their last outputs is inference_cycles."""
+@pytest.mark.parametrize("loadable", [False, True])
+def test_cycle_model_equals_simulation(ks, rows, cols, bits, loadable):
+    """Back-to-back inferences: the period between their last outputs is inference_cycles (a loadable
+    overlay reads each descriptor in 32-bit words)."""
     model = mlp(ks, bits)
     xs = np.random.default_rng(1).integers(0, 1 << bits, (2, ks[0]))
-    got, prog, ends = simulate(model, rows, cols, xs)
+    got, prog, ends = simulate(model, rows, cols, xs, loadable=loadable)
     assert np.array_equal(got, run(model, xs).reshape(2, -1))
     n_out = prog.output_count
     assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
