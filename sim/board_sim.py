@@ -108,6 +108,8 @@ def _run_bench(core, build_dir, bench: str, progress=None, trace=None, extra_sou
         log = sim_build / "sim.log"
         raise LowbitError(f"the board simulation failed ({failed} of {tests} tests)", f"see {log}")
     out = json.loads(result.read_text())
+    if "error" in out:
+        raise LowbitError(out["error"], out["hint"])
     out["wall_seconds"] = round(wall, 2)
     return out
 
@@ -143,14 +145,24 @@ def _watch(status: Path, progress, t0: float, every: float = 2.0):
 
 
 def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0, progress=None,
-                   trace=None, extra_sources=(), build_args=(), settle_cycles: int = 3) -> dict:
+                   trace=None, extra_sources=(), build_args=(), settle_cycles: int = 3, load=None,
+                   chunk_bytes: int | None = None) -> dict:
     """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
     simulated cycles and wall time. ``progress(message)`` hears how far it got; ``trace`` names a VCD
     file for the waveform (a separate Verilator build with tracing). ``extra_sources`` are Verilog files
-    the core needs (a gate-level netlist and its cell models), built with ``build_args``."""
+    the core needs (a gate-level netlist and its cell models), built with ``build_args``. ``load``
+    (a :class:`lowbit.sw.flow.overlay.LoadImage`) is loaded through the link first, in LOAD frames of
+    ``chunk_bytes`` (default: the board's capacity), and the result's ``load`` says what it took."""
+    job = {}
+    if load is not None:
+        from ..sw.link import frames
+        job = {f"load_{s}": np.frombuffer(load.spaces[s], dtype=np.uint8) for s in range(4)}
+        job["load_word_bytes"] = np.array([load.word_bytes[s] for s in range(4)])
+        job["load_commit"] = np.array([load.commit[f.name] for f in frames.COMMIT_FIELDS], dtype=np.int64)
+        job["chunk_bytes"] = chunk_bytes or core.identity.capacity["chunk_bytes"]
     return _run_bench(core, build_dir, "tb_board", progress=progress, trace=trace, extra_sources=extra_sources,
                       build_args=build_args, codes=np.asarray(codes, dtype=np.int64), batch=batch,
-                      clk_mhz=clk_mhz, settle_cycles=settle_cycles)
+                      clk_mhz=clk_mhz, settle_cycles=settle_cycles, **job)
 
 
 def inject_faults(core, build_dir, codes, reference, count: int, seed: int = 0, clk_mhz: float = 12.0) -> dict:

@@ -10,6 +10,8 @@ does each step)::
     model.save("mlp.lbm")
     report = build(model, "icebreaker", "out/build")      # lowbit build
     sim = simulate_build("out/build", model.quantize_input(x).reshape(len(x), -1))   # lowbit run --sim
+    # an overlay built with build(..., loadable=True) or also=[other]: lowbit load / run --model
+    load_into_overlay("out/overlay", other, port="/dev/ttyUSB1")
     assert (sim["values"] == reference(model, model.quantize_input(x)).reshape(len(x), -1)).all()
 
 Errors are :class:`LowbitError` (one line: what is wrong, and what to do).
@@ -21,6 +23,7 @@ from .data.digits import digits_split, mnist_5k_split
 from .errors import LowbitError
 from .flow.build import build
 from .flow.fold import fold
+from .flow.loader import load as load_into_overlay
 from .flow.record import load_build
 from .flow.reweight import reweight
 from .flow.simulate import simulate_build
@@ -42,7 +45,7 @@ __all__ = [
     # quantization
     "quantize_net", "train_qat", "error_report",
     # the build flow
-    "fold", "build", "load_build", "reweight", "simulate_build",
+    "fold", "build", "load_build", "reweight", "simulate_build", "load_into_overlay",
     # the link
     "Device", "SerialTransport",
     "LowbitError",

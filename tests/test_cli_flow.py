@@ -68,7 +68,7 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     assert link["batch"] == 8 and result["link_bytes"] == {
         "sent": 5 * link["request_bytes"] + 2 * frames.OVERHEAD_BYTES,
         "received": 5 * link["response_bytes"] + 2 * frames.OVERHEAD_BYTES + frames.IDENTIFY_HEAD_BYTES + 1
-        + 2 * frames.LAYER_BYTES + frames.COUNTERS_BYTES}
+        + 2 * frames.LAYER_BYTES + frames.CAPACITY_BYTES + frames.COUNTERS_BYTES}
     assert report["inferences_per_s"] == min(report["compute_inferences_per_s"], link["inferences_per_s"])
     assert report["bound"] == "link" and 500 < link["inferences_per_s"] < 2000     # 1 Mbaud, 64 inputs
     # On iCE40 the requantizers' multipliers go to SB_MAC16 when the arrays need none.

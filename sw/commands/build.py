@@ -34,6 +34,12 @@ def add_arguments(p):
     p.add_argument("--arch", choices=("auto", "dataflow", "overlay"), default="auto",
                    help="one engine per layer (dataflow), one array for every layer (overlay), or whichever "
                         "fits and is faster by the estimate (auto, the default)")
+    p.add_argument("--loadable", action="store_true",
+                   help="an overlay that takes other models at run time ('lowbit load'); on iCE40 UltraPlus "
+                        "its weights live in SPRAM, loaded after power-up (implies --arch overlay)")
+    p.add_argument("--also", nargs="+", metavar="MODEL", default=[],
+                   help="size the overlay to load these models too ('lowbit load'): their formats, weights, "
+                        "layers and inputs fit its memories (implies --arch overlay)")
     p.add_argument("--reweightable", action="store_true",
                    help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40 and ECP5; wider requantizers)")
     p.add_argument("--json", action="store_true")
@@ -64,10 +70,12 @@ def run(args):
     # Refused now, not when the finished build is renamed into place after minutes of synthesis.
     check_output_path(args.output, folder=True)
     model = load_model(args.model)
+    also = [load_model(path) for path in args.also]
     # A frame carries a batch of inputs (one byte a code) and its answer (values of at most LOGIT_BITS
     # and the argmax).
-    per_input = max(math.prod(model.input_shape),
-                    frames.value_bytes(LOGIT_BITS) * math.prod(model.output_shape) + frames.ARGMAX_BYTES)
+    per_input = max(max(math.prod(m.input_shape),
+                        frames.value_bytes(LOGIT_BITS) * math.prod(m.output_shape) + frames.ARGMAX_BYTES)
+                    for m in (model, *also))
     if args.max_batch * per_input > MAX_FRAME_PAYLOAD:
         most = max(1, MAX_FRAME_PAYLOAD // per_input)
         raise LowbitError(f"--max-batch {args.max_batch} inputs of this model do not fit one frame "
@@ -76,6 +84,6 @@ def run(args):
     progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
                    reweightable=args.reweightable, clock_mhz=args.clock_mhz,
-                   mult=args.mult, arch=args.arch)
+                   mult=args.mult, arch=args.arch, also=also, loadable=args.loadable)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0

@@ -20,6 +20,8 @@ def add_arguments(p):
     p.add_argument("--max-batch", type=int, default=8, help=f"1 to {MAX_BATCH} (default 8)")
     p.add_argument("--clock-mhz", type=float, default=None)
     p.add_argument("--into", metavar="DIR", help="also say whether the model fits this built overlay")
+    p.add_argument("--loadable", action="store_true", help="plan a loadable overlay (as lowbit build --loadable)")
+    p.add_argument("--also", nargs="+", metavar="MODEL", default=[], help="as lowbit build --also")
     p.add_argument("--json", action="store_true")
 
 
@@ -27,7 +29,8 @@ def run(args):
     check_options(args)
     model = load_model(args.model)
     r = plan_build(model, args.board, arch=args.arch, baud=args.baud, max_batch=args.max_batch,
-                   clock_mhz=args.clock_mhz, into=args.into)
+                   clock_mhz=args.clock_mhz, into=args.into, loadable=args.loadable,
+                   also=[load_model(path) for path in args.also])
     if r["fits"]:
         est = r["estimate"]
         lines = [f"{args.board} ({r['device']}): {r['architecture']}, {r['pes']} PEs, arrays {r['arrays']}",

@@ -23,6 +23,9 @@ def add_arguments(p):
     target.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
     target.add_argument("--sim", action="store_true", help="simulate the board's RTL (Verilator + cocotb)")
     p.add_argument("--data", required=True, help=".npz with inputs x and optional labels y")
+    p.add_argument("--model", metavar="MODEL",
+                   help="an overlay build: run this model instead (loaded through the link first, as "
+                        "'lowbit load' does, when the board holds another); compared with its reference")
     p.add_argument("--batch", type=int, default=8, help="inputs per INFER frame, at least 1 (capped by the build's "
                    "--max-batch; default 8)")
     p.add_argument("--trace", metavar="FILE.vcd", help="with --sim: write the waveform of the board simulation")
@@ -43,6 +46,13 @@ def run(args):
     if args.netlist and not args.sim:
         raise LowbitError("--netlist needs --sim", "the netlist runs in the simulator")
     model, settings = load_build(args.build)
+    other = None
+    if args.model is not None:
+        from ..flow.record import image_for_build
+        from ..quant.load import load_model
+        other = load_model(args.model)
+        image_for_build(settings, other)      # refused before any data is read or sent
+        model = other
     x, y = load_data(args.data)
     limit = args.limit or (NETLIST_LIMIT if args.netlist else None)
     if limit is not None:
@@ -58,7 +68,7 @@ def run(args):
         say(f"simulating {len(x)} inputs through the board as built ({'gate-level netlist' if args.netlist else 'RTL'}"
             f", UART divisor {settings['divisor']})")
         res = simulate_build(args.build, flat, batch=args.batch, progress=say, trace=args.trace,
-                             netlist=args.netlist)
+                             netlist=args.netlist, model=other)
         values, argmax = np.array(res["values"]), np.array(res["argmax"])
         counters, extra = res["counters"], {"wall_seconds": res["wall_seconds"], "sim_cycles": res["sim_cycles"],
                                             "layers": list(res["identity"]["layers"]),
@@ -69,12 +79,25 @@ def run(args):
         extra["sim_inputs_per_s"] = round(len(x) / max(res["run_seconds"], 1e-9), 2)
         if args.trace:
             extra["trace"] = str(args.trace)
+        if res.get("load"):
+            extra["load"] = res["load"]
     else:
         from ...hw.accel import architecture_hash
         from ..link.host import Device, SerialTransport
         device = Device(SerialTransport(args.port, settings["baud"]), timeout_s=2.0)
         ident = device.identify()
         expected = architecture_hash(model, settings["arrays"])
+        extra_load = None
+        if settings["arch"] == "overlay" and settings["overlay"].get("loadable"):
+            # An overlay runs whichever model it holds: load this one first if it holds another (or none).
+            from ..flow.loader import load_serial, needs_load
+            from ..flow.record import image_for_build
+            image = image_for_build(settings, model)
+            expected = image.identity.config_hash
+            if needs_load(ident, image):
+                say(f"loading {args.model or 'the build model'} into the board ({image.total_bytes} bytes)")
+                extra_load = load_serial(device, image, settings)
+                ident = device.identify()
         if ident.config_hash != expected:
             from ..flow.synth import BITSTREAM_SUFFIX
             bitstream = Path(args.build) / f"top.{BITSTREAM_SUFFIX[settings['family']]}"
@@ -83,6 +106,8 @@ def run(args):
                               f"flash {bitstream} first")
         values, argmax = device.infer(flat, batch=args.batch)
         counters, extra = device.read_counters(), {"layers": list(ident.layers)}
+        if extra_load:
+            extra["load"] = extra_load
     mismatches = int(np.sum(np.any(values != ref, axis=1)))
     last_batch = len(x) % args.batch or args.batch
     result = {"n": int(len(x)), "mismatches": mismatches, "bit_exact": mismatches == 0,

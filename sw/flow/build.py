@@ -170,7 +170,8 @@ def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = Fals
 
 def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
           progress=lambda msg: None, seed: int = 1, reweightable: bool = False, rom_seed: int = 1,
-          clock_mhz: float | None = None, mult: str = "lut", arch: str = "auto") -> dict:
+          clock_mhz: float | None = None, mult: str = "lut", arch: str = "auto", also=(),
+          loadable: bool = False) -> dict:
     """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``).
 
     ``arch`` is ``"dataflow"`` (one layer engine per layer, :mod:`lowbit.hw.network`), ``"overlay"`` (one
@@ -182,6 +183,11 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     if there are more products than DSPs).
 
     ``reweightable`` builds keep their ROMs patchable by ``lowbit reweight`` (see :mod:`lowbit.sw.flow.reweight`).
+
+    ``loadable`` builds an overlay that takes other models at run time (``lowbit load``; on an iCE40
+    UltraPlus its weights then live in SPRAM, loaded after power-up); ``also`` (models) sizes it to load
+    each of them: their formats, weights, parameters, layer count and inputs fit its memories. Both
+    imply ``arch="overlay"``.
     """
     from amaranth.back import verilog
 
@@ -197,8 +203,13 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     if reweightable:
         rom_block = rom_block_for(dev.family)
     progress(f"planning the network on {dev.name}")
-    arch, folding, plan = choose_architecture(model, dev, arch, mult=mult, reweightable=reweightable,
-                                              max_batch=max_batch)
+    loadable = loadable or bool(also)
+    if loadable and arch == "dataflow":
+        raise LowbitError("--loadable and --also build an overlay; a dataflow build runs only its own model",
+                          "build with --arch overlay (or auto)")
+    arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, mult=mult,
+                                              reweightable=reweightable, max_batch=max_batch, also=also,
+                                              loadable=loadable)
     if arch == "overlay":
         arrays = [(plan.config.rows, plan.config.cols)] * len(plan.program.layers)
         cfg = plan.config
@@ -212,7 +223,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
               "arrays": [list(a) for a in arrays], "clock_hz": clk_hz,
               "baud": baud, "max_batch": max_batch, "timeout_bytes": TIMEOUT_BYTES, "reweightable": reweightable,
               "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
-              "pll": pll is not None}
+              "pll": pll is not None, "input_buffer": plan.input_buffer if arch == "overlay" else None}
     from ...hw.accel import identity_for
     from ...hw.serial import divisor_for
     try:
@@ -302,8 +313,8 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     return report
 
 
-def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "lut", reweightable: bool = False,
-                        max_batch: int = 8):
+def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "lut", reweightable: bool = False, also=(),
+                        max_batch: int = 8, loadable: bool = False):
     """``(arch, folding, overlay_plan)`` for ``model`` on ``dev``: the dataflow folding
     (:func:`fold_model`) and the overlay plan (:func:`lowbit.sw.flow.overlay.plan_overlay`) that fit by the
     estimate, and with ``arch="auto"`` the one with fewer predicted cycles per inference (the dataflow
@@ -327,7 +338,7 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
             errors.append(f"dataflow: {exc.message}")
     if arch == "overlay" or (arch == "auto" and not reweightable and mult == "lut"):
         try:
-            plan = plan_overlay(model, dev, max_batch=max_batch)
+            plan = plan_overlay(model, dev, max_batch=max_batch, also=also, loadable=loadable)
         except LowbitError as exc:
             if arch == "overlay" or folding is None:
                 if folding is None and errors:
@@ -342,7 +353,7 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
 
 
 def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFAULT_BAUD, max_batch: int = 8,
-               clock_mhz: float | None = None, into=None) -> dict:
+               clock_mhz: float | None = None, into=None, loadable: bool = False, also=()) -> dict:
     """What :func:`build` would do, without synthesis: the architecture, arrays, memory map, resource
     estimate against the device, predicted cycles and inferences/s (compute- and link-bound); with
     ``into`` (a build folder) also whether ``model`` fits that built overlay. ``fits`` is False, with the
@@ -350,14 +361,16 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
     from ...boards.targets import board_clock, board_device, platform_class
     from ...hw.accel import identity_for
     from .fold import predict_cycles
-    from .overlay import compile_program
-    from .record import load_build, overlay_config
+    from .record import image_for_build
+    from .record import load_build
     platform = platform_class(board)()
     dev = board_device(platform)
     clk_hz, pll = board_clock(board, clock_mhz)
     out = {"board": board, "device": dev.name, "clock_mhz": clk_hz / 1e6, "pll": pll is not None}
     try:
-        arch, folding, plan = choose_architecture(model, dev, arch, max_batch=max_batch)
+        loadable = loadable or bool(also)
+        arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, max_batch=max_batch,
+                                                  also=also, loadable=loadable)
     except LowbitError as exc:
         out.update(fits=False, reason=exc.message, architecture=None, pes=0, estimate=None,
                    cycles_per_inference=None)
@@ -386,7 +399,7 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
                                                     "model it was built for (see lowbit reweight)"}
         else:
             try:
-                compile_program(model, overlay_config(record["overlay"]))
+                image_for_build(record, model)
                 out["into"] = {"fits": True, "reason": None}
             except LowbitError as exc:
                 out["into"] = {"fits": False, "reason": exc.message}

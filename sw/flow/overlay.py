@@ -24,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...hw.overlay import BIAS_FIELD_BITS, MODES, OverlayConfig, param_layout
+from ...hw.spram import SPRAM_BITS, SPRAM_WORDS
 from ..errors import LowbitError
 from ..ir import arith
 from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, Requant, Thresholds
 
 __all__ = ["LayerPlan", "OverlayProgram", "OverlayPlan", "config_for", "compile_program", "layer_cycles",
-           "inference_cycles", "array_latency", "plan_overlay", "overlay_estimate", "overlay_report"]
+           "inference_cycles", "array_latency", "plan_overlay", "overlay_estimate", "overlay_report", "LoadImage",
+           "load_image", "input_buffer_for"]
 
 
 
@@ -120,9 +122,21 @@ def _folded_bias(layer, in_q) -> np.ndarray:
     return bias + (_offset(in_q) - int(in_q.zero_point)) * w.sum(axis=0)
 
 
-def config_for(model: Model, rows: int, cols: int, **fields) -> OverlayConfig:
+def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> OverlayConfig:
     """An overlay of ``rows x cols`` that runs ``model``: its activation and weight formats, widths and
-    memory sizes just large enough (``fields`` override any :class:`OverlayConfig` field)."""
+    memory sizes just large enough (``fields`` override any :class:`OverlayConfig` field). With ``also``
+    (more models), large enough for each of them too, so they can be loaded into the built overlay."""
+    if also:
+        configs = [config_for(m, rows, cols, **fields) for m in (model, *also)]
+        merged = {}
+        for name in ("act_formats", "weight_formats"):
+            merged[name] = tuple(sorted({f for c in configs for f in getattr(c, name)}))
+        merged["act_bits"] = max(b for b, _, _ in merged["act_formats"])
+        merged["weight_bits"] = max(b for b, _ in merged["weight_formats"])
+        for name in ("acc_bits", "mult_bits", "max_thresholds", "act_depth", "max_layers", "weight_depth",
+                     "param_depth"):
+            merged[name] = max(getattr(c, name) for c in configs)
+        return OverlayConfig(**{**configs[0].__dict__, **merged, **fields})
     layers = _compute_layers(model)
     act_formats = sorted({_act_format(q) for _, _, q in layers})
     weight_formats = sorted({_weight_format(layer.weight_q) for _, layer, _ in layers})
@@ -199,13 +213,22 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
         take_free = slot_free[g % 2] = start + ncols
         t = last_step + 1 + stall
     last_output = start + ncols - 1 + REQUANT_STAGES
-    return last_output + 1 + LAYER_OVERHEAD
+    return last_output + 1 + LAYER_OVERHEAD + fetch_cycles(cfg)
+
+
+def fetch_cycles(cfg: OverlayConfig) -> int:
+    """Cycles from a layer's end to its successor's descriptor arriving, besides latching it: one read
+    of a whole-descriptor word, or ``program_word_count`` reads of 32-bit words (a loadable overlay)
+    and the cycle the last one arrives."""
+    words = cfg.program_word_count
+    return 1 if words == 1 else words + 1
 
 
 #: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round, clamp).
 REQUANT_STAGES = 5
-#: Per layer: the cycle that sees its last output, then fetching and latching the next descriptor.
-LAYER_OVERHEAD = 3
+#: Per layer, besides reading the next descriptor (:func:`fetch_cycles`): the cycle that sees its last
+#: output and latching the descriptor.
+LAYER_OVERHEAD = 2
 
 
 def inference_cycles(program: OverlayProgram) -> int:
@@ -332,6 +355,11 @@ def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
 
 # -- planning: which array fits the device, and what it costs ----------------------------------------
 
+#: Logic cells a loadable overlay adds (the link's LOAD/COMMIT handler, CRC-32 check and identity
+#: memory; the load port; descriptor fields no longer folded by synthesis): measured on an 8x2 4-bit
+#: overlay, Yosys `synth_ice40` per module, 4401 LUTs loadable vs 3003 not (docs/hardware.md).
+OVERLAY_LC_LOADABLE = 1400
+SPRAM_RESOURCE = "ICESTORM_SPRAM"
 #: Logic cells of the overlay around its array (sequencer, decoders, accumulators, result slots, the
 #: requantizer) and per PE by decoded operand widths (signed x_bits, w_bits). Measured with
 #: `lowbit.sw.bench.synth_core` on a UP5K (OverlayEngine alone, 64-32-10 MLP, LUT products): 8x8 1-bit
@@ -353,18 +381,28 @@ def pe_logic(x_bits: int, w_bits: int) -> float:
 
 
 def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, lc_system: int,
-                     max_batch: int = 8) -> dict:
+                     max_batch: int = 8, input_buffer: int | None = None) -> dict:
     """Logic and block RAM of the overlay board core: ``{"logic": LCs, "brams": blocks, "blocks": {...}}``.
     All memories are block RAM for now (initialised with the model; SPRAM needs the model loaded at run
-    time); the host link's input buffer and output FIFO hold ``max_batch`` inputs and outputs."""
+    time); the host link's input buffer holds ``input_buffer`` bytes (default ``max_batch`` inputs), its
+    output FIFO ``max_batch`` outputs, its identity memory the identity and capacity records."""
+    from ...hw.accel import identity_depth
+    from ...hw.overlay import PROGRAM_WORD_BITS
+    from ..link import frames
     from .fold import rom_blocks
-    blocks = {"weights": rom_blocks(cfg.port_bits, max(1, len(program.weights)), family),
-              "params": rom_blocks(cfg.param_bits, max(1, len(program.params)), family),
+    identity = identity_depth(cfg) + frames.IDENTIFY_HEAD_BYTES + 1 + frames.CAPACITY_BYTES
+    spram = cfg.weight_store == "spram"
+    blocks = {"weights": 0 if spram else rom_blocks(cfg.port_bits, cfg.weight_depth, family),
+              "params": rom_blocks(cfg.param_bits, cfg.param_depth, family),
+              "program": rom_blocks(PROGRAM_WORD_BITS, cfg.program_depth, family),
               "activations": rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.act_depth, family),
-              "link": rom_blocks(8, program.input_count * max_batch, family)
-              + rom_blocks(cfg.out_bits, program.output_count * max_batch, family)}
+              "link": rom_blocks(8, input_buffer or program.input_count * max_batch, family)
+              + rom_blocks(cfg.out_bits, max(16, program.output_count * max_batch), family)
+              + (rom_blocks(8, identity, family) if cfg.loadable else 0)}
     logic = lc_system + OVERLAY_LC_BASE + cfg.macs * pe_logic(cfg.x_bits, cfg.w_bits)
-    return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks}
+    logic += OVERLAY_LC_LOADABLE if cfg.loadable else 0
+    return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
+            "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
 
 
 @dataclass(frozen=True)
@@ -373,29 +411,47 @@ class OverlayPlan:
     program: OverlayProgram
     estimate: dict
     cycles: int
+    input_buffer: int = 0      # bytes of the host link's input buffer (max_batch inputs of the widest model)
 
 
-def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8) -> OverlayPlan:
+def input_buffer_for(models, max_batch: int) -> int:
+    """Bytes of an overlay board's input buffer: ``max_batch`` inputs of the widest of ``models``."""
+    return max(int(np.prod(m.input_shape)) for m in models) * max_batch
+
+
+def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(), loadable: bool = False) -> OverlayPlan:
     """The overlay with the fewest cycles per inference that fits ``dev`` (a
     :class:`lowbit.sw.flow.synth.Device`) by the estimate, or with ``arrays = (rows, cols)`` that one;
-    LowbitError before any synthesis, naming what does not fit."""
+    LowbitError before any synthesis, naming what does not fit. ``also``: more models the overlay must
+    be able to load (its formats, memories and input buffer are sized for each; implies ``loadable``).
+
+    A loadable overlay on a device with SPRAM (iCE40 UltraPlus: four 16K x 16 blocks) keeps its weights
+    there, all 16K words of a 64-bit port, so any model whose weights fit 1 Mbit can be loaded later;
+    elsewhere they are block RAM sized for the models."""
+    loadable = loadable or bool(also)
+    buffer = input_buffer_for((model, *also), max_batch)
+    sprams = dev.capacity.get(SPRAM_RESOURCE, 0) if loadable else 0
     from .fold import COST_MODELS
     cost = COST_MODELS[dev.family]
     logic_cap = int(dev.capacity.get(cost.logic_resource, 10 ** 9) * cost.logic_budget)
     bram_cap = dev.capacity.get(dev.bram_resource, 10 ** 6)
     best, reasons = None, []
     shapes = [arrays] if arrays else CANDIDATE_ARRAYS
-    for (rows, cols), port in ((a, p) for a in shapes for p in CANDIDATE_PORTS):
+    ports = (SPRAM_BITS * sprams,) if sprams else CANDIDATE_PORTS
+    for (rows, cols), port in ((a, p) for a in shapes for p in ports):
         try:
-            cfg = config_for(model, rows, cols, port_bits=port)
+            store = {"weight_store": "spram", "weight_depth": SPRAM_WORDS} if sprams else {}
+            cfg = config_for(model, rows, cols, also=also, port_bits=port, loadable=loadable, **store)
             if port > 64 and cfg.ratio_max == 1 and cfg.ratio(cfg.weight_bits) * port // 2 >= rows * cols * cfg.weight_bits:
                 continue        # a wider port than one array word: nothing to gain
 
             prog = compile_program(model, cfg)
+            for other in also:
+                compile_program(other, cfg)
         except (LowbitError, ValueError) as exc:
             reasons.append((2, 0, rows * cols, f"{rows}x{cols}: {exc}"))
             continue
-        est = overlay_estimate(cfg, prog, dev.family, cost.lc_system, max_batch)
+        est = overlay_estimate(cfg, prog, dev.family, cost.lc_system, max_batch, buffer)
         if est["logic"] > logic_cap or est["brams"] > bram_cap:
             reasons.append((1, est["brams"], rows * cols, f"{rows}x{cols}: estimate {est['logic']} {cost.logic_resource} of {logic_cap} usable, "
                            f"{est['brams']} block RAMs of {bram_cap} (weights {est['blocks']['weights']}, "
@@ -405,7 +461,7 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8) -> Overl
         cycles = inference_cycles(prog)
         if best is None or (cycles, cfg.macs, cfg.port_bits) < (best.cycles, best.config.macs, best.config.port_bits):
             best = OverlayPlan(cfg, prog, {cost.logic_resource: est["logic"], "brams": est["brams"],
-                                           "blocks": est["blocks"]}, cycles)
+                                           "blocks": est["blocks"], "sprams": est["sprams"]}, cycles, buffer)
     if best is None:
         # The candidate needing the fewest block RAMs says best what is too big.
         reason = min(reasons)[3]
@@ -418,7 +474,53 @@ def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
     """The report.json fields of an overlay build: array, PEs, MAC/s, memory map, per-layer roofline."""
     cfg, prog = plan.config, plan.program
     return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
+            "loadable": cfg.loadable, "weight_store": cfg.weight_store,
             "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
             "layers": [{"layer": p.index, "k": p.k, "n": p.n, "weight_bits": p.weight_bits, "ratio": p.ratio,
                         "cycles": p.cycles, "roof_cycles": round(p.roof_cycles, 1),
                         "roofline_fraction": round(p.roofline_fraction, 4)} for p in prog.layers]}
+
+
+# -- loading a model into a built overlay ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoadImage:
+    """A model as the bytes a loadable overlay takes (:data:`lowbit.sw.link.frames.SPACES` order):
+    ``spaces[s]`` the bytes of space ``s`` (whole little-endian words of ``word_bytes[s]``), ``commit``
+    the COMMIT fields with their checksum, ``identity`` what the board answers once it holds the model."""
+
+    spaces: dict
+    word_bytes: dict
+    commit: dict
+    identity: object
+    program: OverlayProgram
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(b) for b in self.spaces.values())
+
+
+def load_image(model: Model, cfg: OverlayConfig, max_batch: int, input_buffer: int) -> LoadImage:
+    """``model`` laid out for an overlay built with ``cfg`` and an input buffer of ``input_buffer``
+    bytes; LowbitError naming what does not fit (as :func:`compile_program`, and the input buffer)."""
+    from ...hw.accel import identity_for
+    from ...hw.overlay import program_words
+    from ..link import frames
+    if not cfg.loadable:
+        raise LowbitError("this overlay was built to run its own model only (its program is logic)",
+                          "build a loadable overlay: lowbit build --arch overlay --loadable (or --also MODEL)")
+    prog = compile_program(model, cfg)
+    if prog.input_count > input_buffer:
+        raise LowbitError(f"the model has {prog.input_count} inputs, the overlay's input buffer holds {input_buffer} "
+                          "bytes", "build the overlay for a model with as many inputs (lowbit build --also MODEL)")
+    arrays = [(cfg.rows, cfg.cols)] * len(prog.layers)
+    ident = identity_for(model, arrays, min(max_batch, input_buffer // prog.input_count))
+    word_bytes = {0: 1, **{s: frames.value_bytes(cfg.word_bits(s)) for s in (1, 2, 3)}}
+    words = {1: program_words(cfg, prog.descriptors), 2: prog.weights, 3: prog.params}
+    spaces = {0: ident.pack_model(), **{s: b"".join(int(w).to_bytes(word_bytes[s], "little") for w in words[s])
+                                        for s in (1, 2, 3)}}
+    checksum = frames.crc32(b"".join(spaces[s] for s in range(4)))
+    commit = {"identity_bytes": len(spaces[0]), "program_words": len(words[1]), "weight_words": len(words[2]),
+              "param_words": len(words[3]), "input_count": ident.input_count, "output_count": ident.output_count,
+              "output_bytes": ident.output_bytes, "checksum": checksum}
+    return LoadImage(spaces, word_bytes, commit, ident, prog)

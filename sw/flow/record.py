@@ -12,6 +12,7 @@ from ..ir.model import Model
 from .rom import ROM_BLOCK
 
 __all__ = ["CORE_FIELDS", "ARCHITECTURES", "make_core", "check_build_record", "load_build", "overlay_config",
+           "image_for_build",
            "overlay_fields",
            "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH", "TIMEOUT_BYTES"]
 
@@ -28,7 +29,7 @@ TIMEOUT_BYTES = 32
 #: Fields of the build record that shape the board core; :func:`make_core` builds the core from them and
 #: from nothing else, so ``lowbit run --sim`` simulates what was built.
 CORE_FIELDS = ("arch", "overlay", "arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable",
-               "rom_block", "mult")
+               "rom_block", "mult", "input_buffer")
 #: The architectures a build can have: a layer engine per layer, or one array for all (hw/overlay.py).
 ARCHITECTURES = ("dataflow", "overlay")
 
@@ -45,6 +46,7 @@ def make_core(model: Model, record: dict, rom_init: dict | None = None):
         cfg = overlay_config(record["overlay"])
         prog = compile_program(model, cfg)
         kwargs["overlay"] = (cfg, prog.descriptors, prog.weights, prog.params)
+        kwargs["input_buffer"] = record.get("input_buffer")
     return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
                      record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
 
@@ -129,6 +131,10 @@ def check_build_record(record, where="build.json") -> dict:
     if divisor != record["divisor"]:
         raise LowbitError(f"{where}: field 'divisor' is {record['divisor']}, but clock_hz and baud give {divisor}",
                           _DAMAGED)
+    # An overlay's input buffer (older and dataflow records: none, the model's inputs x max_batch).
+    buffer = record.get("input_buffer")
+    if buffer is not None and not _integer(buffer, 1, 1 << 16):
+        raise LowbitError(f"{where}: field 'input_buffer' must be null or an integer from 1 to 65536", _DAMAGED)
     if (record["arch"] == "overlay") != (record["overlay"] is not None):
         raise LowbitError(f"{where}: an overlay build needs its 'overlay' configuration, a dataflow build none",
                           _DAMAGED)
@@ -160,3 +166,17 @@ def load_build(folder) -> tuple[Model, dict]:
         raise LowbitError(f"{where}: field 'arrays' has {len(record['arrays'])} entries, the model has {layers} "
                           "compute layers", _DAMAGED)
     return model, record
+
+
+def image_for_build(record: dict, model):
+    """``model`` as the load image of the overlay ``record`` (a build record) describes; LowbitError
+    naming what does not fit (weights, parameters, activations, formats, layers, inputs)."""
+    if record["arch"] != "overlay":
+        raise LowbitError("this is a dataflow build: its netlist runs only the model it was built for",
+                          "build an overlay (lowbit build --arch overlay --also MODEL) to load other models, "
+                          "or use lowbit reweight for new weights of the same model")
+    if record.get("input_buffer") is None:
+        raise LowbitError("build.json of this overlay has no 'input_buffer' (an older build)",
+                          "build it again with this lowbit")
+    from .overlay import load_image
+    return load_image(model, overlay_config(record["overlay"]), record["max_batch"], record["input_buffer"])

@@ -45,19 +45,30 @@ def build_core(build_dir, model=None, record=None, progress=lambda m: None):
 
 
 def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None, trace=None,
-                   netlist: bool = False) -> dict:
+                   netlist: bool = False, model=None) -> dict:
     """Send input ``codes`` (N, input_count) through the simulated board of ``build_dir`` (Verilator +
     cocotb, the host driver on the other end of the UART pins); returns the board's ``values``,
     ``argmax``, ``identity``, ``counters``, ``sim_cycles``, ``wall_seconds`` and ``rom_source``.
     ``trace`` names a ``.vcd`` file to write the waveform of the whole run into. ``netlist`` simulates the
     gate-level netlist Yosys wrote for the bitstream instead of the RTL (iCE40 builds, ROMs as
-    synthesised, so not for reweightable builds, whose netlist holds placeholder ROMs)."""
+    synthesised, so not for reweightable builds, whose netlist holds placeholder ROMs).
+
+    ``model`` (an overlay build): another model to run; it is loaded through the simulated link first
+    (LOAD and COMMIT frames, as ``lowbit load`` sends them) and the result's ``load`` says what that took."""
     from ...sim.board_sim import simulate_board
     build_dir = Path(build_dir)
-    model, record = load_build(build_dir)
+    built, record = load_build(build_dir)
+    image = None
+    if model is not None:
+        from .record import image_for_build
+        image = image_for_build(record, model)      # refused here, before any simulation, if it does not fit
+        if netlist:
+            raise LowbitError("--netlist runs the model the bitstream was built with", "drop --model or --netlist")
     if trace is not None and Path(trace).suffix != ".vcd":
         raise LowbitError(f"--trace {trace}: the simulator writes VCD", "name the file *.vcd")
-    codes = np.asarray(codes, dtype=np.int64).reshape(len(codes), -1)
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2:
+        codes = codes.reshape(len(codes), -1)
     job = dict(batch=min(batch, record["max_batch"]), clk_mhz=record["clock_hz"] / 1e6, progress=progress,
                trace=trace)
     if netlist:
@@ -75,7 +86,13 @@ def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None,
                              settle_cycles=2000, **job)
         res["rom_source"] = "netlist"
         return res
-    core, source = build_core(build_dir, model, record, progress)
-    res = simulate_board(core, build_dir / "sim", codes, **job)
+    core, source = build_core(build_dir, built, record, progress)
+    if image is None and record["arch"] == "overlay" and record["overlay"].get("weight_store") == "spram":
+        # SPRAM starts empty: the board holds no model until one is loaded, as on the real board.
+        from .record import image_for_build
+        image = image_for_build(record, built)
+    if image is not None:
+        progress(f"loading the model through the simulated link ({image.total_bytes} bytes)")
+    res = simulate_board(core, build_dir / "sim", codes, load=image, **job)
     res["rom_source"] = source
     return res
