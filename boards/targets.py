@@ -124,6 +124,23 @@ class BoardTop(Elaboratable):
             m.d.comb += tx_en_buf.o.eq(1)
         except ResourceError:
             pass
+        if "flash_cs" in core.signature.members:
+            # A loadable overlay that boots its model from the configuration flash.
+            try:
+                flash = platform.request("spi_flash_1x", 0, dir={"cs": "-", "clk": "-", "copi": "-", "cipo": "-",
+                                                                  "wp": "-", "hold": "-"})
+            except ResourceError:
+                raise LowbitError(f"board {type(platform).__name__} has no SPI flash resource (spi_flash_1x)",
+                                  "build without flash boot; load the model over the link") from None
+            for name, direction, pin in (("cs", "o", flash.cs), ("clk", "o", flash.clk), ("copi", "o", flash.copi),
+                                         ("cipo", "i", flash.cipo), ("wp", "o", flash.wp), ("hold", "o", flash.hold)):
+                buf = m.submodules[f"flash_{name}"] = io.Buffer(direction, pin)
+                if name == "cipo":
+                    m.d.comb += core.flash_cipo.eq(buf.i)
+                elif name in ("wp", "hold"):
+                    m.d.comb += buf.o.eq(0)         # inverted pins: not write-protected, not held
+                else:
+                    m.d.comb += buf.o.eq(getattr(core, f"flash_{name}"))
         if "leds" in core.signature.members:
             leds = []
             for i in range(len(core.leds)):

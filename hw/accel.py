@@ -166,11 +166,15 @@ class AccelCore(wiring.Component):
     input_buffer : int, optional
         Overlay: bytes of the input buffer (default: ``model``'s inputs x ``max_batch``); a loaded model
         runs batches of at most ``input_buffer // inputs``.
+    flash_boot : int, optional
+        Loadable overlay: after reset, load the model blob at this SPI flash offset
+        (:class:`~lowbit.hw.flashboot.FlashBoot`); the core gains the ``flash_*`` pins.
     """
 
     def __init__(self, model: Model, arrays, clk_hz: float, baud: float, max_batch: int = 8,
                  timeout_bytes: int = 32, *, reweightable: bool = False, rom_init: dict | None = None,
-                 rom_block: int = 256, mult: str = "lut", overlay=None, input_buffer: int | None = None):
+                 rom_block: int = 256, mult: str = "lut", overlay=None, input_buffer: int | None = None,
+                 flash_boot: int | None = None):
         if overlay is not None and reweightable:
             raise ValueError("an overlay loads its weights; it is not built reweightable")
         self.overlay = overlay
@@ -187,7 +191,13 @@ class AccelCore(wiring.Component):
             self.identity = identity_for(model, self.arrays, min(max_batch, self.input_buffer // self.identity.input_count))
             self.identity = frames.Identity(**{**self.identity.__dict__,
                                                "capacity": overlay_capacity(cfg, self.input_buffer)})
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(2)})
+        self.flash_boot = flash_boot
+        ports = {"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(2)}
+        if flash_boot is not None:
+            if overlay is None or not overlay[0].loadable:
+                raise ValueError("only a loadable overlay boots its model from flash")
+            ports.update({"flash_cs": Out(1), "flash_clk": Out(1), "flash_copi": Out(1), "flash_cipo": In(1)})
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -218,7 +228,21 @@ class AccelCore(wiring.Component):
             for name in ("sel", "space", "addr", "lane", "data", "we", "re"):
                 m.d.comb += getattr(net, f"ld_{name}").eq(getattr(link, f"ld_{name}"))
             m.d.comb += link.ld_rdata.eq(net.ld_rdata)
-            return self._wire(m, rx, tx, link, net)
+            if self.flash_boot is None:
+                return self._wire(m, rx, tx, link, net)
+            # Boot: the flash feeds the link (its answers are dropped) until the blob is through.
+            from .flashboot import FlashBoot
+            m.submodules.boot = boot = FlashBoot(self.flash_boot)
+            m.d.comb += [self.flash_cs.eq(boot.cs), self.flash_clk.eq(boot.sck), self.flash_copi.eq(boot.copi),
+                         boot.cipo.eq(self.flash_cipo), boot.link_busy.eq(link.busy)]
+            with m.If(boot.booting):
+                m.d.comb += [link.rx_byte.valid.eq(boot.rx.valid), link.rx_byte.payload.eq(boot.rx.payload),
+                             boot.rx.ready.eq(link.rx_byte.ready), link.tx_byte.ready.eq(1)]
+            with m.Else():
+                m.d.comb += [link.rx_byte.valid.eq(rx.o.valid), link.rx_byte.payload.eq(rx.o.payload),
+                             rx.o.ready.eq(link.rx_byte.ready), tx.i.valid.eq(link.tx_byte.valid),
+                             tx.i.payload.eq(link.tx_byte.payload), link.tx_byte.ready.eq(tx.i.ready)]
+            return self._wire(m, rx, tx, link, net, streams=False)
         else:
             m.submodules.net = net = Network(self.model, self.arrays, reweightable=self.reweightable,
                                              rom_init=self.rom_init, rom_block=self.rom_block, mult=self.mult)
@@ -228,10 +252,11 @@ class AccelCore(wiring.Component):
         m.submodules.link = link = HostLink(self.identity, code_shape, net.o.payload.shape(), self.timeout)
         return self._wire(m, rx, tx, link, net)
 
-    def _wire(self, m, rx, tx, link, net):
+    def _wire(self, m, rx, tx, link, net, streams=True):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), link.mac_cycles.eq(net.mac_cycles)]
-        wiring.connect(m, rx.o, link.rx_byte)
-        wiring.connect(m, link.tx_byte, tx.i)
+        if streams:
+            wiring.connect(m, rx.o, link.rx_byte)
+            wiring.connect(m, link.tx_byte, tx.i)
         wiring.connect(m, link.net_i, net.i)
         wiring.connect(m, net.o, link.net_o)
         beat = Signal(24)

@@ -153,7 +153,8 @@ class HostLink(wiring.Component):
         if load is not None:
             members.update({"ld_sel": Out(1), "ld_space": Out(2), "ld_addr": Out(load.addr_bits),
                             "ld_lane": Out(load.lane_bits), "ld_data": Out(8), "ld_we": Out(1), "ld_re": Out(1),
-                            "ld_rdata": In(8), "loaded": Out(1, init=int(load.initial is not None))})
+                            "ld_rdata": In(8), "loaded": Out(1, init=int(load.initial is not None)),
+                            "busy": Out(1)})
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -182,6 +183,8 @@ class HostLink(wiring.Component):
         rx = self.rx_byte
         byte = rx.payload
         busy = Signal()                     # a response is being sent: incoming bytes are ignored
+        if load is not None:
+            m.d.comb += self.busy.eq(busy)
         m.d.comb += rx.ready.eq(1)
         got = rx.valid & ~busy
         crc = Signal(16, init=0xFFFF)

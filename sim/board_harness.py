@@ -3,7 +3,8 @@
 The host side of a real board is a USB-UART; here it is gateware too (:class:`lowbit.hw.serial.UARTTx`
 into the core's ``rx`` pin, :class:`~lowbit.hw.serial.UARTRx` from its ``tx`` pin), with FIFOs so that
 a testbench only moves bytes: ``h_w_*`` queues bytes to send, ``h_r_*`` takes received bytes (``h_r_data`` is valid while ``h_r_rdy``; ``h_r_en`` pops). Every
-bit still crosses the core's UART pins at the configured clocks per bit.
+bit still crosses the core's UART pins at the configured clocks per bit. A core that boots from SPI
+flash (``flash_*`` pins) gets :class:`lowbit.sim.spi_flash.SPIFlashModel` holding ``flash``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ __all__ = ["BoardHarness"]
 
 
 class BoardHarness(wiring.Component):
-    def __init__(self, core, divisor: int, depth: int = 2048):
-        self.core, self.divisor, self.depth = core, divisor, depth
+    def __init__(self, core, divisor: int, depth: int = 2048, flash: bytes = b""):
+        self.core, self.divisor, self.depth, self.flash = core, divisor, depth, flash
         super().__init__({
             "h_w_data": In(8), "h_w_en": In(1), "h_w_level": Out(range(depth + 1)),
             "h_r_data": Out(8), "h_r_rdy": Out(1), "h_r_en": In(1), "h_r_level": Out(range(depth + 1)),
@@ -41,4 +42,10 @@ class BoardHarness(wiring.Component):
                      self.h_r_data.eq(rq.r_data), self.h_r_rdy.eq(rq.r_rdy), rq.r_en.eq(self.h_r_en),
                      self.h_r_level.eq(rq.level),
                      self.leds.eq(core.leds)]
+        if "flash_cs" in core.signature.members:
+            # The board's SPI flash, holding ``flash`` at the core's boot offset (erased elsewhere).
+            from .spi_flash import SPIFlashModel
+            m.submodules.flash = flash = SPIFlashModel(self.flash, core.flash_boot)
+            m.d.comb += [flash.cs.eq(core.flash_cs), flash.sck.eq(core.flash_clk), flash.copi.eq(core.flash_copi),
+                         core.flash_cipo.eq(flash.cipo)]
         return m

@@ -81,11 +81,11 @@ class CocotbTransport:
 
 
 def _run_bench(core, build_dir, bench: str, progress=None, trace=None, extra_sources=(), build_args=(),
-               **job) -> dict:
+               flash: bytes = b"", **job) -> dict:
     build_dir = Path(build_dir).resolve()   # the simulator runs in its own working directory
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / "board.v"
-    text = verilog.convert(BoardHarness(core, core.divisor), name="board")
+    text = verilog.convert(BoardHarness(core, core.divisor, flash=flash), name="board")
     if not src.exists() or src.read_text() != text:   # an unchanged design reuses the Verilator build
         src.write_text(text)
     job_file = build_dir / f"{bench}_job.npz"
@@ -146,13 +146,15 @@ def _watch(status: Path, progress, t0: float, every: float = 2.0):
 
 def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 12.0, progress=None,
                    trace=None, extra_sources=(), build_args=(), settle_cycles: int = 3, load=None,
-                   chunk_bytes: int | None = None) -> dict:
+                   chunk_bytes: int | None = None, flash: bytes = b"") -> dict:
     """Send ``codes`` (N, input_count) through a simulated board; returns outputs, argmax, counters,
     simulated cycles and wall time. ``progress(message)`` hears how far it got; ``trace`` names a VCD
     file for the waveform (a separate Verilator build with tracing). ``extra_sources`` are Verilog files
     the core needs (a gate-level netlist and its cell models), built with ``build_args``. ``load``
     (a :class:`lowbit.sw.flow.overlay.LoadImage`) is loaded through the link first, in LOAD frames of
-    ``chunk_bytes`` (default: the board's capacity), and the result's ``load`` says what it took."""
+    ``chunk_bytes`` (default: the board's capacity), and the result's ``load`` says what it took.
+    ``flash``: the blob in the board's SPI flash (a core built with ``flash_boot``); the host waits
+    ``settle_cycles`` for the board to boot from it."""
     job = {}
     if load is not None:
         from ..sw.link import frames
@@ -161,7 +163,7 @@ def simulate_board(core, build_dir, codes, *, batch: int = 8, clk_mhz: float = 1
         job["load_commit"] = np.array([load.commit[f.name] for f in frames.COMMIT_FIELDS], dtype=np.int64)
         job["chunk_bytes"] = chunk_bytes or core.identity.capacity["chunk_bytes"]
     return _run_bench(core, build_dir, "tb_board", progress=progress, trace=trace, extra_sources=extra_sources,
-                      build_args=build_args, codes=np.asarray(codes, dtype=np.int64), batch=batch,
+                      build_args=build_args, flash=flash, codes=np.asarray(codes, dtype=np.int64), batch=batch,
                       clk_mhz=clk_mhz, settle_cycles=settle_cycles, **job)
 
 

@@ -1,7 +1,8 @@
 """One bitstream, many models, through the CLI: a loadable overlay built for iCEBreaker (weights in its
-SPRAM, so the board starts empty) runs its own model and another one — a different layer count, shapes
-and widths — each loaded through the simulated link and bit-exact with its reference; what does not fit
-is refused before anything is sent; `lowbit plan` agrees with the build."""
+SPRAM, which has no initial contents) boots its own model from the flash image the build writes, and
+runs another one — a different layer count, shapes and widths — loaded through the simulated link; both
+bit-exact with their references; what does not fit is refused before anything is sent; `lowbit plan`
+agrees with the build."""
 
 import json
 
@@ -60,12 +61,19 @@ def test_plan_agrees_with_the_build(built, cli):
     assert code == 0 and json.loads(out)["into"]["fits"]
 
 
-def test_its_own_model_is_loaded_then_bit_exact(built, cli):
-    d, _ = built
+def test_it_boots_its_own_model_from_the_flash_image_and_is_bit_exact(built, cli):
+    d, report = built
+    # flash.bin: the bitstream at 0, erased bytes, the model blob at the documented offset.
+    image, blob, bitstream = ((d / "out" / name).read_bytes() for name in ("flash.bin", "model_blob.bin", "top.bin"))
+    offset = report["flash"]["offset"]
+    assert image[:len(bitstream)] == bitstream and image[offset:] == blob and blob[:4] == b"LWBM"
+    assert set(image[len(bitstream):offset]) == {0xFF}
+    # The simulated board boots from that blob (SPI flash model behind its flash pins), nothing loaded.
     code, out, err = cli("run", str(d / "out"), "--sim", "--data", str(d / "a.npz"), "--json")
     result = json.loads(out)
     assert code == 0, err
-    assert result["n"] == 10 and result["mismatches"] == 0 and result["load"]["bytes"] > 0
+    assert result["n"] == 10 and result["mismatches"] == 0
+    assert result["booted_from_flash"] and "load" not in result
 
 
 def test_another_model_is_loaded_through_the_link_and_bit_exact(built, cli):

@@ -166,3 +166,4 @@ def test_110_load_faults_never_run_a_half_loaded_model():
 def test_550_load_faults():
     counts, by_kind = inject(550, seed=2)
     _check(counts, by_kind, 550)
+    print(counts, by_kind)

@@ -81,6 +81,8 @@ def run(args):
             extra["trace"] = str(args.trace)
         if res.get("load"):
             extra["load"] = res["load"]
+        if res.get("booted_from_flash"):
+            extra["booted_from_flash"] = True
     else:
         from ...hw.accel import architecture_hash
         from ..link.host import Device, SerialTransport

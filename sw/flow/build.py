@@ -24,7 +24,8 @@ from .fold import COST_MODELS, LayerShape, fold
 from ..ir.model import Conv2d, Dense, Model
 from ..outputs import atomic_dir
 from .overlay import overlay_report
-from .record import ARCHITECTURES, DEFAULT_BAUD, TIMEOUT_BYTES, make_core, overlay_fields
+from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH_OFFSET, TIMEOUT_BYTES, make_core,
+                     overlay_fields)
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
 __all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "plan_build", "choose_architecture",
@@ -223,7 +224,11 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
               "arrays": [list(a) for a in arrays], "clock_hz": clk_hz,
               "baud": baud, "max_batch": max_batch, "timeout_bytes": TIMEOUT_BYTES, "reweightable": reweightable,
               "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
-              "pll": pll is not None, "input_buffer": plan.input_buffer if arch == "overlay" else None}
+              "pll": pll is not None, "input_buffer": plan.input_buffer if arch == "overlay" else None,
+              "flash_boot": None}
+    if arch == "overlay" and cfg.weight_store == "spram" and _has_flash(platform):
+        # SPRAM starts empty: the board boots its model from the configuration flash, after the bitstream.
+        record["flash_boot"] = FLASH_OFFSET
     from ...hw.accel import identity_for
     from ...hw.serial import divisor_for
     try:
@@ -253,6 +258,12 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
 
     with atomic_dir(outdir) as tmp:
         model.save(tmp / "model.lbm")
+        if record["flash_boot"] is not None:
+            from .record import image_for_build
+            image = image_for_build(record, model)
+            from ...hw.accel import overlay_capacity
+            blob = image.flash_blob(overlay_capacity(cfg, record["input_buffer"])["chunk_bytes"])
+            (tmp / FLASH_BLOB).write_bytes(blob)
         (tmp / "core.v").write_text(verilog.convert(make_core(model, record, placeholder_init), name="lowbit_core"))
         (tmp / "roms").mkdir()
         if arch == "overlay":
@@ -307,10 +318,24 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         link_ips = report["link"]["inferences_per_s"]
         report["inferences_per_s"] = min(report["compute_inferences_per_s"], link_ips)
         report["bound"] = "link" if link_ips < report["compute_inferences_per_s"] else "compute"
+        if record["flash_boot"] is not None:
+            # What iceprog writes whole: the bitstream, erased bytes up to the offset, the model blob.
+            bitstream = result.bitstream.read_bytes()
+            (tmp / FLASH_IMAGE).write_bytes(bitstream + b"\xff" * (FLASH_OFFSET - len(bitstream)) + blob)
+            report["flash"] = {"image": FLASH_IMAGE, "blob": FLASH_BLOB, "offset": FLASH_OFFSET, "blob_bytes": len(blob)}
         (tmp / "build.json").write_text(json.dumps(record, indent=1))
         (tmp / "report.json").write_text(json.dumps(report, indent=1))
         (tmp / "summary.txt").write_text(summary_text(report))
     return report
+
+
+def _has_flash(platform) -> bool:
+    from amaranth.build import ResourceError
+    try:
+        platform.lookup("spi_flash_1x", 0)
+    except ResourceError:
+        return False
+    return True
 
 
 def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "lut", reweightable: bool = False, also=(),

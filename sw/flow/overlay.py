@@ -499,6 +499,22 @@ class LoadImage:
     def total_bytes(self) -> int:
         return sum(len(b) for b in self.spaces.values())
 
+    def frames(self, chunk_bytes: int) -> bytes:
+        """The LOAD frames (chunks of at most ``chunk_bytes``, whole words) and the COMMIT, as sent."""
+        from ..link import frames
+        out = bytearray()
+        for space, data in sorted(self.spaces.items()):
+            wb = self.word_bytes[space]
+            step = max(wb, chunk_bytes // wb * wb)
+            for offset in range(0, len(data), step):
+                out += frames.encode_frame(frames.LOAD, frames.pack_load(space, offset // wb, data[offset:offset + step]))
+        return bytes(out + frames.encode_frame(frames.COMMIT, frames.pack_commit(self.commit)))
+
+    def flash_blob(self, chunk_bytes: int) -> bytes:
+        """The blob a board boots from (``hw/flashboot.py``): magic, length, :meth:`frames`."""
+        from ..link import frames
+        return frames.flash_blob(self.frames(chunk_bytes))
+
 
 def load_image(model: Model, cfg: OverlayConfig, max_batch: int, input_buffer: int) -> LoadImage:
     """``model`` laid out for an overlay built with ``cfg`` and an input buffer of ``input_buffer``

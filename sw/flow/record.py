@@ -12,7 +12,7 @@ from ..ir.model import Model
 from .rom import ROM_BLOCK
 
 __all__ = ["CORE_FIELDS", "ARCHITECTURES", "make_core", "check_build_record", "load_build", "overlay_config",
-           "image_for_build",
+           "image_for_build", "FLASH_OFFSET", "FLASH_BLOB", "FLASH_IMAGE",
            "overlay_fields",
            "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH", "TIMEOUT_BYTES"]
 
@@ -24,12 +24,16 @@ MAX_BAUD = 12_000_000
 MAX_BATCH = 64
 #: Byte times of silence after which the board drops a partial frame (recorded in build.json).
 TIMEOUT_BYTES = 32
+#: Where a loadable overlay's model blob sits in the board's SPI flash (after the bitstream: 1 MiB), and
+#: the files a build with flash boot writes: the blob, and bitstream + blob as one flash image.
+FLASH_OFFSET = 0x100000
+FLASH_BLOB, FLASH_IMAGE = "model_blob.bin", "flash.bin"
 
 
 #: Fields of the build record that shape the board core; :func:`make_core` builds the core from them and
 #: from nothing else, so ``lowbit run --sim`` simulates what was built.
 CORE_FIELDS = ("arch", "overlay", "arrays", "clock_hz", "baud", "max_batch", "timeout_bytes", "reweightable",
-               "rom_block", "mult", "input_buffer")
+               "rom_block", "mult", "input_buffer", "flash_boot")
 #: The architectures a build can have: a layer engine per layer, or one array for all (hw/overlay.py).
 ARCHITECTURES = ("dataflow", "overlay")
 
@@ -47,6 +51,7 @@ def make_core(model: Model, record: dict, rom_init: dict | None = None):
         prog = compile_program(model, cfg)
         kwargs["overlay"] = (cfg, prog.descriptors, prog.weights, prog.params)
         kwargs["input_buffer"] = record.get("input_buffer")
+        kwargs["flash_boot"] = record.get("flash_boot")
     return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
                      record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
 
@@ -135,6 +140,9 @@ def check_build_record(record, where="build.json") -> dict:
     buffer = record.get("input_buffer")
     if buffer is not None and not _integer(buffer, 1, 1 << 16):
         raise LowbitError(f"{where}: field 'input_buffer' must be null or an integer from 1 to 65536", _DAMAGED)
+    flash = record.get("flash_boot")
+    if flash is not None and not (_integer(flash, 0, (1 << 24) - 1) and record["arch"] == "overlay"):
+        raise LowbitError(f"{where}: field 'flash_boot' must be null or a flash offset of an overlay build", _DAMAGED)
     if (record["arch"] == "overlay") != (record["overlay"] is not None):
         raise LowbitError(f"{where}: an overlay build needs its 'overlay' configuration, a dataflow build none",
                           _DAMAGED)

@@ -87,12 +87,20 @@ def simulate_build(build_dir, codes, *, batch: int = 8, progress=lambda m: None,
         res["rom_source"] = "netlist"
         return res
     core, source = build_core(build_dir, built, record, progress)
-    if image is None and record["arch"] == "overlay" and record["overlay"].get("weight_store") == "spram":
+    flash = {}
+    if record.get("flash_boot") is not None:
+        # The board boots from the blob the build wrote for its flash (the file iceprog writes).
+        from .record import FLASH_BLOB
+        blob = (build_dir / FLASH_BLOB).read_bytes()
+        flash = {"flash": blob, "settle_cycles": 40 * len(blob) + 20_000}
+        progress(f"booting the model from the simulated SPI flash ({FLASH_BLOB}, {len(blob)} bytes)")
+    elif image is None and record["arch"] == "overlay" and record["overlay"].get("weight_store") == "spram":
         # SPRAM starts empty: the board holds no model until one is loaded, as on the real board.
         from .record import image_for_build
         image = image_for_build(record, built)
     if image is not None:
         progress(f"loading the model through the simulated link ({image.total_bytes} bytes)")
-    res = simulate_board(core, build_dir / "sim", codes, load=image, **job)
+    res = simulate_board(core, build_dir / "sim", codes, load=image, **job, **flash)
+    res["booted_from_flash"] = bool(flash)
     res["rom_source"] = source
     return res

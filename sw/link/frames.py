@@ -62,7 +62,8 @@ __all__ = ["SYNC", "IDENTIFY", "INFER", "COUNTERS", "ERROR", "RESPONSE", "BAD_CR
            "unpack_outputs", "markdown_tables", "update_doc", "HEADER_BYTES", "OVERHEAD_BYTES", "LOAD", "COMMIT",
            "BAD_CHECKSUM", "NOT_LOADED", "BAD_ADDRESS", "SPACES", "LOAD_FIELDS", "COMMIT_FIELDS", "CAPACITY_FIELDS",
            "LOAD_HEAD_BYTES", "COMMIT_BYTES", "CAPACITY_BYTES", "crc32", "crc32_register", "EMPTY_IDENTITY",
-           "pack_capacity", "pack_load", "pack_commit", "unpack_commit", "MAX_VALUE_BYTES"]
+           "pack_capacity", "pack_load", "pack_commit", "unpack_commit", "MAX_VALUE_BYTES", "FLASH_MAGIC",
+           "FLASH_MAX_BLOB", "flash_blob"]
 
 SYNC = 0xA5
 IDENTIFY, INFER, COUNTERS, LOAD, COMMIT = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -357,6 +358,18 @@ def pack_capacity(capacity: dict | None) -> bytes:
     if capacity is None:
         capacity = {f.name: 0 for f in CAPACITY_FIELDS} | {"loaded": 1}
     return struct.pack(_CAPACITY_STRUCT, *(int(capacity[f.name]) for f in CAPACITY_FIELDS))
+
+
+#: A model blob in a board's SPI flash (``hw/flashboot.py``): this magic, a u32 length, then that many
+#: bytes of LOAD and COMMIT frames, exactly as a host sends them.
+FLASH_MAGIC = b"LWBM"
+#: Largest blob the boot reader accepts (a 1 Mbit SPRAM model and its frames fit in 256 KiB).
+FLASH_MAX_BLOB = 1 << 20
+
+
+def flash_blob(frames_bytes: bytes) -> bytes:
+    """The flash blob around the LOAD and COMMIT frames ``frames_bytes``."""
+    return FLASH_MAGIC + struct.pack("<I", len(frames_bytes)) + bytes(frames_bytes)
 
 
 def pack_load(space: int, address: int, data: bytes) -> bytes:
