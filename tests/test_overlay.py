@@ -324,3 +324,18 @@ def test_sequencer_addresses_follow_the_layout(ks, rows, cols, bits):
     assert seen["writes"] == writes * 2
     assert max(w for _, w in reads) < len(prog.weights) <= cfg.weight_depth
     assert max(params) < len(prog.params) <= cfg.param_depth
+
+
+def test_dead_channels_of_a_ptq_model_fit_the_accumulators():
+    """PTQ gives a channel whose weights are all zero a bias of 2**31; the overlay runs it as the
+    constant it is, so the 4-bit digits MLP fits 24-bit accumulators and stays bit-exact."""
+    from lowbit.sw.data.digits import digits_split, train_mlp
+    from lowbit.sw.quant.posttrain import quantize_net
+    xtr, ytr, xte, _ = digits_split()
+    model = quantize_net(train_mlp(xtr, ytr), xtr, weight_bits=4, act_bits=4)     # the demo's model
+    first = model.compute_layers()[0]
+    assert np.abs(first.bias).max() >= 1 << 30 and not np.any(first.matrix()[:, np.argmax(np.abs(first.bias))])
+    xs = model.quantize_input(xte[:2]).reshape(2, -1)
+    got, prog, _ = simulate(model, 8, 4, xs)
+    assert prog.config.acc_bits <= 24
+    assert np.array_equal(got, run(model, xs.reshape(2, *model.input_shape)).reshape(2, -1))

@@ -112,14 +112,29 @@ def _offset(in_q) -> int:
     return 0 if in_q.binary or in_q.signed else 1 << (in_q.bits - 1)
 
 
+def _dead(layer) -> np.ndarray:
+    """Channels of a requantized layer whose weights are all zero: their output is one constant (PTQ
+    gives them a bias of up to 2**31, which no accumulator of the overlay holds)."""
+    if not isinstance(layer.requant, Requant):
+        return np.zeros(layer.n, dtype=bool)
+    return ~np.any(_weight_values(layer) != 0, axis=0)
+
+
 def _folded_bias(layer, in_q) -> np.ndarray:
     """The bias the overlay adds: the input zero point folded in, and the decode offset put back:
-    ``sum_k (x - zp) w + b = sum_k (x - off) w + b + (off - zp) sum_k w``."""
+    ``sum_k (x - zp) w + b = sum_k (x - off) w + b + (off - zp) sum_k w``. A dead channel
+    (:func:`_dead`) gets ``y - zero_point`` for its constant output ``y`` instead, with multiplier 1 and
+    shift 0 (:func:`_param_records`), which gives the same ``y``."""
     w = _weight_values(layer)
     bias = np.asarray(layer.bias, dtype=np.int64)
-    if in_q.binary:
-        return bias
-    return bias + (_offset(in_q) - int(in_q.zero_point)) * w.sum(axis=0)
+    if not in_q.binary:
+        bias = bias + (_offset(in_q) - int(in_q.zero_point)) * w.sum(axis=0)
+    dead = _dead(layer)
+    if dead.any():
+        rq = layer.requant
+        constant = rq.apply(np.zeros((1, layer.n), dtype=np.int64), np.asarray(layer.bias, dtype=np.int64))[0]
+        bias = np.where(dead, constant - int(rq.zero_point), bias)
+    return bias
 
 
 def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> OverlayConfig:
@@ -327,13 +342,14 @@ def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
                           "build the overlay with wider accumulators")
     rq = layer.requant
     layout = param_layout(cfg)
+    dead = _dead(layer)
     records = []
     lo_t = -(1 << (cfg.acc_bits - 1))
     hi_t = (1 << (cfg.acc_bits - 1))
     for ch in range(n):
         if isinstance(rq, Requant):
-            mult = int(np.broadcast_to(rq.mult, (n,))[ch])
-            shift = int(np.broadcast_to(rq.shift, (n,))[ch])
+            mult = 1 if dead[ch] else int(np.broadcast_to(rq.mult, (n,))[ch])
+            shift = 0 if dead[ch] else int(np.broadcast_to(rq.shift, (n,))[ch])
             if mult >= 1 << cfg.mult_bits or mult < 0:
                 raise LowbitError(f"{where}: multiplier {mult} needs more than the overlay's {cfg.mult_bits} bits",
                                   "build the overlay for this model")
