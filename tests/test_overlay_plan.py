@@ -96,15 +96,13 @@ def test_tfc_w1a1_overlay_builds_for_icebreaker_and_the_built_board_is_bit_exact
     assert report["architecture"] == "overlay" and report["pes"] >= 64 and report["timing_met"]
     # plan agreed with the build on architecture, arrays and fit
     assert (plan["architecture"], plan["arrays"], plan["fits"]) == (report["architecture"], report["arrays"], True)
-    # another model of the same shape fits the built overlay; a wider one does not
+    # a fixed overlay (not --loadable) runs its own model only: --into says so, with what to do
+    # (tests/test_cli_load.py: a model that fits a loadable overlay, and one that does not)
     tfc_w1a1(seed=3).save(tmp_path / "other.lbm")
     code, out, err = cli("plan", str(tmp_path / "other.lbm"), "--board", "icebreaker", "--max-batch", "2",
                          "--into", str(tmp_path / "b"), "--json")
-    assert code == 0 and json.loads(out)["into"]["fits"]
-    tfc_w1a1(ks=(784, 128, 64, 64, 10)).save(tmp_path / "wide.lbm")
-    code, out, err = cli("plan", str(tmp_path / "wide.lbm"), "--board", "icebreaker", "--max-batch", "2",
-                         "--into", str(tmp_path / "b"), "--json")
-    assert code == 1 and not json.loads(out)["into"]["fits"]
+    into = json.loads(out)["into"]
+    assert code == 1 and not into["fits"] and "--loadable" in into["reason"]
     assert [layer["cycles"] for layer in report["layers"]] and all(0 < l["roofline_fraction"] <= 1 for l in report["layers"])
     x = np.random.default_rng(1).uniform(-1, 1, (16, 784)).astype(np.float32)
     np.savez(tmp_path / "x.npz", x=x)

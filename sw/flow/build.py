@@ -427,7 +427,7 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
                 image_for_build(record, model)
                 out["into"] = {"fits": True, "reason": None}
             except LowbitError as exc:
-                out["into"] = {"fits": False, "reason": exc.message}
+                out["into"] = {"fits": False, "reason": str(exc)}
     return out
 
 
