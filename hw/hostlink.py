@@ -34,46 +34,37 @@ from ..sw.link import frames
 __all__ = ["HostLink", "LoadSpec", "crc16_step", "crc32_step"]
 
 
-def _crc_matrix():
-    # CRC-16 without final XOR is linear over GF(2) in (register, byte): evaluate frames.crc16 on each
-    # basis vector to find which input bits every output bit is the XOR of.
-    taps = [[] for _ in range(16)]
-    for i in range(24):
-        reg, data = (1 << i, 0) if i < 16 else (0, 1 << (i - 16))
-        out = frames.crc16(bytes([data]), reg) ^ frames.crc16(bytes([0]), 0)
-        for o in range(16):
+def _crc_taps(register, width: int):
+    # A CRC without its final XOR is linear over GF(2) in (register, byte): evaluate the Python
+    # function ``register(data, reg)`` on each basis vector to find which input bits every output bit
+    # is the XOR of.
+    taps = [[] for _ in range(width)]
+    for i in range(width + 8):
+        reg, data = (1 << i, 0) if i < width else (0, 1 << (i - width))
+        out = register(bytes([data]), reg) ^ register(bytes([0]), 0)
+        for o in range(width):
             if out >> o & 1:
                 taps[o].append(i)
     return taps
 
 
-_CRC_TAPS = _crc_matrix()
+def _crc_step(taps, reg, byte):
+    bits = Cat(reg[:len(taps)], byte[:8])
+    return Cat(*[_xor(bits[i] for i in t) for t in taps])
+
+
+_CRC16_TAPS = _crc_taps(frames.crc16, 16)
+_CRC32_TAPS = _crc_taps(frames.crc32_register, 32)
 
 
 def crc16_step(crc, byte):
     """Amaranth expression: CRC-16/CCITT-FALSE register after one more byte (as ``frames.crc16``)."""
-    bits = Cat(crc[:16], byte[:8])
-    return Cat(*[_xor(bits[i] for i in taps) for taps in _CRC_TAPS])
-
-
-def _crc32_matrix():
-    taps = [[] for _ in range(32)]
-    for i in range(40):
-        reg, data = (1 << i, 0) if i < 32 else (0, 1 << (i - 32))
-        out = frames.crc32_register(bytes([data]), reg) ^ frames.crc32_register(bytes([0]), 0)
-        for o in range(32):
-            if out >> o & 1:
-                taps[o].append(i)
-    return taps
-
-
-_CRC32_TAPS = _crc32_matrix()
+    return _crc_step(_CRC16_TAPS, crc, byte)
 
 
 def crc32_step(reg, byte):
     """Amaranth expression: the CRC-32 register after one more byte (as ``frames.crc32_register``)."""
-    bits = Cat(reg[:32], byte[:8])
-    return Cat(*[_xor(bits[i] for i in taps) for taps in _CRC32_TAPS])
+    return _crc_step(_CRC32_TAPS, reg, byte)
 
 
 @dataclass(frozen=True)
@@ -109,6 +100,14 @@ class LoadSpec:
     def lane_bits(self) -> int:
         """Width of the byte-lane number on the load port (the widest word)."""
         return max(1, (max(self.word_bytes) - 1).bit_length())
+
+
+def _by_space(space, values, default, first: int = 0):
+    """Amaranth value: ``values[space - first]``, or ``default`` for a space outside them."""
+    out = default
+    for i, value in enumerate(values):
+        out = Mux(space == first + i, value, out)
+    return out
 
 
 def _xor(values):
@@ -305,9 +304,7 @@ class HostLink(wiring.Component):
                     if load is not None:
                         # Checks that need the whole (good) frame: a loaded model, whole inputs, a LOAD
                         # inside its space.
-                        depth = Const(0, ld_addr.shape().width)
-                        for space, d in enumerate(load.depths):
-                            depth = Mux(ld_space == space, d, depth)
+                        depth = _by_space(ld_space, load.depths, Const(0, ld_addr.shape().width))
                         in_space = (ld_space < len(load.depths)) & ~over & (ld_addr + words <= depth)
                         with m.Elif((opcode == frames.INFER) & ~self.loaded):
                             fail(frames.NOT_LOADED)
@@ -507,10 +504,7 @@ class HostLink(wiring.Component):
 
     def _word_bytes(self, space):
         """Bytes per word of load space ``space`` (an Amaranth value)."""
-        wb = Const(1, 8)
-        for sp, nbytes in enumerate(self.load.word_bytes):
-            wb = Mux(space == sp, nbytes, wb)
-        return wb
+        return _by_space(space, self.load.word_bytes, Const(1, 8))
 
     def _commit_regs(self, buffer_bytes) -> dict:
         """One register per COMMIT field, each as wide as the largest value the board can take (a
@@ -522,15 +516,6 @@ class HostLink(wiring.Component):
         regs = {name: Signal(range(top + 1), name=f"commit_{name}") for name, top in widths.items()}
         regs["checksum"] = Signal(32, name="commit_checksum")
         return regs
-
-    def _field_bytes(self, fields):
-        """(name, byte offset in the payload, size) of each field of a request table."""
-        import struct
-        offset = 0
-        for f in fields:
-            size = struct.calcsize("<" + f.fmt)
-            yield f.name, offset, size
-            offset += size
 
     def _steer(self, m, count, byte, base, size, reg, over):
         """Byte ``count - base`` of a little-endian field of ``size`` bytes into ``reg``; a set bit past
@@ -577,7 +562,7 @@ class HostLink(wiring.Component):
             head = frames.LOAD_HEAD_BYTES
             m.d.comb += [wp.addr.eq(count - head), wp.en.eq(got & (count >= head))]
             with m.If(got):
-                (_, _, _), (_, addr_at, addr_size) = self._field_bytes(frames.LOAD_FIELDS)
+                (_, _, _), (_, addr_at, addr_size) = frames.field_layout(frames.LOAD_FIELDS)
                 with m.If(count == 0):
                     m.d.sync += r["ld_space"].eq(byte)
                 self._steer(m, count, byte, addr_at, addr_size, r["ld_addr"], r["over"])
@@ -589,7 +574,7 @@ class HostLink(wiring.Component):
         with m.Elif(opcode == frames.COMMIT):
             m.d.comb += wp.en.eq(0)
             with m.If(got):
-                for name, offset, size in self._field_bytes(frames.COMMIT_FIELDS):
+                for name, offset, size in frames.field_layout(frames.COMMIT_FIELDS):
                     self._steer(m, count, byte, offset, size, r["commit"][name], r["over"])
 
     def _loader(self, m, rp, length, idx, ident_len, nbytes_v):
@@ -646,8 +631,7 @@ class HostLink(wiring.Component):
                 m.next = "SYNC"
         commit = r["commit"]
         lengths = [commit["identity_bytes"], commit["program_words"], commit["weight_words"], commit["param_words"]]
-        cur_len = Mux(x["ck_space"] == 1, lengths[1], Mux(x["ck_space"] == 2, lengths[2],
-                                                           Mux(x["ck_space"] == 3, lengths[3], lengths[0])))
+        cur_len = _by_space(x["ck_space"], lengths[1:], lengths[0], first=1)
         ck_wb = self._word_bytes(x["ck_space"])
         # The word being checked stays addressed (the memories hold their read data meanwhile).
         with m.State("CK_ISSUE"):

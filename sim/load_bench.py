@@ -71,9 +71,4 @@ async def exchange(ctx, link, frame: bytes, timeout: int = 200_000):
 def load_chunks(image, size: int) -> list[bytes]:
     """The LOAD payloads of a :class:`lowbit.sw.flow.overlay.LoadImage`, chunks of at most ``size``
     bytes (whole words), space by space."""
-    out = []
-    for space in range(4):
-        data, wb = image.spaces[space], image.word_bytes[space]
-        step = max(wb, size // wb * wb)
-        out += [frames.pack_load(space, off // wb, data[off:off + step]) for off in range(0, len(data), step)]
-    return out
+    return frames.load_payloads(image.spaces, image.word_bytes, size)

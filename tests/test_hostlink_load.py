@@ -20,10 +20,6 @@ OTHER = random_mlp((12, 6, 6, 3), 4, seed=9)
 CFG = config_for(MODEL, 4, 2, also=(OTHER,), loadable=True)
 
 
-def chunks(image, size):
-    return load_chunks(image, size)
-
-
 def simulate(script, cfg=CFG):
     dut = LoadableBoard(cfg, BUFFER, BATCH)
     log = []
@@ -63,7 +59,7 @@ def test_load_commit_then_infer_is_the_reference_and_identify_names_the_model(st
     codes = np.random.default_rng(0).integers(0, 16, (BATCH, 16))
 
     async def script(ctx, link, log):
-        for payload in chunks(image, 24):
+        for payload in load_chunks(image, 24):
             log.append(await exchange(ctx, link, frames.encode_frame(frames.LOAD, payload)))
         log.append(await exchange(ctx, link, frames.encode_frame(frames.COMMIT, frames.pack_commit(image.commit))))
         log.append(await exchange(ctx, link, frames.encode_frame(frames.IDENTIFY)))
@@ -81,7 +77,7 @@ def test_load_commit_then_infer_is_the_reference_and_identify_names_the_model(st
 
 def test_repeated_reordered_and_corrupted_chunks_still_load_the_model():
     image = load_image(OTHER, CFG, BATCH, BUFFER)
-    loads = chunks(image, 16)
+    loads = load_chunks(image, 16)
     rng = np.random.default_rng(1)
     order = list(rng.permutation(len(loads))) + list(rng.choice(len(loads), 4))     # shuffled, some twice
     codes = rng.integers(0, 16, (BATCH, 12))
@@ -105,7 +101,7 @@ def test_repeated_reordered_and_corrupted_chunks_still_load_the_model():
 
 def test_half_loaded_or_wrong_checksum_never_runs():
     image = load_image(MODEL, CFG, BATCH, BUFFER)
-    loads = chunks(image, 24)
+    loads = load_chunks(image, 24)
     wrong = {**image.commit, "checksum": image.commit["checksum"] ^ 1}
 
     async def script(ctx, link, log):

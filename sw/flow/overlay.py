@@ -518,13 +518,9 @@ class LoadImage:
     def frames(self, chunk_bytes: int) -> bytes:
         """The LOAD frames (chunks of at most ``chunk_bytes``, whole words) and the COMMIT, as sent."""
         from ..link import frames
-        out = bytearray()
-        for space, data in sorted(self.spaces.items()):
-            wb = self.word_bytes[space]
-            step = max(wb, chunk_bytes // wb * wb)
-            for offset in range(0, len(data), step):
-                out += frames.encode_frame(frames.LOAD, frames.pack_load(space, offset // wb, data[offset:offset + step]))
-        return bytes(out + frames.encode_frame(frames.COMMIT, frames.pack_commit(self.commit)))
+        loads = frames.load_payloads(self.spaces, self.word_bytes, chunk_bytes)
+        return b"".join(frames.encode_frame(frames.LOAD, payload) for payload in loads) + \
+            frames.encode_frame(frames.COMMIT, frames.pack_commit(self.commit))
 
     def flash_blob(self, chunk_bytes: int) -> bytes:
         """The blob a board boots from (``hw/flashboot.py``): magic, length, :meth:`frames`."""

@@ -63,7 +63,7 @@ __all__ = ["SYNC", "IDENTIFY", "INFER", "COUNTERS", "ERROR", "RESPONSE", "BAD_CR
            "BAD_CHECKSUM", "NOT_LOADED", "BAD_ADDRESS", "SPACES", "LOAD_FIELDS", "COMMIT_FIELDS", "CAPACITY_FIELDS",
            "LOAD_HEAD_BYTES", "COMMIT_BYTES", "CAPACITY_BYTES", "crc32", "crc32_register", "EMPTY_IDENTITY",
            "pack_capacity", "pack_load", "pack_commit", "unpack_commit", "MAX_VALUE_BYTES", "FLASH_MAGIC",
-           "FLASH_MAX_BLOB", "flash_blob"]
+           "FLASH_MAX_BLOB", "flash_blob", "field_layout", "load_payloads"]
 
 SYNC = 0xA5
 IDENTIFY, INFER, COUNTERS, LOAD, COMMIT = 0x01, 0x02, 0x03, 0x04, 0x05
@@ -94,6 +94,27 @@ PROTOCOL_VERSION = 2
 
 def _struct(fields) -> str:
     return "<" + "".join(f.fmt for f in fields)
+
+
+def _pack_fields(fields, values: dict) -> bytes:
+    """A fixed-size table's bytes from a dict keyed by its field names (integers)."""
+    return struct.pack(_struct(fields), *(int(values[f.name]) for f in fields))
+
+
+def _unpack_fields(fields, data: bytes, offset: int = 0) -> dict:
+    """A fixed-size table, read from ``data`` at ``offset``, as a dict keyed by its field names."""
+    return dict(zip((f.name for f in fields), struct.unpack_from(_struct(fields), data, offset)))
+
+
+def field_layout(fields) -> list[tuple[str, int, int]]:
+    """``(name, byte offset, bytes)`` of each field of a fixed-size table (the gateware steers request
+    bytes into registers by it)."""
+    out, offset = [], 0
+    for f in fields:
+        size = struct.calcsize("<" + f.fmt)
+        out.append((f.name, offset, size))
+        offset += size
+    return out
 
 
 #: IDENTIFY response fields, in order; then one byte L and L records of :data:`LAYER_FIELDS`.
@@ -183,9 +204,9 @@ def value_bytes(bits: int) -> int:
 
 def field_bits(fields, name: str) -> int:
     """Width in bits of field ``name`` of a fixed-size table (the gateware sizes its registers by it)."""
-    for f in fields:
-        if f.name == name:
-            return 8 * struct.calcsize("<" + f.fmt)
+    for field, _, size in field_layout(fields):
+        if field == name:
+            return 8 * size
     raise KeyError(name)
 
 
@@ -315,8 +336,7 @@ class Identity:
         values = {"magic": MAGIC, "version": PROTOCOL_VERSION}
         head = struct.pack(_IDENTIFY_STRUCT, *(values[f.name] if f.name in values else int(getattr(self, f.name))
                                                for f in IDENTIFY_FIELDS))
-        return head + bytes([len(self.layers)]) + b"".join(
-            struct.pack(_LAYER_STRUCT, *(int(layer[f.name]) for f in LAYER_FIELDS)) for layer in self.layers)
+        return head + bytes([len(self.layers)]) + b"".join(_pack_fields(LAYER_FIELDS, layer) for layer in self.layers)
 
     def pack(self) -> bytes:
         """The whole IDENTIFY response payload."""
@@ -335,13 +355,10 @@ class Identity:
         if len(payload) < head + 1 or len(payload) != head + 1 + payload[head] * per + CAPACITY_BYTES:
             raise LowbitError(f"IDENTIFY response has {len(payload)} bytes, which is not a lowbit identity",
                               "is this a lowbit bitstream?")
-        capacity = dict(zip((x.name for x in CAPACITY_FIELDS),
-                            struct.unpack(_CAPACITY_STRUCT, payload[len(payload) - CAPACITY_BYTES:])))
-        f = dict(zip((x.name for x in IDENTIFY_FIELDS), struct.unpack(_IDENTIFY_STRUCT, payload[:head])))
-        layers = tuple(dict(zip((x.name for x in LAYER_FIELDS),
-                                struct.unpack_from(_LAYER_STRUCT, payload, head + 1 + i * per)))
-                       for i in range(payload[head]))
-        if f["magic"] != MAGIC or f["version"] != PROTOCOL_VERSION:
+        capacity = _unpack_fields(CAPACITY_FIELDS, payload, len(payload) - CAPACITY_BYTES)
+        f = _unpack_fields(IDENTIFY_FIELDS, payload)
+        layers = tuple(_unpack_fields(LAYER_FIELDS, payload, head + 1 + i * per) for i in range(payload[head]))
+        if f["magic"] != MAGIC:        # (another version with lowbit's magic is named above)
             raise LowbitError(f"board speaks protocol {f['magic']!r} v{f['version']}, expected {MAGIC!r} "
                               f"v{PROTOCOL_VERSION}", "rebuild the bitstream with this lowbit")
         return cls(f["config_hash"], f["input_count"], f["output_count"], f["output_bytes"], f["input_bits"],
@@ -357,7 +374,7 @@ def pack_capacity(capacity: dict | None) -> bytes:
     """The :data:`CAPACITY_FIELDS` record; None (a dataflow build) is all zeros but ``loaded`` = 1."""
     if capacity is None:
         capacity = {f.name: 0 for f in CAPACITY_FIELDS} | {"loaded": 1}
-    return struct.pack(_CAPACITY_STRUCT, *(int(capacity[f.name]) for f in CAPACITY_FIELDS))
+    return _pack_fields(CAPACITY_FIELDS, capacity)
 
 
 #: A model blob in a board's SPI flash (``hw/flashboot.py``): this magic, a u32 length, then that many
@@ -377,18 +394,31 @@ def pack_load(space: int, address: int, data: bytes) -> bytes:
     return struct.pack(_LOAD_STRUCT, space, address) + bytes(data)
 
 
+def load_payloads(spaces: dict, word_bytes: dict, chunk_bytes: int) -> list[bytes]:
+    """The LOAD payloads of a model: each space's bytes (whole little-endian words of
+    ``word_bytes[space]``) in chunks of at most ``chunk_bytes`` whole words, space by space."""
+    out = []
+    for space, data in sorted(spaces.items()):
+        wb = word_bytes[space]
+        step = max(wb, chunk_bytes // wb * wb)
+        out += [pack_load(space, offset // wb, data[offset:offset + step]) for offset in range(0, len(data), step)]
+    return out
+
+
 def pack_commit(fields: dict) -> bytes:
     """A COMMIT request payload from a dict keyed by the names of :data:`COMMIT_FIELDS`."""
-    return struct.pack(_COMMIT_STRUCT, *(int(fields[f.name]) for f in COMMIT_FIELDS))
+    return _pack_fields(COMMIT_FIELDS, fields)
 
 
 def unpack_commit(payload: bytes) -> dict:
-    return dict(zip((f.name for f in COMMIT_FIELDS), struct.unpack(_COMMIT_STRUCT, payload)))
+    if len(payload) != COMMIT_BYTES:
+        raise LowbitError(f"COMMIT payload has {len(payload)} bytes, expected {COMMIT_BYTES}")
+    return _unpack_fields(COMMIT_FIELDS, payload)
 
 
 def pack_counters(counters: dict) -> bytes:
     """``{"cycles", "mac_cycles", "frames", "errors"}`` -> the COUNTERS response payload."""
-    return struct.pack(_COUNTERS_STRUCT, *(int(counters[f.name]) for f in COUNTERS_FIELDS))
+    return _pack_fields(COUNTERS_FIELDS, counters)
 
 
 def unpack_counters(payload: bytes) -> dict:
@@ -400,7 +430,7 @@ def unpack_counters(payload: bytes) -> dict:
     if len(payload) != COUNTERS_BYTES:
         raise LowbitError(f"COUNTERS response has {len(payload)} bytes, expected {COUNTERS_BYTES}",
                           "is this a lowbit bitstream of this version?")
-    return dict(zip((f.name for f in COUNTERS_FIELDS), struct.unpack(_COUNTERS_STRUCT, payload)))
+    return _unpack_fields(COUNTERS_FIELDS, payload)
 
 
 def pack_inputs(codes) -> bytes:

@@ -118,15 +118,11 @@ class Device:
         """
         total = sum(len(data) for data in spaces.values())
         done = 0
-        for space, data in sorted(spaces.items()):
-            wb = word_bytes[space]
-            step = max(wb, chunk_bytes // wb * wb)
-            for offset in range(0, len(data), step):
-                self._request_retrying(frames.LOAD, frames.pack_load(space, offset // wb, data[offset:offset + step]),
-                                       retries)
-                done += min(step, len(data) - offset)
-                if progress:
-                    progress(done, total)
+        for payload in frames.load_payloads(spaces, word_bytes, chunk_bytes):
+            self._request_retrying(frames.LOAD, payload, retries)
+            done += len(payload) - frames.LOAD_HEAD_BYTES
+            if progress:
+                progress(done, total)
         self._request_retrying(frames.COMMIT, frames.pack_commit(commit), retries)
         ident = self.identify()
         if not ident.loaded:
