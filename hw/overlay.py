@@ -94,6 +94,7 @@ class OverlayConfig:
     mult: str = "lut"
     loadable: bool = False
     weight_store: str = "bram"
+    conv: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
@@ -225,7 +226,37 @@ def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
         "out_step": signed(4),
         "out_binary": unsigned(1),
         "last": unsigned(1),
+        **(_conv_fields(cfg) if cfg.conv else {}),
     })
+
+
+def _conv_fields(cfg: OverlayConfig) -> dict:
+    """The descriptor fields of an overlay built with ``conv``: the geometry its address generator
+    walks (every layer is a convolution over an ``in_h x in_w`` image of ``cin`` channels per pixel,
+    ``cc_n`` activation words a pixel; a Dense layer is one ``1 x 1`` or whole-image window) and
+    the address steps the compiler derives from it, so the sequencer multiplies nothing."""
+    geo = unsigned(max(1, cfg.act_depth.bit_length()))
+    addr = signed(_addr_bits(cfg))
+    return {
+        "pool": unsigned(1),                        # a MaxPool pass: lane-wise max of the window's words
+        "cin": unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length())),   # input channels a pixel
+        "cc_n": geo,                                # activation words a pixel (input)
+        "in_h": geo, "in_w": geo, "kh": geo, "kw": geo, "oh": geo, "ow": geo,
+        "sh": geo, "sw": geo, "ph": geo, "pw": geo,
+        "step_kx": addr, "step_ky": addr,           # address step to the next kernel column / row
+        "col_adv": addr, "row_adv": addr,           # window origin step to the next output column / row
+        "origin": addr,                             # the first window's origin (negative when padded)
+        "grp_step": unsigned(1),                    # a pool's groups are its words a pixel: origin + g
+        "pad": signed(10),                          # the decoded value of a padding tap: zero point - offset
+        "outs": unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length())),  # outputs (pool: words) in all
+        "wb_n": unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length())),  # channels a written pixel
+    }
+
+
+def _addr_bits(cfg: OverlayConfig) -> int:
+    """Signed width of the address generator's registers: a window over padding starts before the bank
+    and its last taps may lie past it."""
+    return (2 * cfg.act_depth).bit_length() + 2
 
 
 def param_layout(cfg: OverlayConfig) -> data.UnionLayout:
@@ -371,6 +402,19 @@ class OverlayEngine(wiring.Component):
         wb_lane = Signal(range(max(R, 2)))
         wb_word = Signal(range(cfg.act_depth + 1))
 
+        # -- address generator (conv): window origin, kernel position, padding -------------------
+        conv = cfg.conv
+        if conv:
+            GB = max(1, cfg.act_depth.bit_length())
+            AS = signed(_addr_bits(cfg))
+            cc, kx, ky, ox, oy = (Signal(GB, name=n) for n in ("cc", "kx", "ky", "ox", "oy"))
+            iy, ix, iy0, ix0 = (Signal(AS, name=n) for n in ("iy", "ix", "iy0", "ix0"))
+            a_addr, win, row_win, grp = (Signal(AS, name=n) for n in ("a_addr", "win", "row_win", "grp"))
+            pad = Signal()
+            m.d.comb += pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w))
+            wb_ch = Signal(range(cfg.act_depth * cfg.rows + 1))
+            ld_c = Signal(range(cfg.act_depth * cfg.rows + 1))
+
         # input load
         ld_k = Signal(range(cfg.act_depth * cfg.rows + 1))
         ld_lane = Signal(range(max(R, 2)))
@@ -396,20 +440,30 @@ class OverlayEngine(wiring.Component):
                 m.d.sync += [fw.eq(0), g.eq(0), c.eq(0), sub.eq(0), done_n.eq(0),
                              wptr.eq(latched.w_base), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0),
                              wb_word.eq(0)]
+                if conv:
+                    m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), wb_ch.eq(0),
+                                 iy.eq(-latched.ph), iy0.eq(-latched.ph), ix.eq(-latched.pw), ix0.eq(-latched.pw),
+                                 a_addr.eq(latched.origin), win.eq(latched.origin), row_win.eq(latched.origin),
+                                 grp.eq(latched.origin)]
                 with m.If(layer == 0):
                     m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0), in_bank.eq(0)]
+                    if conv:
+                        m.d.sync += ld_c.eq(0)
                     m.next = "LOAD"
                 with m.Else():
                     m.next = "RUN"
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq(1)
-                closing = (ld_lane == R - 1) | (ld_k == d.k - 1)
+                # A word holds one pixel's channels (conv), or R codes of a vector.
+                closing = (ld_lane == R - 1) | ((ld_c == d.cin - 1) if conv else (ld_k == d.k - 1))
                 with m.If(self.i.valid):
                     m.d.sync += [ld_asm[r].eq(Mux(ld_lane == r, self.i.payload, ld_asm[r])) for r in range(R)]
                     m.d.comb += [act_w.addr.eq(ld_word), act_w.en.eq(closing),
                                  act_w.data.eq(Cat(*(Mux(ld_lane == r, self.i.payload, ld_asm[r])
                                                      for r in range(R))))]
                     m.d.sync += ld_k.eq(ld_k + 1)
+                    if conv:
+                        m.d.sync += ld_c.eq(Mux(ld_c == d.cin - 1, 0, ld_c + 1))
                     with m.If(closing):
                         m.d.sync += [ld_lane.eq(0), ld_word.eq(ld_word + 1)]
                     with m.Else():
@@ -424,16 +478,46 @@ class OverlayEngine(wiring.Component):
                         m.d.sync += sub.eq(0)
                         with m.If(c == d.kc - 1):
                             m.d.sync += c.eq(0)
+                            if conv:
+                                m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ix.eq(ix0), iy.eq(iy0)]
                             with m.If(g == d.groups - 1):
-                                m.next = "DRAIN"
+                                if not conv:
+                                    m.next = "DRAIN"
+                                else:
+                                    # next output position: the same weights again, the next window
+                                    m.d.sync += [g.eq(0), wptr.eq(d.w_base)]
+                                    with m.If((ox == d.ow - 1) & (oy == d.oh - 1)):
+                                        m.next = "DRAIN"
+                                    with m.Elif(ox == d.ow - 1):
+                                        nxt = row_win + d.row_adv
+                                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), ix0.eq(-d.pw), ix.eq(-d.pw),
+                                                     iy0.eq(iy0 + d.sh), iy.eq(iy0 + d.sh), row_win.eq(nxt),
+                                                     win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt)]
+                                    with m.Else():
+                                        nxt = win + d.col_adv
+                                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.sw), ix.eq(ix0 + d.sw),
+                                                     win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt)]
                             with m.Else():
                                 m.d.sync += g.eq(g + 1)
+                                if conv:
+                                    nxt = grp + d.grp_step
+                                    m.d.sync += [grp.eq(nxt), a_addr.eq(nxt)]
                         with m.Else():
                             m.d.sync += c.eq(c + 1)
+                            if conv:
+                                # the next tap: channel word, kernel column, kernel row
+                                with m.If(cc != d.cc_n - 1):
+                                    m.d.sync += [cc.eq(cc + 1), a_addr.eq(a_addr + 1)]
+                                with m.Elif(kx != d.kw - 1):
+                                    m.d.sync += [cc.eq(0), kx.eq(kx + 1), ix.eq(ix + 1),
+                                                 a_addr.eq(a_addr + d.step_kx)]
+                                with m.Else():
+                                    m.d.sync += [cc.eq(0), kx.eq(0), ix.eq(ix0), ky.eq(ky + 1), iy.eq(iy + 1),
+                                                 a_addr.eq(a_addr + d.step_ky)]
                     with m.Else():
                         m.d.sync += sub.eq(sub + 1)
             with m.State("DRAIN"):
-                with m.If(done_n == d.n):
+                with m.If(done_n == (d.outs if conv else d.n)):
                     m.d.sync += in_bank.eq(~in_bank)
                     with m.If(d.last):
                         m.d.sync += [layer.eq(0), prog_base.eq(0)]
@@ -442,16 +526,22 @@ class OverlayEngine(wiring.Component):
                     m.next = "FETCH"
 
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
-        m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + c), act_r.en.eq(advance),
-                     w_r.addr.eq(wptr), w_r.en.eq(advance)]
+        if conv:
+            m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + Mux(pad, 0, a_addr.as_unsigned())),
+                         w_r.en.eq(advance & ~d.pool)]
+        else:
+            m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + c), w_r.en.eq(advance)]
+        m.d.comb += [act_r.en.eq(advance), w_r.addr.eq(wptr)]
         with m.If(self.ld_sel):
             for space, rp in reads.items():
                 m.d.comb += [rp.addr.eq(self.ld_addr), rp.en.eq(self.ld_re & (self.ld_space == space))]
 
-        s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5}))
+        s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5, "pad": 1,
+                                       "last_cc": 1}))
         with m.If(advance):
-            m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (sub == d.ratio - 1)),
-                         s1.first.eq(c == 0), s1.last.eq(c == d.kc - 1), s1.sub.eq(sub)]
+            m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (sub == d.ratio - 1) & (~d.pool if conv else 1)),
+                         s1.first.eq(c == 0), s1.last.eq(c == d.kc - 1), s1.sub.eq(sub),
+                         s1.pad.eq(pad if conv else 0), s1.last_cc.eq((cc == d.cc_n - 1) if conv else (c == d.kc - 1))]
         asm = [Signal(P, name=f"wasm{i}") for i in range(RM)]
         with m.If(advance & s1.fetch):
             for i in range(RM):
@@ -477,7 +567,11 @@ class OverlayEngine(wiring.Component):
                 else:                       # u - 2**(bits-1): the MSB flipped (the offset is in the bias)
                     dec = (lane[:bits] ^ Const(1 << (bits - 1), bits)).as_signed()
                 value = Mux(d.act_fmt == f, dec, value)
-            live = ~s1.last | (r < d.k_last)
+            # Lanes past a pixel's channels are 0 (a ±1 weight there is not); a padding tap is the
+            # zero point, decoded.
+            live = ~s1.last_cc | (r < d.k_last)
+            if conv:
+                value = Mux(s1.pad, d.pad, value)
             m.d.comb += array.x[r].eq(Mux(live, value, 0))
             for col in range(C):
                 wv = Const(0, signed(cfg.w_bits))
@@ -535,6 +629,9 @@ class OverlayEngine(wiring.Component):
             m.d.sync += ch.eq(ch + 1)
             with m.If(j == last_j):
                 m.d.sync += [j.eq(0), rg.eq(rg + 1)]
+                if conv:                    # the position's last group: the next one starts at channel 0
+                    with m.If(rg == d.groups - 1):
+                        m.d.sync += [rg.eq(0), ch.eq(0)]
             with m.Else():
                 m.d.sync += j.eq(j + 1)
         r1_valid, r1_val = Signal(), Signal(acc_shape)
@@ -586,7 +683,11 @@ class OverlayEngine(wiring.Component):
         with m.Else():
             m.d.comb += out_ready.eq(1)
             with m.If(out_fire):
-                closing = (wb_lane == R - 1) | (done_n == d.n - 1)
+                if conv:                    # a word holds one pixel's channels
+                    closing = (wb_lane == R - 1) | (wb_ch == d.wb_n - 1)
+                    m.d.sync += wb_ch.eq(Mux(wb_ch == d.wb_n - 1, 0, wb_ch + 1))
+                else:
+                    closing = (wb_lane == R - 1) | (done_n == d.n - 1)
                 m.d.sync += [wb_asm[r].eq(Mux(wb_lane == r, code, wb_asm[r])) for r in range(R)]
                 m.d.comb += [act_w.addr.eq(Mux(in_bank, 0, cfg.act_depth) + wb_word), act_w.en.eq(closing),
                              act_w.data.eq(Cat(*(Mux(wb_lane == r, code, wb_asm[r]) for r in range(R))))]
@@ -594,6 +695,26 @@ class OverlayEngine(wiring.Component):
                     m.d.sync += [wb_lane.eq(0), wb_word.eq(wb_word + 1)]
                 with m.Else():
                     m.d.sync += wb_lane.eq(wb_lane + 1)
+        # -- MaxPool (conv): the lane-wise max of a window's words, written once the window is read ---
+        if conv:
+            pmax = Signal(R * A)
+            word_in = act_r.data
+            lanes = []
+            for r in range(R):
+                a, b = pmax[r * A:(r + 1) * A], word_in[r * A:(r + 1) * A]
+                greater = Const(0)
+                for f, (bits, is_signed, binary) in enumerate(cfg.act_formats):   # ±1: the bit, 1 = +1
+                    gt = (b[:bits].as_signed() > a[:bits].as_signed()) if is_signed and not binary else (b[:bits] > a[:bits])
+                    greater = Mux(d.act_fmt == f, gt, greater)
+                lanes.append(Mux(greater, b, a))
+            pooled = Mux(s1.first, word_in, Cat(*lanes))
+            with m.If(advance & s1.fetch & d.pool):
+                m.d.sync += pmax.eq(pooled)
+                with m.If(s1.last):
+                    m.d.comb += [act_w.addr.eq(Mux(in_bank, 0, cfg.act_depth) + wb_word), act_w.en.eq(1),
+                                 act_w.data.eq(pooled)]
+                    m.d.sync += [wb_word.eq(wb_word + 1), done_n.eq(done_n + 1)]
+
         # What a testbench watches to check the address sequences against the compiler's layout
         # (tests/test_overlay.py): memory reads issued by the front end and by the requantizer, and the
         # activation words written back.

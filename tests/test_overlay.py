@@ -18,7 +18,7 @@ from lowbit.sw.errors import LowbitError
 from lowbit.sw.flow.overlay import compile_program, config_for, inference_cycles
 from lowbit.sw.ir import arith
 from lowbit.sw.ir.intref import run
-from lowbit.sw.ir.model import Conv2d, Dense, Flatten, Model, QuantSpec, Requant, Thresholds
+from lowbit.sw.ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 
 
 def input_bits(model, codes, cfg):
@@ -235,15 +235,109 @@ def test_formats_the_overlay_was_not_built_for_are_refused():
         compile_program(model, cfg)
 
 
-def test_convolutions_are_refused_for_now():
-    rng = np.random.default_rng(0)
-    q = QuantSpec(4, False, 0, (1.0,))
-    conv = Conv2d(rng.integers(-7, 8, (3, 3, 1, 2)), np.zeros(2, dtype=np.int64), QuantSpec(4, True), q,
-                  Requant(*arith.quantize_multiplier(np.full(2, 0.1)), 0, 0, 15, True), (1, 1), (0, 0))
-    model = Model((4, 4, 1), q, [conv, Flatten(), Dense(rng.integers(-7, 8, (8, 2)), np.zeros(2, dtype=np.int64),
-                                                      QuantSpec(4, True), None, None)], "cnn").validate()
-    with pytest.raises(LowbitError, match=r"layer 0 \(conv2d\): the overlay runs Dense layers only so far"):
-        config_for(model, 4, 4)
+def test_a_dense_overlay_refuses_convolutions():
+    """An overlay built for vectors has no address generator for windows."""
+    model = random_cnn(np.random.default_rng(0), (4, 4, 1), [("conv", 2, 3, 1, 0)], QuantSpec(4, False, 0, (1.0,)))
+    cfg = config_for(mlp([16, 8, 3]), 4, 4)
+    with pytest.raises(LowbitError, match=r"layer 0 \(conv2d\): this overlay was built for Dense layers on vectors"):
+        compile_program(model, cfg)
+
+
+# -- convolutions and pooling ----------------------------------------------------------------------
+
+def random_requant(rng, n):
+    """A random requantizer for ``n`` channels and its output QuantSpec (codes, thresholds or ±1)."""
+    kind = rng.choice(["requant", "thresholds", "binary"], p=[0.6, 0.2, 0.2])
+    if kind == "binary":
+        return QuantSpec(1, True, 0, (1.0,), binary=True), Thresholds(rng.integers(-20, 20, (n, 1)), out_lo=-1,
+                                                                       out_step=2)
+    if kind == "thresholds":
+        t = np.sort(rng.integers(-60, 60, (n, int(rng.integers(1, 4)))), axis=1)
+        return QuantSpec(2, False, 0, (1.0,)), Thresholds(t, out_lo=0, out_step=1)
+    bits = int(rng.choice([1, 2, 4, 8]))
+    signed = bool(rng.random() < 0.4)
+    lo, hi = arith.int_range(bits, signed)
+    zp = int(rng.integers(lo, hi + 1))
+    mult, shift = arith.quantize_multiplier(rng.uniform(0.001, 0.2, n))
+    return QuantSpec(bits, signed, zp, (1.0,)), Requant(mult, shift, zp, lo, hi, bool(rng.random() < 0.5))
+
+
+def random_weights(rng, shape, binary):
+    if binary:
+        return QuantSpec(1, True, 0, (1.0,), binary=True), rng.choice([-1, 1], shape)
+    bits = int(rng.choice([1, 2, 4, 8]))
+    lo, hi = arith.int_range(bits, True)
+    return QuantSpec(bits, True, 0, (1.0,)), rng.integers(lo, hi + 1, shape)
+
+
+def random_cnn(rng, in_shape, plan, in_q, dense=None):
+    """Conv2d ("conv", channels, kernel, stride, padding) and MaxPool ("pool", kernel, stride) layers as
+    ``plan`` says, then Flatten and a Dense layer of ``dense`` logits (or the last Conv2d's outputs)."""
+    layers, q, shape = [], in_q, tuple(in_shape)
+    for i, spec in enumerate(plan):
+        if spec[0] == "pool":
+            layers.append(MaxPool2d((spec[1], spec[1]), (spec[2], spec[2])))
+        else:
+            _, n, k, stride, padding = spec
+            w_q, w = random_weights(rng, (k, k, shape[2], n), q.binary or rng.random() < 0.2)
+            if dense is None and i == len(plan) - 1:
+                layers.append(Conv2d(w, rng.integers(-40, 40, n), w_q, None, None, (stride, stride), (padding, padding)))
+            else:
+                out_q, rq = random_requant(rng, n)
+                layers.append(Conv2d(w, rng.integers(-40, 40, n), w_q, out_q, rq, (stride, stride), (padding, padding)))
+                q = out_q
+        shape = layers[-1].out_shape(shape)
+    if dense is not None:
+        layers.append(Flatten())
+        w_q, w = random_weights(rng, (int(np.prod(shape)), dense), q.binary)
+        layers.append(Dense(w, rng.integers(-40, 40, dense), w_q, None, None))
+    return Model(tuple(in_shape), in_q, layers, "cnn").validate()
+
+
+def conv_plans():
+    conv = st.tuples(st.just("conv"), st.integers(1, 6), st.integers(1, 3), st.integers(1, 2), st.integers(0, 1))
+    pool = st.tuples(st.just("pool"), st.integers(2, 3), st.integers(1, 2))
+    return st.lists(st.one_of(conv, conv, pool), min_size=1, max_size=3)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), rows=st.sampled_from([1, 2, 3, 4, 8]), cols=st.sampled_from([1, 2, 3, 4]),
+       plan=conv_plans(), size=st.tuples(st.integers(3, 7), st.integers(3, 7), st.integers(1, 5)),
+       dense=st.sampled_from([None, 1, 4]), loadable=st.booleans())
+def test_random_conv_stacks_are_bit_exact_under_stalls(seed, rows, cols, plan, size, dense, loadable):
+    """Conv2d (kernel 1-3, stride 1-2, padding at the zero point), MaxPool and Dense stacks, random
+    formats, channels more and fewer than the array's rows."""
+    rng = np.random.default_rng(seed)
+    in_q = random_input_q(rng)
+    if dense is None and plan[-1][0] == "pool":
+        plan = plan + [("conv", 2, 1, 1, 0)]       # the outputs come from a compute layer
+    try:
+        model = random_cnn(rng, size, plan, in_q, dense)
+    except (LowbitError, ValueError):
+        return          # a window that does not fit the image, or a combination the IR refuses
+    xs = random_codes(rng, in_q, (2, *size))
+    got, prog, ends = simulate(model, rows, cols, xs.reshape(2, -1), idle=0.3, stall=0.3, seed=seed % 1000,
+                               loadable=loadable)
+    assert np.array_equal(got, run(model, xs).reshape(2, -1))
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 2), (1, 1), (8, 4), (2, 3)])
+def test_conv_cycle_model_equals_simulation(rows, cols):
+    """A padded Conv2d, MaxPool, Flatten and Dense: the period between inferences is inference_cycles."""
+    rng = np.random.default_rng(rows * 10 + cols)
+    model = random_cnn(rng, (6, 5, 3), [("conv", 5, 3, 1, 1), ("pool", 2, 2)], QuantSpec(4, False, 3, (1.0,)), 3)
+    xs = rng.integers(0, 16, (2, 90))
+    got, prog, ends = simulate(model, rows, cols, xs)
+    assert np.array_equal(got, run(model, xs.reshape(2, 6, 5, 3)).reshape(2, -1))
+    n_out = prog.output_count
+    assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
+    assert [p.kind for p in prog.layers] == ["conv2d", "maxpool2d", "dense"]
+
+
+def test_a_model_ending_in_a_pool_is_refused():
+    model = Model((4, 4, 1), QuantSpec(4, False), [MaxPool2d((2, 2))], "pool").validate()
+    with pytest.raises(LowbitError, match=r"layer 0 \(maxpool2d\) is the model's last"):
+        config_for(model, 2, 2)
 
 
 def test_binary_weights_on_multibit_inputs():

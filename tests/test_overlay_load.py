@@ -61,7 +61,7 @@ def test_load_image_refuses_what_the_overlay_cannot_hold():
         load_image(random_mlp((16, 64, 4), 4, seed=1), cfg, BATCH, 64)
     with pytest.raises(LowbitError, match=r"the weights need \d+ words of 64 bits .* holds \d+"):
         load_image(random_mlp((16, 8, 8, 4), 4, seed=1), config_for(a, 4, 2, max_layers=3, loadable=True), BATCH, 64)
-    with pytest.raises(LowbitError, match="3 compute layers, the overlay's program holds 2"):
+    with pytest.raises(LowbitError, match="3 layers for the overlay, its program holds 2"):
         load_image(random_mlp((16, 8, 8, 4), 4, seed=1), cfg, BATCH, 64)
     with pytest.raises(LowbitError, match="input buffer holds 32 bytes"):
         load_image(random_mlp((40, 8, 4), 4, seed=1), config_for(a, 4, 2, act_depth=16, weight_depth=400, acc_bits=24, loadable=True,

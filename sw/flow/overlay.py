@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hw.overlay import BIAS_FIELD_BITS, MODES, OverlayConfig, param_layout
+from ...hw.overlay import BIAS_FIELD_BITS, MODES, OverlayConfig, descriptor_layout, param_layout
 from ...hw.spram import SPRAM_BITS, SPRAM_WORDS
 from ..errors import LowbitError
 from ..ir import arith
@@ -37,21 +37,26 @@ __all__ = ["LayerPlan", "OverlayProgram", "OverlayPlan", "config_for", "compile_
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """One compute layer on the overlay: its geometry, memory placement and the cycle figures."""
+    """One layer on the overlay (a Dense or Conv2d layer, or a MaxPool pass): its geometry, memory
+    placement and the cycle figures."""
 
     index: int           # position in model.layers
     k: int
     n: int
-    kc: int
+    kc: int              # steps per group (K-chunks; taps x words a pixel for Conv2d)
     groups: int
     ratio: int
     weight_bits: int
     w_base: int
     w_words: int
     p_base: int
-    macs: int            # multiply-accumulates of the layer (K * N)
+    macs: int            # multiply-accumulates of the layer (K * N per output position)
     cycles: int          # predicted by layer_cycles
     roof_cycles: float   # max(compute roof, weight-bandwidth roof)
+    kind: str = "dense"
+    positions: int = 1   # output positions (Conv2d, MaxPool)
+    in_words: int = 0    # activation words of its input and its output
+    out_words: int = 0
 
     @property
     def roofline_fraction(self) -> float:
@@ -64,7 +69,7 @@ class OverlayProgram:
     descriptors: list
     weights: list
     params: list
-    layers: list         # LayerPlan per compute layer
+    layers: list         # LayerPlan per layer of the program
     input_count: int
     output_count: int
 
@@ -72,26 +77,91 @@ class OverlayProgram:
         cfg = self.config
         return {"weights": {"words": len(self.weights), "depth": cfg.weight_depth, "word_bits": cfg.port_bits},
                 "params": {"records": len(self.params), "depth": cfg.param_depth, "record_bits": cfg.param_bits},
-                "activations": {"words_per_bank": max(max(p.kc, math.ceil(p.n / cfg.rows)) for p in self.layers),
+                "activations": {"words_per_bank": max(max(p.in_words, p.out_words) for p in self.layers),
                                 "depth": cfg.act_depth, "word_bits": cfg.rows * cfg.act_bits, "banks": 2},
                 "program": {"layers": len(self.descriptors), "depth": cfg.max_layers}}
 
 
-def _compute_layers(model: Model):
-    """(layer index, layer, input QuantSpec) of every compute layer; LowbitError for layers the overlay
-    does not run yet."""
+@dataclass(frozen=True)
+class _Step:
+    """One layer of the program as the address generator walks it: an ``h x w`` input of ``cin``
+    channels a pixel (a flat vector is ``1 x 1 x K``), a ``kh x kw`` window with stride and padding,
+    an ``oh x ow`` output of ``n`` channels. A Dense layer after a Conv2d or MaxPool reads the
+    pixels it flattens as one window the size of the image."""
+
+    index: int
+    layer: object
+    in_q: object
+    h: int
+    w: int
+    cin: int
+    kh: int = 1
+    kw: int = 1
+    sh: int = 1
+    sw: int = 1
+    ph: int = 0
+    pw: int = 0
+
+    @property
+    def pool(self) -> bool:
+        return isinstance(self.layer, MaxPool2d)
+
+    @property
+    def out_hw(self) -> tuple:
+        return arith.conv2d_out_shape(self.h, self.w, (self.kh, self.kw), (self.sh, self.sw), (self.ph, self.pw))
+
+    @property
+    def n(self) -> int:
+        return self.cin if self.pool else self.layer.n
+
+    @property
+    def spatial(self) -> bool:
+        return self.pool or (self.h, self.w, self.kh, self.kw) != (1, 1, 1, 1)
+
+
+def _steps(model: Model) -> list:
+    """The program's layers (:class:`_Step`): every Dense, Conv2d and MaxPool2d layer; LowbitError for
+    layers the overlay does not run."""
     out, in_q = [], model.input_q
+    shape = tuple(model.input_shape)
+    # The input is stored a pixel a word when a Conv2d or MaxPool reads it first, else as a vector.
+    first = next((layer for layer in model.layers if not isinstance(layer, Flatten)), None)
+    pixels = isinstance(first, (Conv2d, MaxPool2d)) and len(shape) == 3
+    pix_shape = shape
     for i, layer in enumerate(model.layers):
-        if isinstance(layer, Dense):
-            out.append((i, layer, in_q))
-            in_q = layer.out_q or in_q
-        elif isinstance(layer, (Conv2d, MaxPool2d)):
-            raise LowbitError(f"layer {i} ({layer.kind}): the overlay runs Dense layers only so far",
-                              "build this model with --arch dataflow")
+        if isinstance(layer, (Conv2d, MaxPool2d)):
+            h, w, cin = shape
+            if isinstance(layer, Conv2d):
+                (kh, kw), (sh, sw), (ph, pw) = layer.weight.shape[:2], layer.stride, layer.padding
+            else:
+                (kh, kw), (ph, pw) = layer.kernel, (0, 0)
+                sh, sw = layer.stride or layer.kernel
+            out.append(_Step(i, layer, in_q, h, w, cin, kh, kw, sh, sw, ph, pw))
+            pixels = True
+        elif isinstance(layer, Dense):
+            if pixels:                                 # the flattened pixels: one whole-image window
+                h, w, cin = pix_shape
+                out.append(_Step(i, layer, in_q, h, w, cin, h, w))
+            else:
+                out.append(_Step(i, layer, in_q, 1, 1, layer.k))
+            pixels = False
         elif not isinstance(layer, Flatten):
             raise LowbitError(f"layer {i} ({type(layer).__name__}) has no overlay implementation",
-                              "supported: Dense, Flatten")
+                              "supported: Dense, Conv2d, MaxPool2d, Flatten")
+        shape = layer.out_shape(shape)
+        if not isinstance(layer, Flatten):
+            pix_shape = shape
+        if isinstance(layer, (Dense, Conv2d)):
+            in_q = layer.out_q or in_q
+    if out and out[-1].pool:
+        raise LowbitError(f"layer {out[-1].index} (maxpool2d) is the model's last: the overlay sends the "
+                          "outputs of a Dense or Conv2d layer", "end the model with a Dense or Conv2d layer")
     return out
+
+
+def _compute_layers(model: Model):
+    """(layer index, layer, input QuantSpec) of every Dense and Conv2d layer."""
+    return [(s.index, s.layer, s.in_q) for s in _steps(model) if not s.pool]
 
 
 def _act_format(q):
@@ -149,11 +219,12 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
         merged["act_bits"] = max(b for b, _, _ in merged["act_formats"])
         merged["weight_bits"] = max(b for b, _ in merged["weight_formats"])
         for name in ("acc_bits", "mult_bits", "max_thresholds", "act_depth", "max_layers", "weight_depth",
-                     "param_depth"):
+                     "param_depth", "conv"):
             merged[name] = max(getattr(c, name) for c in configs)
         return OverlayConfig(**{**configs[0].__dict__, **merged, **fields})
-    layers = _compute_layers(model)
-    act_formats = sorted({_act_format(q) for _, _, q in layers})
+    steps = _steps(model)
+    layers = [(st.index, st.layer, st.in_q) for st in steps if not st.pool]
+    act_formats = sorted({_act_format(st.in_q) for st in steps})
     weight_formats = sorted({_weight_format(layer.weight_q) for _, layer, _ in layers})
     for _, layer, _ in layers:
         if not layer.weight_q.binary and not layer.weight_q.signed:
@@ -162,16 +233,15 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
     mults = [int(np.max(layer.requant.mult)) for _, layer, _ in layers if isinstance(layer.requant, Requant)]
     thresholds = [layer.requant.thresholds.shape[1] for _, layer, _ in layers
                   if isinstance(layer.requant, Thresholds)]
-    kcs = [math.ceil(layer.k / rows) for _, layer, _ in layers] + \
-          [math.ceil(layer.n / rows) for _, layer, _ in layers]
+    words = [n for st in steps for n in _act_words(st, rows)]
     base = dict(rows=rows, cols=cols, act_bits=max(b for b, _, _ in act_formats),
                 weight_bits=max(b for b, _ in weight_formats), act_formats=tuple(act_formats),
                 weight_formats=tuple(weight_formats), acc_bits=max(8, acc_bits),
                 mult_bits=max([16] + [m.bit_length() for m in mults]),
-                max_thresholds=max([0] + thresholds), act_depth=max(kcs),
-                max_layers=max(1, len(layers)))
+                max_thresholds=max([0] + thresholds), act_depth=max(words),
+                max_layers=max(1, len(steps)), conv=any(st.spatial for st in steps))
     probe = OverlayConfig(**{**base, **fields})
-    words = sum(_layer_words(probe, layer) for _, layer, _ in layers)
+    words = sum(_layer_words(probe, st) for st in steps if not st.pool)
     base.update(weight_depth=max(1, words), param_depth=max(1, sum(layer.n for _, layer, _ in layers)))
     return OverlayConfig(**{**base, **fields})
 
@@ -190,9 +260,17 @@ def _total_bits(layer, in_q) -> int:
                                  max(hi_t, int(hi.max()), int(bias.max()), 0))
 
 
-def _layer_words(cfg: OverlayConfig, layer) -> int:
-    bits = 1 if layer.weight_q.binary else layer.weight_q.bits
-    return math.ceil(layer.n / cfg.cols) * math.ceil(layer.k / cfg.rows) * cfg.ratio(bits)
+def _layer_words(cfg: OverlayConfig, st: _Step) -> int:
+    """Weight port words of a Dense or Conv2d layer: each window tap's channels in whole chunks."""
+    bits = 1 if st.layer.weight_q.binary else st.layer.weight_q.bits
+    return math.ceil(st.n / cfg.cols) * st.kh * st.kw * math.ceil(st.cin / cfg.rows) * cfg.ratio(bits)
+
+
+def _act_words(st: _Step, rows: int) -> tuple:
+    """Activation words of a step's input and of its output (a word holds one pixel's channels, or
+    ``rows`` codes of a vector)."""
+    oh, ow = st.out_hw
+    return st.h * st.w * math.ceil(st.cin / rows), oh * ow * math.ceil(st.n / rows)
 
 
 def array_latency(cfg: OverlayConfig) -> int:
@@ -201,7 +279,8 @@ def array_latency(cfg: OverlayConfig) -> int:
     return (1 if acfg.product_reg else 0) + (acfg.rows if acfg.systolic else 0)
 
 
-def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int) -> int:
+def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
+                 pool: bool = False) -> int:
     """Cycles one layer occupies the overlay (output never stalled): from its first step to its last
     output, plus :data:`LAYER_OVERHEAD` (noticing the layer is done, fetching and latching the next
     descriptor). The schedule, cycle by cycle, of :class:`~lowbit.hw.overlay.OverlayEngine`:
@@ -210,21 +289,27 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
       accumulators ``1 + array latency`` cycles after it issues and fills result slot ``g % 2``,
       stalling the array until that slot is free;
     * the requantizer takes a full slot the cycle after it fills, one channel per cycle, after the
-      previous group's channels; a channel's output leaves ``REQUANT_STAGES`` cycles after it is taken.
+      previous group's channels; a channel's output leaves ``REQUANT_STAGES`` cycles after it is taken;
+    * a Conv2d layer runs the ``groups`` of every output position in turn, as one layer of
+      ``positions * groups`` groups;
+    * a MaxPool pass reads one word a cycle and writes each window's maximum the cycle after its last
+      word arrives.
     """
+    if pool:
+        return positions * groups * kc + 1 + LAYER_OVERHEAD + fetch_cycles(cfg)
     step_cycles = kc * ratio
     to_acc = 1 + array_latency(cfg)
     slot_free = [0, 0]
     take_free = 0
     t = 0                          # cycle of the group's first step
     start = ncols = 0
-    for g in range(groups):
+    for g in range(groups * positions):
         last_step = t + step_cycles - 1
         arrive = last_step + to_acc
         filled = max(arrive, slot_free[g % 2])
         stall = filled - arrive
         start = max(filled + 1, take_free)
-        ncols = n_last if g == groups - 1 else cfg.cols
+        ncols = n_last if g % groups == groups - 1 else cfg.cols
         take_free = slot_free[g % 2] = start + ncols
         t = last_step + 1 + stall
     last_output = start + ncols - 1 + REQUANT_STAGES
@@ -255,29 +340,59 @@ def inference_cycles(program: OverlayProgram) -> int:
 def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
     """``model`` laid out in ``cfg``'s memories; LowbitError naming what does not fit, with the numbers."""
     model.validate()
-    layers = _compute_layers(model)
+    steps = _steps(model)
     R, C, P = cfg.rows, cfg.cols, cfg.port_bits
-    if len(layers) > cfg.max_layers:
-        raise LowbitError(f"the model has {len(layers)} compute layers, the overlay's program holds {cfg.max_layers}",
+    if len(steps) > cfg.max_layers:
+        raise LowbitError(f"the model has {len(steps)} layers for the overlay, its program holds {cfg.max_layers}",
                           "build an overlay with more layers")
-    descriptors, weights, params, plans = [], [], [], []
-    for li, (index, layer, in_q) in enumerate(layers):
-        where = f"layer {index} ({layer.kind} {layer.k}x{layer.n})"
-        afmt, wfmt = _act_format(in_q), _weight_format(layer.weight_q)
+    spatial = [st for st in steps if st.spatial]
+    if spatial and not cfg.conv:
+        st = spatial[0]
+        raise LowbitError(f"layer {st.index} ({st.layer.kind}): this overlay was built for Dense layers on "
+                          "vectors only (no address generator for windows)", "build the overlay for this model")
+    layout = descriptor_layout(cfg)
+    descriptors, weights, params, plans, wheres = [], [], [], [], []
+    for li, st in enumerate(steps):
+        layer, in_q = st.layer, st.in_q
+        where = f"layer {st.index} ({layer.kind}" + ("" if st.pool else f" {layer.k}x{layer.n}") + ")"
+        afmt = _act_format(in_q)
         if afmt not in cfg.act_formats:
             raise LowbitError(f"{where}: input format {afmt} (bits, signed, binary) is not one the overlay was "
                               f"built for: {list(cfg.act_formats)}", "build the overlay for this model")
+        cw = math.ceil(st.cin / R)                 # activation words a pixel
+        oh, ow = st.out_hw
+        for what, need in zip(("input", "output"), _act_words(st, R)):
+            if need > cfg.act_depth:
+                raise LowbitError(f"{where}: its {what} needs {need} activation words of {R} codes, a bank holds "
+                                  f"{cfg.act_depth}", "build the overlay with a deeper activation memory")
+        desc = {"k": st.h * st.w * st.cin, "k_last": st.cin - (cw - 1) * R, "act_fmt": cfg.act_formats.index(afmt),
+                "w_fmt": 0, "ratio": 1, "w_base": 0, "p_base": 0, "mode": 0, "zero_point": 0, "lo": 0, "hi": 0,
+                "n_thr": 0, "out_lo": 0, "out_step": 1, "out_binary": 0, "last": int(li == len(steps) - 1),
+                "n": st.n, "n_last": st.n - (math.ceil(st.n / C) - 1) * C}
+        if cfg.conv:
+            desc.update(pool=int(st.pool), cin=st.cin, in_h=st.h, in_w=st.w, kh=st.kh, kw=st.kw, oh=oh, ow=ow,
+                        sh=st.sh, sw=st.sw, ph=st.ph, pw=st.pw, col_adv=st.sw * cw, row_adv=st.sh * st.w * cw,
+                        origin=-(st.ph * st.w + st.pw) * cw, wb_n=st.n, pad=0)
+        if st.pool:
+            # groups are a pixel's words, steps the window's taps, each a word apart (cc_n = 1)
+            desc.update(kc=st.kh * st.kw, groups=cw, cc_n=1, step_kx=cw, step_ky=(st.w - st.kw + 1) * cw,
+                        grp_step=1, outs=oh * ow * cw, k_last=R)
+            cyc = layer_cycles(cfg, st.kh * st.kw, cw, 1, 0, oh * ow, pool=True)
+            plans.append(LayerPlan(st.index, st.kh * st.kw * st.cin, st.cin, st.kh * st.kw, cw, 1, 0, 0, 0, 0, 0,
+                                   cyc, oh * ow * cw * st.kh * st.kw, "maxpool2d", oh * ow,
+                                   *_act_words(st, R)))
+            descriptors.append(desc)
+            wheres.append(where)
+            continue
+        wfmt = _weight_format(layer.weight_q)
         if wfmt not in cfg.weight_formats:
             raise LowbitError(f"{where}: weight format {wfmt} (bits, binary) is not one the overlay was built "
                               f"for: {list(cfg.weight_formats)}", "build the overlay for this model")
         if not layer.weight_q.binary and not layer.weight_q.signed:
             raise LowbitError(f"{where}: the overlay needs signed (or ±1) weights", "quantize weights symmetrically")
         k, n = layer.k, layer.n
-        kc, groups = math.ceil(k / R), math.ceil(n / C)
-        for what, need in (("input", kc), ("output", math.ceil(n / R))):
-            if need > cfg.act_depth:
-                raise LowbitError(f"{where}: its {what} needs {need} activation words of {R} codes, a bank holds "
-                                  f"{cfg.act_depth}", "build the overlay with a deeper activation memory")
+        taps = st.kh * st.kw
+        kc, groups = taps * cw, math.ceil(n / C)
         total_bits = _total_bits(layer, in_q)
         if total_bits > cfg.acc_bits:
             raise LowbitError(f"{where}: acc + bias needs {total_bits} bits, the overlay's accumulators have "
@@ -286,27 +401,32 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         ratio = cfg.ratio(bits)
         w = _weight_values(layer)
         codes = (w > 0).astype(np.int64) if layer.weight_q.binary else (w & ((1 << bits) - 1))
+        # each tap's channels padded to whole words: row (tap, word, lane) of the array's K
+        padded = np.zeros((taps, cw * R, n), dtype=np.int64)
+        padded[:, :st.cin] = codes.reshape(taps, st.cin, n)
         w_base = len(weights)
-        weights += _array_words(codes, R, C, bits, kc, groups, ratio, P)
+        weights += _array_words(padded.reshape(taps * cw * R, n), R, C, bits, kc, groups, ratio, P)
         p_base = len(params)
         params += _param_records(cfg, layer, in_q, where)
         rq = layer.requant
         mode = "requant" if isinstance(rq, Requant) else "thresholds" if isinstance(rq, Thresholds) else "logits"
-        desc = {"k": k, "kc": kc, "groups": groups, "k_last": k - (kc - 1) * R, "n": n,
-                "n_last": n - (groups - 1) * C, "act_fmt": cfg.act_formats.index(afmt),
-                "w_fmt": cfg.weight_formats.index(wfmt), "ratio": ratio, "w_base": w_base, "p_base": p_base,
-                "mode": MODES[mode], "zero_point": 0, "lo": 0, "hi": 0, "n_thr": 0, "out_lo": 0, "out_step": 1,
-                "out_binary": int(layer.out_q is not None and layer.out_q.binary), "last": int(li == len(layers) - 1)}
+        desc.update(kc=kc, groups=groups, w_fmt=cfg.weight_formats.index(wfmt), ratio=ratio, w_base=w_base,
+                    p_base=p_base, mode=MODES[mode], out_binary=int(layer.out_q is not None and layer.out_q.binary))
+        if cfg.conv:
+            desc.update(cc_n=cw, step_kx=1, step_ky=(st.w - st.kw) * cw + 1, grp_step=0, outs=oh * ow * n,
+                        pad=0 if in_q.binary else int(in_q.zero_point) - _offset(in_q))
         if mode == "requant":
             desc.update(zero_point=int(rq.zero_point), lo=int(max(rq.lo, rq.zero_point) if rq.relu else rq.lo),
                         hi=int(rq.hi))
         elif mode == "thresholds":
             desc.update(n_thr=int(rq.thresholds.shape[1]), out_lo=int(rq.out_lo), out_step=int(rq.out_step))
         descriptors.append(desc)
-        roof = max(k * n / (R * C), k * n * bits / P)
-        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C)
-        plans.append(LayerPlan(index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
-                               k * n, cyc, roof))
+        wheres.append(where)
+        positions = oh * ow
+        roof = max(positions * k * n / (R * C), k * n * bits / P)
+        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions)
+        plans.append(LayerPlan(st.index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
+                               positions * k * n, cyc, roof, layer.kind, positions, *_act_words(st, R)))
     if len(weights) > cfg.weight_depth:
         raise LowbitError(f"the weights need {len(weights)} words of {P} bits ({len(weights) * P // 8} bytes), the "
                           f"overlay's weight memory holds {cfg.weight_depth} ({cfg.weight_depth * P // 8} bytes)",
@@ -314,8 +434,21 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
     if len(params) > cfg.param_depth:
         raise LowbitError(f"the parameters need {len(params)} channel records, the overlay holds {cfg.param_depth}",
                           "use fewer output channels, or build the overlay with a deeper parameter memory")
-    first = layers[0][1]
-    return OverlayProgram(cfg, descriptors, weights, params, plans, first.k, int(np.prod(model.output_shape)))
+    for desc, where in zip(descriptors, wheres):
+        _checked(layout, desc, where)
+    return OverlayProgram(cfg, descriptors, weights, params, plans, int(np.prod(model.input_shape)),
+                          int(np.prod(model.output_shape)))
+
+
+def _checked(layout, desc: dict, where: str) -> dict:
+    """``desc`` if every field fits its width in ``layout`` (else LowbitError naming the field)."""
+    for name, value in desc.items():
+        shape = layout[name].shape
+        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+        if not lo <= value <= hi:
+            raise LowbitError(f"{where}: its {name} ({value}) does not fit the overlay's {shape.width}-bit descriptor field",
+                              "build the overlay for this model")
+    return desc
 
 
 def _array_words(codes, R: int, C: int, bits: int, kc: int, groups: int, ratio: int, P: int) -> list[int]:
