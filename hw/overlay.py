@@ -48,7 +48,7 @@ from .array import MacArray, delay_line, tree_sum
 from .config import ArrayConfig
 from .spram import SinglePortRAM
 
-__all__ = ["OverlayConfig", "OverlayEngine", "descriptor_layout", "param_layout", "program_words", "MODES",
+__all__ = ["OverlayConfig", "OverlayEngine", "Sequencer", "descriptor_layout", "param_layout", "program_words", "MODES",
            "BIAS_FIELD_BITS", "THRESHOLD_BITS", "OUT_BITS", "PROGRAM_WORD_BITS", "SPACE_BITS"]
 
 #: Requantizer modes of a descriptor.
@@ -282,6 +282,98 @@ def program_words(cfg: OverlayConfig, descriptors) -> list[int]:
     return words
 
 
+class Sequencer(wiring.Component):
+    """A layer's step nest and the addresses it reads: for each output position (row ``oy``, column
+    ``ox``), each group ``g``, each step ``c`` (a kernel tap's word: kernel row ``ky``, column ``kx``,
+    word ``cc`` of the pixel; a pool's groups are the pixel's words and its steps the taps) and each of
+    the step's ``ratio`` port words ``sub``.
+
+    ``start`` (one cycle, with ``desc`` the layer's descriptor) puts it at the layer's first step; each
+    ``step`` moves it to the next port word. Outputs describe the current one: ``act_addr`` (the word
+    within the bank; 0 for a padding tap, ``pad``), ``w_addr``, ``sub``, ``first``/``last`` (the group's
+    first and last step), ``last_cc`` (the pixel's last word: lanes past its channels are 0), ``final``
+    (the layer's last port word). The window registers exist only in an overlay built with ``conv``;
+    without it a layer is one position of ``kc`` chunks read in order. ``tests/test_overlay.py`` holds
+    the sequences equal to a Python model; ``tests/test_formal_overlay.py`` proves the addresses stay
+    inside the bank and the layer's weights for every descriptor the compiler can write.
+    """
+
+    def __init__(self, config: OverlayConfig):
+        self.config = config
+        bank = max(2, config.act_depth)
+        super().__init__({
+            "desc": In(descriptor_layout(config)), "start": In(1), "step": In(1),
+            "act_addr": Out(range(bank)), "w_addr": Out(range(config.weight_depth + 1)), "sub": Out(5),
+            "pad": Out(1), "first": Out(1), "last": Out(1), "last_cc": Out(1), "final": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, d = self.config, self.desc
+        R, C = cfg.rows, cfg.cols
+        g = Signal(range(-(-cfg.act_depth * R // C) + 1))
+        c = Signal(range(cfg.act_depth + 1))
+        sub = Signal(5)
+        wptr = Signal(range(cfg.weight_depth + 1))
+        self.state = {"g": g, "c": c, "sub": sub, "wptr": wptr}
+        end_word = sub == d.ratio - 1
+        end_group = end_word & (c == d.kc - 1)
+        end_pos = end_group & (g == d.groups - 1)
+        m.d.comb += [self.w_addr.eq(wptr), self.sub.eq(sub), self.first.eq(c == 0), self.last.eq(c == d.kc - 1)]
+        with m.If(self.start):
+            m.d.sync += [g.eq(0), c.eq(0), sub.eq(0), wptr.eq(d.w_base)]
+        with m.Elif(self.step):
+            m.d.sync += [wptr.eq(wptr + 1), sub.eq(Mux(end_word, 0, sub + 1))]
+            with m.If(end_word):
+                m.d.sync += c.eq(Mux(end_group, 0, c + 1))
+            with m.If(end_group):
+                m.d.sync += g.eq(Mux(end_pos, 0, g + 1))
+        if not cfg.conv:
+            m.d.comb += [self.act_addr.eq(c), self.last_cc.eq(c == d.kc - 1), self.final.eq(end_pos)]
+            return m
+
+        # -- the window: origin, kernel position, input row and column, padding ---------------------
+        GB = max(1, cfg.act_depth.bit_length())
+        AS = signed(_addr_bits(cfg))
+        cc, kx, ky, ox, oy = (Signal(GB, name=n) for n in ("cc", "kx", "ky", "ox", "oy"))
+        iy, ix, iy0, ix0 = (Signal(AS, name=n) for n in ("iy", "ix", "iy0", "ix0"))
+        a_addr, win, row_win, grp = (Signal(AS, name=n) for n in ("a_addr", "win", "row_win", "grp"))
+        self.state.update(cc=cc, kx=kx, ky=ky, ox=ox, oy=oy, iy=iy, ix=ix, iy0=iy0, ix0=ix0, a_addr=a_addr,
+                          win=win, row_win=row_win, grp=grp)
+        last_x, last_y = ox == d.ow - 1, oy == d.oh - 1
+        m.d.comb += [self.pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)),
+                     self.act_addr.eq(Mux(self.pad, 0, a_addr.as_unsigned())),
+                     self.last_cc.eq(cc == d.cc_n - 1), self.final.eq(end_pos & last_x & last_y)]
+        with m.If(self.start):
+            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), iy.eq(-d.ph), iy0.eq(-d.ph),
+                         ix.eq(-d.pw), ix0.eq(-d.pw), a_addr.eq(d.origin), win.eq(d.origin),
+                         row_win.eq(d.origin), grp.eq(d.origin)]
+        with m.Elif(self.step & end_pos):
+            # the next output position: the same weights again, the next window
+            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), wptr.eq(d.w_base)]
+            with m.If(last_x):
+                nxt = row_win + d.row_adv
+                m.d.sync += [ox.eq(0), oy.eq(oy + 1), ix0.eq(-d.pw), ix.eq(-d.pw), iy0.eq(iy0 + d.sh),
+                             iy.eq(iy0 + d.sh), row_win.eq(nxt), win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt)]
+            with m.Else():
+                nxt = win + d.col_adv
+                m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.sw), ix.eq(ix0 + d.sw), iy.eq(iy0), win.eq(nxt),
+                             grp.eq(nxt), a_addr.eq(nxt)]
+        with m.Elif(self.step & end_group):
+            nxt = grp + d.grp_step
+            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ix.eq(ix0), iy.eq(iy0), grp.eq(nxt), a_addr.eq(nxt)]
+        with m.Elif(self.step & end_word):
+            # the next tap: word of the pixel, kernel column, kernel row
+            with m.If(cc != d.cc_n - 1):
+                m.d.sync += [cc.eq(cc + 1), a_addr.eq(a_addr + 1)]
+            with m.Elif(kx != d.kw - 1):
+                m.d.sync += [cc.eq(0), kx.eq(kx + 1), ix.eq(ix + 1), a_addr.eq(a_addr + d.step_kx)]
+            with m.Else():
+                m.d.sync += [cc.eq(0), kx.eq(0), ix.eq(ix0), ky.eq(ky + 1), iy.eq(iy + 1),
+                             a_addr.eq(a_addr + d.step_ky)]
+        return m
+
+
 class OverlayEngine(wiring.Component):
     """One array for every layer (see the module docstring).
 
@@ -385,11 +477,9 @@ class OverlayEngine(wiring.Component):
         in_bank = Signal()
         m.d.comb += [prog_r.addr.eq(prog_base + fw), prog_r.en.eq(1)]
 
-        # -- sequencer state ----------------------------------------------------------------------
-        g = Signal(range(-(-cfg.act_depth * R // C) + 1))
-        c = Signal(range(cfg.act_depth + 1))
-        sub = Signal(5)
-        wptr = Signal(range(cfg.weight_depth + 1))
+        # -- sequencer: the step nest and its addresses ----------------------------------------------
+        m.submodules.seq = seq = Sequencer(cfg)
+        m.d.comb += seq.desc.eq(d)
         advance = Signal()
         issue = Signal()                        # this cycle reads memories for the front end
         done_n = Signal(range(cfg.act_depth * cfg.rows + 1))   # outputs of this layer written back / sent
@@ -402,16 +492,8 @@ class OverlayEngine(wiring.Component):
         wb_lane = Signal(range(max(R, 2)))
         wb_word = Signal(range(cfg.act_depth + 1))
 
-        # -- address generator (conv): window origin, kernel position, padding -------------------
         conv = cfg.conv
         if conv:
-            GB = max(1, cfg.act_depth.bit_length())
-            AS = signed(_addr_bits(cfg))
-            cc, kx, ky, ox, oy = (Signal(GB, name=n) for n in ("cc", "kx", "ky", "ox", "oy"))
-            iy, ix, iy0, ix0 = (Signal(AS, name=n) for n in ("iy", "ix", "iy0", "ix0"))
-            a_addr, win, row_win, grp = (Signal(AS, name=n) for n in ("a_addr", "win", "row_win", "grp"))
-            pad = Signal()
-            m.d.comb += pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w))
             wb_ch = Signal(range(cfg.act_depth * cfg.rows + 1))
             ld_c = Signal(range(cfg.act_depth * cfg.rows + 1))
 
@@ -437,14 +519,10 @@ class OverlayEngine(wiring.Component):
                 if PW == 1:
                     m.d.sync += d.eq(prog_r.data)
                 latched = desc_shape(prog_r.data) if PW == 1 else d
-                m.d.sync += [fw.eq(0), g.eq(0), c.eq(0), sub.eq(0), done_n.eq(0),
-                             wptr.eq(latched.w_base), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0),
-                             wb_word.eq(0)]
+                m.d.comb += [seq.desc.eq(latched), seq.start.eq(1)]
+                m.d.sync += [fw.eq(0), done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0)]
                 if conv:
-                    m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), wb_ch.eq(0),
-                                 iy.eq(-latched.ph), iy0.eq(-latched.ph), ix.eq(-latched.pw), ix0.eq(-latched.pw),
-                                 a_addr.eq(latched.origin), win.eq(latched.origin), row_win.eq(latched.origin),
-                                 grp.eq(latched.origin)]
+                    m.d.sync += wb_ch.eq(0)
                 with m.If(layer == 0):
                     m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0), in_bank.eq(0)]
                     if conv:
@@ -471,51 +549,9 @@ class OverlayEngine(wiring.Component):
                     with m.If(ld_k == d.k - 1):
                         m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += issue.eq(advance)
-                with m.If(advance):
-                    m.d.sync += wptr.eq(wptr + 1)
-                    with m.If(sub == d.ratio - 1):
-                        m.d.sync += sub.eq(0)
-                        with m.If(c == d.kc - 1):
-                            m.d.sync += c.eq(0)
-                            if conv:
-                                m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ix.eq(ix0), iy.eq(iy0)]
-                            with m.If(g == d.groups - 1):
-                                if not conv:
-                                    m.next = "DRAIN"
-                                else:
-                                    # next output position: the same weights again, the next window
-                                    m.d.sync += [g.eq(0), wptr.eq(d.w_base)]
-                                    with m.If((ox == d.ow - 1) & (oy == d.oh - 1)):
-                                        m.next = "DRAIN"
-                                    with m.Elif(ox == d.ow - 1):
-                                        nxt = row_win + d.row_adv
-                                        m.d.sync += [ox.eq(0), oy.eq(oy + 1), ix0.eq(-d.pw), ix.eq(-d.pw),
-                                                     iy0.eq(iy0 + d.sh), iy.eq(iy0 + d.sh), row_win.eq(nxt),
-                                                     win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt)]
-                                    with m.Else():
-                                        nxt = win + d.col_adv
-                                        m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.sw), ix.eq(ix0 + d.sw),
-                                                     win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt)]
-                            with m.Else():
-                                m.d.sync += g.eq(g + 1)
-                                if conv:
-                                    nxt = grp + d.grp_step
-                                    m.d.sync += [grp.eq(nxt), a_addr.eq(nxt)]
-                        with m.Else():
-                            m.d.sync += c.eq(c + 1)
-                            if conv:
-                                # the next tap: channel word, kernel column, kernel row
-                                with m.If(cc != d.cc_n - 1):
-                                    m.d.sync += [cc.eq(cc + 1), a_addr.eq(a_addr + 1)]
-                                with m.Elif(kx != d.kw - 1):
-                                    m.d.sync += [cc.eq(0), kx.eq(kx + 1), ix.eq(ix + 1),
-                                                 a_addr.eq(a_addr + d.step_kx)]
-                                with m.Else():
-                                    m.d.sync += [cc.eq(0), kx.eq(0), ix.eq(ix0), ky.eq(ky + 1), iy.eq(iy + 1),
-                                                 a_addr.eq(a_addr + d.step_ky)]
-                    with m.Else():
-                        m.d.sync += sub.eq(sub + 1)
+                m.d.comb += [issue.eq(advance), seq.step.eq(advance)]
+                with m.If(advance & seq.final):
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(done_n == (d.outs if conv else d.n)):
                     m.d.sync += in_bank.eq(~in_bank)
@@ -526,12 +562,8 @@ class OverlayEngine(wiring.Component):
                     m.next = "FETCH"
 
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
-        if conv:
-            m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + Mux(pad, 0, a_addr.as_unsigned())),
-                         w_r.en.eq(advance & ~d.pool)]
-        else:
-            m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + c), w_r.en.eq(advance)]
-        m.d.comb += [act_r.en.eq(advance), w_r.addr.eq(wptr)]
+        m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + seq.act_addr), act_r.en.eq(advance),
+                     w_r.addr.eq(seq.w_addr), w_r.en.eq(advance & (~d.pool if conv else 1))]
         with m.If(self.ld_sel):
             for space, rp in reads.items():
                 m.d.comb += [rp.addr.eq(self.ld_addr), rp.en.eq(self.ld_re & (self.ld_space == space))]
@@ -539,9 +571,9 @@ class OverlayEngine(wiring.Component):
         s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5, "pad": 1,
                                        "last_cc": 1}))
         with m.If(advance):
-            m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (sub == d.ratio - 1) & (~d.pool if conv else 1)),
-                         s1.first.eq(c == 0), s1.last.eq(c == d.kc - 1), s1.sub.eq(sub),
-                         s1.pad.eq(pad if conv else 0), s1.last_cc.eq((cc == d.cc_n - 1) if conv else (c == d.kc - 1))]
+            m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (seq.sub == d.ratio - 1) & (~d.pool if conv else 1)),
+                         s1.first.eq(seq.first), s1.last.eq(seq.last), s1.sub.eq(seq.sub), s1.pad.eq(seq.pad),
+                         s1.last_cc.eq(seq.last_cc)]
         asm = [Signal(P, name=f"wasm{i}") for i in range(RM)]
         with m.If(advance & s1.fetch):
             for i in range(RM):
@@ -719,5 +751,6 @@ class OverlayEngine(wiring.Component):
         # (tests/test_overlay.py): memory reads issued by the front end and by the requantizer, and the
         # activation words written back.
         self.probes = {"issue": issue, "act_addr": act_r.addr, "w_addr": w_r.addr,
-                       "take": take, "p_addr": p_r.addr, "wb_en": act_w.en, "wb_addr": act_w.addr}
+                       "take": take, "p_addr": p_r.addr, "wb_en": act_w.en, "wb_addr": act_w.addr,
+                       "pool": d.pool if conv else Const(0)}
         return m

@@ -358,22 +358,69 @@ def test_binary_weights_on_multibit_inputs():
 
 def expected_addresses(prog):
     """The address sequences the compiler's layout implies (a Python model of the sequencer), per
-    inference: front-end reads (activation word, weight port word) in issue order; parameter records in
-    requantizer order; activation words written (the input into bank 0, then each layer's outputs)."""
+    inference: front-end reads (activation word, weight port word; None for a MaxPool, which reads no
+    weights) in issue order; parameter records in requantizer order; activation words written (the
+    input into bank 0, then each layer's outputs). A padding tap reads the bank's first word."""
     cfg = prog.config
     reads, params = [], []
-    writes = list(range(-(-prog.descriptors[0]["k"] // cfg.rows)))
-    for li, (d, plan) in enumerate(zip(prog.descriptors, prog.layers)):
+    first = prog.descriptors[0]
+    writes = list(range(first.get("in_h", 1) * first.get("in_w", 1) * -(-first.get("cin", first["k"]) // cfg.rows)))
+    for li, d in enumerate(prog.descriptors):
         bank = (li % 2) * cfg.act_depth
-        for g in range(d["groups"]):
-            for c in range(d["kc"]):
-                for s in range(d["ratio"]):
-                    reads.append((bank + c, d["w_base"] + (g * d["kc"] + c) * d["ratio"] + s))
-        params += [d["p_base"] + ch for ch in range(d["n"])]
+        h, w, cw = d.get("in_h", 1), d.get("in_w", 1), d.get("cc_n", d["kc"])
+        kh, kw, oh, ow = (d.get(f, 1) for f in ("kh", "kw", "oh", "ow"))
+        sh, sw, ph, pw = (d.get(f, v) for f, v in (("sh", 1), ("sw", 1), ("ph", 0), ("pw", 0)))
+        pool = d.get("pool", 0)
+        words = -(-d.get("cin", 1) // cfg.rows) if pool else cw
+        for oy in range(oh):
+            for ox in range(ow):
+                for g in range(d["groups"]):
+                    # a pool's groups are the pixel's words, its steps the taps; a layer's steps are
+                    # (kernel row, kernel column, word of the pixel)
+                    taps = [(ky, kx, g) for ky in range(kh) for kx in range(kw)] if pool else \
+                           [(ky, kx, c) for ky in range(kh) for kx in range(kw) for c in range(cw)]
+                    for step, (ky, kx, c) in enumerate(taps):
+                        iy, ix = oy * sh - ph + ky, ox * sw - pw + kx
+                        act = bank + ((iy * w + ix) * words + c if 0 <= iy < h and 0 <= ix < w else 0)
+                        for s in range(d["ratio"]):
+                            reads.append((act, None if pool else d["w_base"] + (g * d["kc"] + step) * d["ratio"] + s))
+                if not pool:
+                    params += [d["p_base"] + ch for ch in range(d["n"])]
         if not d["last"]:
             out_bank = cfg.act_depth - bank
-            writes += [out_bank + w for w in range(-(-d["n"] // cfg.rows))]
+            writes += [out_bank + i for i in range(oh * ow * -(-d["n"] // cfg.rows))]
     return reads, params, writes
+
+
+def watch_addresses(dut, prog, xs):
+    """The addresses the engine drives over two back-to-back inferences, stalls on the output."""
+    seen = {"reads": [], "params": [], "writes": []}
+    total = prog.output_count * len(xs)
+
+    async def feed(ctx):
+        await stream_put(ctx, dut.i, [int(v) for x in xs for v in x])
+
+    async def drain(ctx):
+        await stream_get(ctx, dut.o, total, stall=0.4, rng=random.Random(7))
+
+    async def watch(ctx):
+        p = dut.probes
+        got = 0
+        async for _, _, issue, act, w, take, pa, wb, wba, ov, ordy, pool in ctx.tick().sample(
+                p["issue"], p["act_addr"], p["w_addr"], p["take"], p["p_addr"], p["wb_en"], p["wb_addr"],
+                dut.o.valid, dut.o.ready, p["pool"]):
+            if issue:
+                seen["reads"].append((act, None if pool else w))
+            if take:
+                seen["params"].append(pa)
+            if wb:
+                seen["writes"].append(wba)
+            got += ov and ordy
+            if got == total:
+                break
+
+    run_sim(dut, feed, drain, watch)
+    return seen
 
 
 @pytest.mark.parametrize("ks,rows,cols,bits", [([20, 12, 5], 4, 2, 4), ([5, 30, 7], 4, 8, 4),
@@ -386,38 +433,36 @@ def test_sequencer_addresses_follow_the_layout(ks, rows, cols, bits):
     prog = compile_program(model, cfg)
     dut = OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params)
     xs = np.random.default_rng(2).integers(0, 1 << bits, (2, ks[0]))
-    seen = {"reads": [], "params": [], "writes": []}
-    total = prog.output_count * 2
-
-    async def feed(ctx):
-        await stream_put(ctx, dut.i, [int(v) for x in xs for v in x])
-
-    async def drain(ctx):
-        await stream_get(ctx, dut.o, total, stall=0.4, rng=random.Random(7))
-
-    async def watch(ctx):
-        p = dut.probes
-        got = 0
-        async for _, _, issue, act, w, take, pa, wb, wba, ov, ordy in ctx.tick().sample(
-                p["issue"], p["act_addr"], p["w_addr"], p["take"], p["p_addr"], p["wb_en"], p["wb_addr"],
-                dut.o.valid, dut.o.ready):
-            if issue:
-                seen["reads"].append((act, w))
-            if take:
-                seen["params"].append(pa)
-            if wb:
-                seen["writes"].append(wba)
-            got += ov and ordy
-            if got == total:
-                break
-
-    run_sim(dut, feed, drain, watch)
+    seen = watch_addresses(dut, prog, xs)
     reads, params, writes = expected_addresses(prog)
     assert seen["reads"] == reads * 2
     assert seen["params"] == params * 2
     assert seen["writes"] == writes * 2
     assert max(w for _, w in reads) < len(prog.weights) <= cfg.weight_depth
     assert max(params) < len(prog.params) <= cfg.param_depth
+
+
+@pytest.mark.parametrize("plan,size,rows,cols", [
+    ([("conv", 5, 3, 1, 1), ("pool", 2, 2)], (6, 5, 3), 2, 2),        # padded, three words a pixel
+    ([("conv", 3, 3, 2, 1), ("conv", 4, 2, 1, 0)], (7, 6, 2), 4, 2),  # stride 2, then 2x2 on 3 channels
+    ([("pool", 3, 2), ("conv", 2, 1, 1, 0)], (7, 7, 5), 2, 1),         # a pool first, 3 words a pixel
+])
+def test_window_addresses_follow_the_layout(plan, size, rows, cols):
+    """The address generator against the Python model: every window tap of every output position (padding
+    taps read nothing the array uses), pool windows a word of the pixel at a time, the weights again for
+    every position, and the pixels written back."""
+    rng = np.random.default_rng(3)
+    model = random_cnn(rng, size, plan, QuantSpec(4, False, 5, (1.0,)), 3)
+    cfg = config_for(model, rows, cols)
+    prog = compile_program(model, cfg)
+    dut = OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params)
+    xs = rng.integers(0, 16, (2, int(np.prod(size))))
+    seen = watch_addresses(dut, prog, xs)
+    reads, params, writes = expected_addresses(prog)
+    assert seen["reads"] == reads * 2
+    assert seen["params"] == params * 2
+    assert seen["writes"] == writes * 2
+    assert max(a for a, _ in reads) < 2 * cfg.act_depth
 
 
 def test_dead_channels_of_a_ptq_model_fit_the_accumulators():

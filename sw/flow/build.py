@@ -212,7 +212,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                                               reweightable=reweightable, max_batch=max_batch, also=also,
                                               loadable=loadable)
     if arch == "overlay":
-        arrays = [(plan.config.rows, plan.config.cols)] * len(plan.program.layers)
+        arrays = plan.program.arrays
         cfg = plan.config
         # The array's products stay in logic; the requantizer's multiplier goes to a DSP block on iCE40.
         requant_dsp = dev.family == "ice40" and cfg.x_bits + cfg.w_bits < DSP_MIN_PRODUCT_BITS["ice40"]
@@ -401,7 +401,7 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
                    cycles_per_inference=None)
         arch = None
     if arch == "overlay":
-        arrays = [(plan.config.rows, plan.config.cols)] * len(plan.program.layers)
+        arrays = plan.program.arrays
         cycles = plan.cycles
         out.update(overlay_report(plan, clk_hz), estimate=plan.estimate, cycles_source="cycle model")
     elif arch == "dataflow":

@@ -73,6 +73,11 @@ class OverlayProgram:
     input_count: int
     output_count: int
 
+    @property
+    def arrays(self) -> list:
+        """The array of each Dense and Conv2d layer (the identity's per-layer record): the one array."""
+        return [(self.config.rows, self.config.cols) for p in self.layers if p.kind != "maxpool2d"]
+
     def memory_map(self) -> dict:
         cfg = self.config
         return {"weights": {"words": len(self.weights), "depth": cfg.weight_depth, "word_bits": cfg.port_bits},
@@ -625,7 +630,8 @@ def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
     return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
             "loadable": cfg.loadable, "weight_store": cfg.weight_store,
             "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
-            "layers": [{"layer": p.index, "k": p.k, "n": p.n, "weight_bits": p.weight_bits, "ratio": p.ratio,
+            "layers": [{"layer": p.index, "kind": p.kind, "positions": p.positions, "k": p.k, "n": p.n,
+                        "weight_bits": p.weight_bits, "ratio": p.ratio,
                         "cycles": p.cycles, "roof_cycles": round(p.roof_cycles, 1),
                         "roofline_fraction": round(p.roofline_fraction, 4)} for p in prog.layers]}
 
@@ -674,7 +680,7 @@ def load_image(model: Model, cfg: OverlayConfig, max_batch: int, input_buffer: i
     if prog.input_count > input_buffer:
         raise LowbitError(f"the model has {prog.input_count} inputs, the overlay's input buffer holds {input_buffer} "
                           "bytes", "build the overlay for a model with as many inputs (lowbit build --also MODEL)")
-    arrays = [(cfg.rows, cfg.cols)] * len(prog.layers)
+    arrays = prog.arrays
     ident = identity_for(model, arrays, min(max_batch, input_buffer // prog.input_count))
     word_bytes = {0: 1, **{s: frames.value_bytes(cfg.word_bits(s)) for s in (1, 2, 3)}}
     words = {1: program_words(cfg, prog.descriptors), 2: prog.weights, 3: prog.params}
