@@ -306,16 +306,22 @@ class Sequencer(wiring.Component):
             "act_addr": Out(range(bank)), "w_addr": Out(range(config.weight_depth + 1)), "sub": Out(5),
             "pad": Out(1), "first": Out(1), "last": Out(1), "last_cc": Out(1), "final": Out(1),
         })
+        # The registers (a formal spec states invariants over them: sim/formal_overlay.py).
+        cfg = config
+        self.state = {"g": Signal(range(-(-cfg.act_depth * cfg.rows // cfg.cols) + 1), name="g"),
+                      "c": Signal(range(cfg.act_depth + 1), name="c"), "sub": Signal(5, name="sub"),
+                      "wptr": Signal(range(cfg.weight_depth + 1), name="wptr")}
+        if cfg.conv:
+            GB = max(1, cfg.act_depth.bit_length())
+            AS = signed(_addr_bits(cfg))
+            self.state.update({n: Signal(GB, name=n) for n in ("cc", "kx", "ky", "ox", "oy")})
+            self.state.update({n: Signal(AS, name=n) for n in ("iy", "ix", "iy0", "ix0", "a_addr", "win",
+                                                                "row_win", "grp")})
 
     def elaborate(self, platform):
         m = Module()
         cfg, d = self.config, self.desc
-        R, C = cfg.rows, cfg.cols
-        g = Signal(range(-(-cfg.act_depth * R // C) + 1))
-        c = Signal(range(cfg.act_depth + 1))
-        sub = Signal(5)
-        wptr = Signal(range(cfg.weight_depth + 1))
-        self.state = {"g": g, "c": c, "sub": sub, "wptr": wptr}
+        g, c, sub, wptr = (self.state[n] for n in ("g", "c", "sub", "wptr"))
         end_word = sub == d.ratio - 1
         end_group = end_word & (c == d.kc - 1)
         end_pos = end_group & (g == d.groups - 1)
@@ -333,13 +339,9 @@ class Sequencer(wiring.Component):
             return m
 
         # -- the window: origin, kernel position, input row and column, padding ---------------------
-        GB = max(1, cfg.act_depth.bit_length())
-        AS = signed(_addr_bits(cfg))
-        cc, kx, ky, ox, oy = (Signal(GB, name=n) for n in ("cc", "kx", "ky", "ox", "oy"))
-        iy, ix, iy0, ix0 = (Signal(AS, name=n) for n in ("iy", "ix", "iy0", "ix0"))
-        a_addr, win, row_win, grp = (Signal(AS, name=n) for n in ("a_addr", "win", "row_win", "grp"))
-        self.state.update(cc=cc, kx=kx, ky=ky, ox=ox, oy=oy, iy=iy, ix=ix, iy0=iy0, ix0=ix0, a_addr=a_addr,
-                          win=win, row_win=row_win, grp=grp)
+        cc, kx, ky, ox, oy, iy, ix, iy0, ix0, a_addr, win, row_win, grp = (
+            self.state[n] for n in ("cc", "kx", "ky", "ox", "oy", "iy", "ix", "iy0", "ix0", "a_addr", "win",
+                                    "row_win", "grp"))
         last_x, last_y = ox == d.ow - 1, oy == d.oh - 1
         m.d.comb += [self.pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)),
                      self.act_addr.eq(Mux(self.pad, 0, a_addr.as_unsigned())),

@@ -370,6 +370,10 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
             if need > cfg.act_depth:
                 raise LowbitError(f"{where}: its {what} needs {need} activation words of {R} codes, a bank holds "
                                   f"{cfg.act_depth}", "build the overlay with a deeper activation memory")
+        padded = (st.h + 2 * st.ph) * (st.w + 2 * st.pw) * cw
+        if padded > 2 * cfg.act_depth:          # what the address registers span (hw/overlay.py _addr_bits)
+            raise LowbitError(f"{where}: its padded input spans {padded} activation words, the overlay's window "
+                              f"addresses {2 * cfg.act_depth}", "use less padding, or a deeper activation memory")
         desc = {"k": st.h * st.w * st.cin, "k_last": st.cin - (cw - 1) * R, "act_fmt": cfg.act_formats.index(afmt),
                 "w_fmt": 0, "ratio": 1, "w_base": 0, "p_base": 0, "mode": 0, "zero_point": 0, "lo": 0, "hi": 0,
                 "n_thr": 0, "out_lo": 0, "out_step": 1, "out_binary": 0, "last": int(li == len(steps) - 1),
