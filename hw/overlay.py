@@ -288,8 +288,9 @@ class Sequencer(wiring.Component):
     word ``cc`` of the pixel; a pool's groups are the pixel's words and its steps the taps) and each of
     the step's ``ratio`` port words ``sub``.
 
-    ``start`` (one cycle, with ``desc`` the layer's descriptor) puts it at the layer's first step; each
-    ``step`` moves it to the next port word. Outputs describe the current one: ``act_addr`` (the word
+    ``start`` (one cycle) puts it at the first step of the layer ``init`` describes (the descriptor being
+    latched; only its base fields are read), which ``desc`` holds from the next cycle on; each ``step``
+    moves it to the next port word. Outputs describe the current one: ``act_addr`` (the word
     within the bank; 0 for a padding tap, ``pad``), ``w_addr``, ``sub``, ``first``/``last`` (the group's
     first and last step), ``last_cc`` (the pixel's last word: lanes past its channels are 0), ``final``
     (the layer's last port word). The window registers exist only in an overlay built with ``conv``;
@@ -302,7 +303,8 @@ class Sequencer(wiring.Component):
         self.config = config
         bank = max(2, config.act_depth)
         super().__init__({
-            "desc": In(descriptor_layout(config)), "start": In(1), "step": In(1),
+            "desc": In(descriptor_layout(config)), "init": In(descriptor_layout(config)), "start": In(1),
+            "step": In(1),
             "act_addr": Out(range(bank)), "w_addr": Out(range(config.weight_depth + 1)), "sub": Out(5),
             "pad": Out(1), "first": Out(1), "last": Out(1), "last_cc": Out(1), "final": Out(1),
         })
@@ -326,8 +328,9 @@ class Sequencer(wiring.Component):
         end_group = end_word & (c == d.kc - 1)
         end_pos = end_group & (g == d.groups - 1)
         m.d.comb += [self.w_addr.eq(wptr), self.sub.eq(sub), self.first.eq(c == 0), self.last.eq(c == d.kc - 1)]
+        first = self.init
         with m.If(self.start):
-            m.d.sync += [g.eq(0), c.eq(0), sub.eq(0), wptr.eq(d.w_base)]
+            m.d.sync += [g.eq(0), c.eq(0), sub.eq(0), wptr.eq(first.w_base)]
         with m.Elif(self.step):
             m.d.sync += [wptr.eq(wptr + 1), sub.eq(Mux(end_word, 0, sub + 1))]
             with m.If(end_word):
@@ -347,9 +350,9 @@ class Sequencer(wiring.Component):
                      self.act_addr.eq(Mux(self.pad, 0, a_addr.as_unsigned())),
                      self.last_cc.eq(cc == d.cc_n - 1), self.final.eq(end_pos & last_x & last_y)]
         with m.If(self.start):
-            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), iy.eq(-d.ph), iy0.eq(-d.ph),
-                         ix.eq(-d.pw), ix0.eq(-d.pw), a_addr.eq(d.origin), win.eq(d.origin),
-                         row_win.eq(d.origin), grp.eq(d.origin)]
+            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), iy.eq(-first.ph), iy0.eq(-first.ph),
+                         ix.eq(-first.pw), ix0.eq(-first.pw), a_addr.eq(first.origin), win.eq(first.origin),
+                         row_win.eq(first.origin), grp.eq(first.origin)]
         with m.Elif(self.step & end_pos):
             # the next output position: the same weights again, the next window
             m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), wptr.eq(d.w_base)]
@@ -481,7 +484,7 @@ class OverlayEngine(wiring.Component):
 
         # -- sequencer: the step nest and its addresses ----------------------------------------------
         m.submodules.seq = seq = Sequencer(cfg)
-        m.d.comb += seq.desc.eq(d)
+        m.d.comb += [seq.desc.eq(d), seq.init.eq(desc_shape(prog_r.data) if PW == 1 else d)]
         advance = Signal()
         issue = Signal()                        # this cycle reads memories for the front end
         done_n = Signal(range(cfg.act_depth * cfg.rows + 1))   # outputs of this layer written back / sent
@@ -521,7 +524,7 @@ class OverlayEngine(wiring.Component):
                 if PW == 1:
                     m.d.sync += d.eq(prog_r.data)
                 latched = desc_shape(prog_r.data) if PW == 1 else d
-                m.d.comb += [seq.desc.eq(latched), seq.start.eq(1)]
+                m.d.comb += seq.start.eq(1)
                 m.d.sync += [fw.eq(0), done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0)]
                 if conv:
                     m.d.sync += wb_ch.eq(0)

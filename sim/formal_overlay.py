@@ -85,7 +85,7 @@ class SequencerBoundsSpec(Elaboratable):
 
         # start once, then step at will until the final step
         started, done = Signal(), Signal()
-        m.d.comb += seq.start.eq(Initial())
+        m.d.comb += [seq.start.eq(Initial()), seq.init.eq(d)]
         m.d.sync += started.eq(1)
         step = AnySeq(1)
         m.d.comb += seq.step.eq(step & started & ~done)
