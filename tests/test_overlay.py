@@ -481,11 +481,13 @@ def test_dead_channels_of_a_ptq_model_fit_the_accumulators():
 
 
 def test_padding_beyond_the_address_range_is_refused():
-    """The window registers span two banks of words: a padded image larger than that is refused by name."""
+    """The window registers span two banks of words: a padded image larger than that is refused by name
+    (config_for sizes the banks for it; an overlay built for smaller images is what refuses)."""
     q = QuantSpec(4, False, 0, (1.0,))
     rng = np.random.default_rng(1)
     model = random_cnn(rng, (2, 2, 1), [("conv", 2, 5, 1, 4)], q, 2)       # 10x10 padded words of a 4-word image
-    cfg = config_for(model, 4, 4)
-    assert cfg.act_depth < 50
+    assert config_for(model, 4, 4).act_depth == 50
+    compile_program(model, config_for(model, 4, 4))
+    cfg = OverlayConfig(**{**config_for(model, 4, 4).__dict__, "act_depth": 36})      # the 6x6 output's words
     with pytest.raises(LowbitError, match=r"layer 0 \(conv2d 25x2\): its padded input spans 100 activation words"):
         compile_program(model, cfg)

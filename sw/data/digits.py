@@ -16,7 +16,7 @@ import numpy as np
 from ..ir.floatnet import FConv2d, FDense, FFlatten, FloatNet, FMaxPool2d, FReLU
 from ..quant.optim import Adam, small_blas, softmax_grad
 
-__all__ = ["DATA", "digits_split", "make_split", "train_mlp", "train_cnn", "accuracy", "mnist_5k_split",
+__all__ = ["DATA", "digits_split", "make_split", "train_mlp", "train_cnn", "accuracy", "mnist_5k_split", "mnist_cnn",
            "train_deep_mlp"]
 
 DATA = Path(__file__).resolve().parent / "digits_split.npz"
@@ -111,6 +111,17 @@ def mnist_5k_split(n_test: int = 1000):
     x = (x[order] / 255.0).reshape(-1, 28, 28, 1)
     y = y[order].astype(np.int64)
     return x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
+
+
+def mnist_cnn(c1: int = 8, c2: int = 16, seed: int = 0) -> FloatNet:
+    """The small MNIST CNN, untrained (He-initialised; :func:`lowbit.sw.quant.qat.train_qat` trains it from
+    scratch): conv 3x3 (1 -> ``c1``) - ReLU - maxpool 2 - conv 3x3 (``c1`` -> ``c2``) - ReLU - maxpool 2 -
+    dense 10, on 28x28x1 inputs."""
+    rng = np.random.default_rng(seed)
+    he = lambda fan_in, shape: rng.normal(0, np.sqrt(2 / fan_in), shape)
+    return FloatNet((28, 28, 1), [FConv2d(he(9, (3, 3, 1, c1)), np.zeros(c1)), FReLU(), FMaxPool2d((2, 2)),
+                                  FConv2d(he(9 * c1, (3, 3, c1, c2)), np.zeros(c2)), FReLU(), FMaxPool2d((2, 2)),
+                                  FFlatten(), FDense(he(25 * c2, (25 * c2, 10)), np.zeros(10))], "mnist-cnn")
 
 
 def train_deep_mlp(x, y, hidden=(64, 64, 64), epochs: int = 30, seed: int = 0, name: str = "mlp") -> FloatNet:

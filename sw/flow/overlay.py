@@ -239,6 +239,10 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
     thresholds = [layer.requant.thresholds.shape[1] for _, layer, _ in layers
                   if isinstance(layer.requant, Thresholds)]
     words = [n for st in steps for n in _act_words(st, rows)]
+    # the window registers span two banks, the geometry fields a bank (a heavily padded small image)
+    words += [-(-(st.h + 2 * st.ph) * (st.w + 2 * st.pw) * math.ceil(st.cin / rows) // 2) for st in steps]
+    words += [max(st.kh, st.kw, st.sh, st.sw, st.kh * st.kw * math.ceil(st.cin / rows)) for st in steps
+              if st.spatial]           # and a window's steps (kc)
     base = dict(rows=rows, cols=cols, act_bits=max(b for b, _, _ in act_formats),
                 weight_bits=max(b for b, _ in weight_formats), act_formats=tuple(act_formats),
                 weight_formats=tuple(weight_formats), acc_bits=max(8, acc_bits),
@@ -552,7 +556,8 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     spram = cfg.weight_store == "spram"
     blocks = {"weights": 0 if spram else rom_blocks(cfg.port_bits, cfg.weight_depth, family),
               "params": rom_blocks(cfg.param_bits, cfg.param_depth, family),
-              "program": rom_blocks(PROGRAM_WORD_BITS, cfg.program_depth, family),
+              # a fixed overlay's program is a ROM in logic (hw/overlay.py: ram_style "logic")
+              "program": rom_blocks(PROGRAM_WORD_BITS, cfg.program_depth, family) if cfg.loadable else 0,
               "activations": rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.act_depth, family),
               "link": rom_blocks(8, input_buffer or program.input_count * max_batch, family)
               + rom_blocks(cfg.out_bits, max(16, program.output_count * max_batch), family)
