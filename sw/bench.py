@@ -137,9 +137,11 @@ def synth_rows(outdir, progress=lambda m: None, only: str | None = None) -> list
     return rows
 
 
-#: Models of the overlay rows: FINN's TFC topology at 1, 2 and 4 bits, and the digits MLP's shape.
+#: Models of the overlay rows: FINN's TFC topology at 1, 2 and 4 bits, the digits MLP's shape, and the
+#: MNIST CNN's (``"cnn"``: conv 3x3 1->8, pool, conv 3x3 8->16, pool, dense 10).
 OVERLAY_MODELS = [("tfc-w1a1", (784, 64, 64, 64, 10), 1), ("tfc-w2a2", (784, 64, 64, 64, 10), 2),
-                  ("tfc-w4a4", (784, 64, 64, 64, 10), 4), ("mlp-64-32-10-w4a4", (64, 32, 10), 4)]
+                  ("tfc-w4a4", (784, 64, 64, 64, 10), 4), ("mlp-64-32-10-w4a4", (64, 32, 10), 4),
+                  ("mnist-cnn-w2a2", "cnn", 2)]
 
 
 def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) -> list[dict]:
@@ -147,11 +149,11 @@ def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) ->
     the plan depends only on shapes and widths): array, PEs, weight port, cycles per inference (the cycle
     model, equal to simulation by tests/test_overlay.py) and each layer's fraction of its roofline
     ``max(compute roof, weight-bandwidth roof)`` — or why it does not fit."""
-    from .data.synthetic import random_mlp
+    from .data.synthetic import random_cnn, random_mlp
     from .flow.overlay import plan_overlay
     rows = []
     for name, shape, bits in OVERLAY_MODELS:
-        model = random_mlp(shape, bits)
+        model = random_cnn(bits=bits) if shape == "cnn" else random_mlp(shape, bits)
         for dev_name in devices:
             progress(f"planning {name} on {dev_name}")
             head = {"name": name, "device": dev_name, "bits": bits}
@@ -163,6 +165,7 @@ def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) ->
             cfg = plan.config
             rows.append({**head, "fits": True, "array": [cfg.rows, cfg.cols], "pes": cfg.macs,
                          "port_bits": cfg.port_bits, "cycles": plan.cycles, "estimate": plan.estimate,
+                         "kinds": [p.kind for p in plan.program.layers],
                          "roofline_fraction": [round(p.roofline_fraction, 3) for p in plan.program.layers]})
     return rows
 

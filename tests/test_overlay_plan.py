@@ -111,3 +111,17 @@ def test_tfc_w1a1_overlay_builds_for_icebreaker_and_the_built_board_is_bit_exact
     assert json.loads(out)["mismatches"] == 0
     ref = run(model, model.quantize_input(x))
     assert ref.shape == (16, 10)
+
+
+def test_the_mnist_cnn_is_planned_as_an_overlay_on_the_up5k():
+    """The MNIST CNN's shape (random weights; the plan depends on shapes and widths only) on a UP5K: one
+    overlay runs its convolutions, pools and Dense layer; the bench row says so, layer by layer."""
+    from lowbit.sw.bench import overlay_rows
+    from lowbit.sw.data.synthetic import random_cnn
+    model = random_cnn(bits=2)
+    plan = plan_overlay(model, device("ice40-up5k"), max_batch=2)
+    assert [p.kind for p in plan.program.layers] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "dense"]
+    assert plan.config.conv and plan.program.arrays == [(plan.config.rows, plan.config.cols)] * 3
+    row = next(r for r in overlay_rows(devices=("ice40-up5k",)) if r["name"] == "mnist-cnn-w2a2")
+    assert row["fits"] and row["cycles"] == plan.cycles and row["kinds"][1] == "maxpool2d"
+    assert len(row["roofline_fraction"]) == 5

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import arith
-from ..ir.model import Dense, Model, QuantSpec, Requant, Thresholds
+from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, QuantSpec, Requant, Thresholds
 
-__all__ = ["random_dense_model", "random_mlp"]
+__all__ = ["random_dense_model", "random_mlp", "random_cnn"]
 
 
 def random_dense_model(k: int, n: int, bits: int = 4, seed: int = 0, requant: bool = False,
@@ -46,3 +46,23 @@ def random_mlp(shape, bits: int, seed: int = 0) -> Model:
             rq = None if last else Requant(mult, shift, 0, 0, (1 << bits) - 1, True)
         layers.append(Dense(w, rng.integers(-20, 20, n), w_q, None if last else act, rq))
     return Model((shape[0],), act, layers, f"mlp{'-'.join(map(str, shape))}").validate()
+
+
+def random_cnn(input_shape=(28, 28, 1), channels=(8, 16), classes: int = 10, bits: int = 2, seed: int = 0) -> Model:
+    """A random CNN at ``bits`` bits (``bits`` >= 2): per entry of ``channels`` a 3x3 Conv2d (ReLU,
+    requantized) and a 2x2 MaxPool, then Flatten and a Dense layer of ``classes`` integer logits — the
+    shape of the MNIST CNN (``lowbit.sw.data.digits.mnist_cnn``) by default."""
+    rng = np.random.default_rng(seed)
+    act = QuantSpec(bits, False, 0, (1.0,))
+    lo, hi = arith.int_range(bits, True)
+    w_q = QuantSpec(bits, True, 0, (1.0,))
+    layers, shape = [], tuple(input_shape)
+    for n in channels:
+        k = 9 * shape[2]
+        mult, shift = arith.quantize_multiplier(np.full(n, 0.5 / k))
+        layers += [Conv2d(rng.integers(lo, hi + 1, (3, 3, shape[2], n)), rng.integers(-20, 20, n), w_q, act,
+                          Requant(mult, shift, 0, 0, (1 << bits) - 1, True)), MaxPool2d((2, 2))]
+        shape = layers[-1].out_shape(layers[-2].out_shape(shape))
+    k = int(np.prod(shape))
+    layers += [Flatten(), Dense(rng.integers(lo, hi + 1, (k, classes)), rng.integers(-20, 20, classes), w_q, None, None)]
+    return Model(tuple(input_shape), act, layers, f"cnn{'-'.join(map(str, channels))}").validate()
