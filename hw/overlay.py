@@ -236,10 +236,11 @@ def _conv_fields(cfg: OverlayConfig) -> dict:
     ``cc_n`` activation words a pixel; a Dense layer is one ``1 x 1`` or whole-image window) and
     the address steps the compiler derives from it, so the sequencer multiplies nothing."""
     geo = unsigned(max(1, cfg.act_depth.bit_length()))
+    count = unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length()))      # up to a bank of codes
     addr = signed(_addr_bits(cfg))
     return {
         "pool": unsigned(1),                        # a MaxPool pass: lane-wise max of the window's words
-        "cin": unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length())),   # input channels a pixel
+        "cin": count,                               # input channels a pixel
         "cc_n": geo,                                # activation words a pixel (input)
         "in_h": geo, "in_w": geo, "kh": geo, "kw": geo, "oh": geo, "ow": geo,
         "sh": geo, "sw": geo, "ph": geo, "pw": geo,
@@ -248,8 +249,8 @@ def _conv_fields(cfg: OverlayConfig) -> dict:
         "origin": addr,                             # the first window's origin (negative when padded)
         "grp_step": unsigned(1),                    # a pool's groups are its words a pixel: origin + g
         "pad": signed(10),                          # the decoded value of a padding tap: zero point - offset
-        "outs": unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length())),  # outputs (pool: words) in all
-        "wb_n": unsigned(max(1, (cfg.act_depth * cfg.rows).bit_length())),  # channels a written pixel
+        "outs": count,                              # outputs (pool: words) in all
+        "wb_n": count,                              # channels a written pixel
     }
 
 
@@ -523,7 +524,6 @@ class OverlayEngine(wiring.Component):
             with m.State("LATCH"):
                 if PW == 1:
                     m.d.sync += d.eq(prog_r.data)
-                latched = desc_shape(prog_r.data) if PW == 1 else d
                 m.d.comb += seq.start.eq(1)
                 m.d.sync += [fw.eq(0), done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0)]
                 if conv:

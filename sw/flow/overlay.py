@@ -8,10 +8,11 @@ tests hold it equal to simulation.
 
 Memory images (the gateware reads them as documented in :mod:`lowbit.hw.overlay`):
 
-* weights: for each compute layer, for each group ``g`` of ``C`` output channels and each K-chunk ``c``,
-  one array word: weight ``w[c*R + r, g*C + j]`` at bit ``(r*C + j) * b`` (``b`` the layer's weight bits;
-  a ±1 weight is one bit, ``1 = +1``), positions past K or N zero, split into ``ratio`` port words, low
-  bits first;
+* weights: for each compute layer, for each group ``g`` of ``C`` output channels and each step ``c`` (a
+  K-chunk; for a window, a word of a tap's pixel: kernel row, kernel column, word, each tap's channels
+  padded to whole words), one array word: weight ``w[c*R + r, g*C + j]`` of that padded K at bit
+  ``(r*C + j) * b`` (``b`` the layer's weight bits; a ±1 weight is one bit, ``1 = +1``), positions past K
+  or N zero, split into ``ratio`` port words, low bits first;
 * parameters: one record per output channel, :func:`lowbit.hw.overlay.param_layout` (folded bias, then
   the multiplier and the shift, or the thresholds), encoded with that very layout's ``const``.
 """
@@ -123,6 +124,24 @@ class _Step:
     def spatial(self) -> bool:
         return self.pool or (self.h, self.w, self.kh, self.kw) != (1, 1, 1, 1)
 
+    def words(self, rows: int) -> int:
+        """Activation words a pixel of the input (its channels in words of ``rows`` codes)."""
+        return math.ceil(self.cin / rows)
+
+    def steps(self, rows: int) -> int:
+        """Steps a window takes: a word of each tap's pixel (a pool's groups are the pixel's words)."""
+        return self.kh * self.kw * (1 if self.pool else self.words(rows))
+
+    def act_words(self, rows: int) -> tuple:
+        """Activation words of the input and of the output (a word holds one pixel's channels, or
+        ``rows`` codes of a vector)."""
+        oh, ow = self.out_hw
+        return self.h * self.w * self.words(rows), oh * ow * math.ceil(self.n / rows)
+
+    def padded_words(self, rows: int) -> int:
+        """Activation words the padded input spans: what the window address registers must reach."""
+        return (self.h + 2 * self.ph) * (self.w + 2 * self.pw) * self.words(rows)
+
 
 def _steps(model: Model) -> list:
     """The program's layers (:class:`_Step`): every Dense, Conv2d and MaxPool2d layer; LowbitError for
@@ -162,11 +181,6 @@ def _steps(model: Model) -> list:
         raise LowbitError(f"layer {out[-1].index} (maxpool2d) is the model's last: the overlay sends the "
                           "outputs of a Dense or Conv2d layer", "end the model with a Dense or Conv2d layer")
     return out
-
-
-def _compute_layers(model: Model):
-    """(layer index, layer, input QuantSpec) of every Dense and Conv2d layer."""
-    return [(s.index, s.layer, s.in_q) for s in _steps(model) if not s.pool]
 
 
 def _act_format(q):
@@ -238,11 +252,11 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
     mults = [int(np.max(layer.requant.mult)) for _, layer, _ in layers if isinstance(layer.requant, Requant)]
     thresholds = [layer.requant.thresholds.shape[1] for _, layer, _ in layers
                   if isinstance(layer.requant, Thresholds)]
-    words = [n for st in steps for n in _act_words(st, rows)]
-    # the window registers span two banks, the geometry fields a bank (a heavily padded small image)
-    words += [-(-(st.h + 2 * st.ph) * (st.w + 2 * st.pw) * math.ceil(st.cin / rows) // 2) for st in steps]
-    words += [max(st.kh, st.kw, st.sh, st.sw, st.kh * st.kw * math.ceil(st.cin / rows)) for st in steps
-              if st.spatial]           # and a window's steps (kc)
+    words = [n for st in steps for n in st.act_words(rows)]
+    # the window registers span two banks, the geometry fields (and a window's steps) a bank: a heavily
+    # padded small image
+    words += [-(-st.padded_words(rows) // 2) for st in steps]
+    words += [max(st.kh, st.kw, st.sh, st.sw, st.steps(rows)) for st in steps if st.spatial]
     base = dict(rows=rows, cols=cols, act_bits=max(b for b, _, _ in act_formats),
                 weight_bits=max(b for b, _ in weight_formats), act_formats=tuple(act_formats),
                 weight_formats=tuple(weight_formats), acc_bits=max(8, acc_bits),
@@ -272,14 +286,7 @@ def _total_bits(layer, in_q) -> int:
 def _layer_words(cfg: OverlayConfig, st: _Step) -> int:
     """Weight port words of a Dense or Conv2d layer: each window tap's channels in whole chunks."""
     bits = 1 if st.layer.weight_q.binary else st.layer.weight_q.bits
-    return math.ceil(st.n / cfg.cols) * st.kh * st.kw * math.ceil(st.cin / cfg.rows) * cfg.ratio(bits)
-
-
-def _act_words(st: _Step, rows: int) -> tuple:
-    """Activation words of a step's input and of its output (a word holds one pixel's channels, or
-    ``rows`` codes of a vector)."""
-    oh, ow = st.out_hw
-    return st.h * st.w * math.ceil(st.cin / rows), oh * ow * math.ceil(st.n / rows)
+    return math.ceil(st.n / cfg.cols) * st.steps(cfg.rows) * cfg.ratio(bits)
 
 
 def array_latency(cfg: OverlayConfig) -> int:
@@ -368,13 +375,13 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         if afmt not in cfg.act_formats:
             raise LowbitError(f"{where}: input format {afmt} (bits, signed, binary) is not one the overlay was "
                               f"built for: {list(cfg.act_formats)}", "build the overlay for this model")
-        cw = math.ceil(st.cin / R)                 # activation words a pixel
+        cw, kc = st.words(R), st.steps(R)
         oh, ow = st.out_hw
-        for what, need in zip(("input", "output"), _act_words(st, R)):
+        for what, need in zip(("input", "output"), st.act_words(R)):
             if need > cfg.act_depth:
                 raise LowbitError(f"{where}: its {what} needs {need} activation words of {R} codes, a bank holds "
                                   f"{cfg.act_depth}", "build the overlay with a deeper activation memory")
-        padded = (st.h + 2 * st.ph) * (st.w + 2 * st.pw) * cw
+        padded = st.padded_words(R)
         if padded > 2 * cfg.act_depth:          # what the address registers span (hw/overlay.py _addr_bits)
             raise LowbitError(f"{where}: its padded input spans {padded} activation words, the overlay's window "
                               f"addresses {2 * cfg.act_depth}", "use less padding, or a deeper activation memory")
@@ -388,12 +395,11 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
                         origin=-(st.ph * st.w + st.pw) * cw, wb_n=st.n, pad=0)
         if st.pool:
             # groups are a pixel's words, steps the window's taps, each a word apart (cc_n = 1)
-            desc.update(kc=st.kh * st.kw, groups=cw, cc_n=1, step_kx=cw, step_ky=(st.w - st.kw + 1) * cw,
+            desc.update(kc=kc, groups=cw, cc_n=1, step_kx=cw, step_ky=(st.w - st.kw + 1) * cw,
                         grp_step=1, outs=oh * ow * cw, k_last=R)
-            cyc = layer_cycles(cfg, st.kh * st.kw, cw, 1, 0, oh * ow, pool=True)
-            plans.append(LayerPlan(st.index, st.kh * st.kw * st.cin, st.cin, st.kh * st.kw, cw, 1, 0, 0, 0, 0, 0,
-                                   cyc, oh * ow * cw * st.kh * st.kw, "maxpool2d", oh * ow,
-                                   *_act_words(st, R)))
+            cyc = layer_cycles(cfg, kc, cw, 1, 0, oh * ow, pool=True)
+            plans.append(LayerPlan(st.index, kc * st.cin, st.cin, kc, cw, 1, 0, 0, 0, 0, 0, cyc, oh * ow * cw * kc,
+                                   "maxpool2d", oh * ow, *st.act_words(R)))
             descriptors.append(desc)
             wheres.append(where)
             continue
@@ -405,7 +411,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
             raise LowbitError(f"{where}: the overlay needs signed (or ±1) weights", "quantize weights symmetrically")
         k, n = layer.k, layer.n
         taps = st.kh * st.kw
-        kc, groups = taps * cw, math.ceil(n / C)
+        groups = math.ceil(n / C)
         total_bits = _total_bits(layer, in_q)
         if total_bits > cfg.acc_bits:
             raise LowbitError(f"{where}: acc + bias needs {total_bits} bits, the overlay's accumulators have "
@@ -415,10 +421,10 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         w = _weight_values(layer)
         codes = (w > 0).astype(np.int64) if layer.weight_q.binary else (w & ((1 << bits) - 1))
         # each tap's channels padded to whole words: row (tap, word, lane) of the array's K
-        padded = np.zeros((taps, cw * R, n), dtype=np.int64)
-        padded[:, :st.cin] = codes.reshape(taps, st.cin, n)
+        lanes = np.zeros((taps, cw * R, n), dtype=np.int64)
+        lanes[:, :st.cin] = codes.reshape(taps, st.cin, n)
         w_base = len(weights)
-        weights += _array_words(padded.reshape(taps * cw * R, n), R, C, bits, kc, groups, ratio, P)
+        weights += _array_words(lanes.reshape(taps * cw * R, n), R, C, bits, kc, groups, ratio, P)
         p_base = len(params)
         params += _param_records(cfg, layer, in_q, where)
         rq = layer.requant
@@ -439,7 +445,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         roof = max(positions * k * n / (R * C), k * n * bits / P)
         cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions)
         plans.append(LayerPlan(st.index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
-                               positions * k * n, cyc, roof, layer.kind, positions, *_act_words(st, R)))
+                               positions * k * n, cyc, roof, layer.kind, positions, *st.act_words(R)))
     if len(weights) > cfg.weight_depth:
         raise LowbitError(f"the weights need {len(weights)} words of {P} bits ({len(weights) * P // 8} bytes), the "
                           f"overlay's weight memory holds {cfg.weight_depth} ({cfg.weight_depth * P // 8} bytes)",
@@ -453,15 +459,14 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
                           int(np.prod(model.output_shape)))
 
 
-def _checked(layout, desc: dict, where: str) -> dict:
-    """``desc`` if every field fits its width in ``layout`` (else LowbitError naming the field)."""
+def _checked(layout, desc: dict, where: str) -> None:
+    """LowbitError naming the first field of ``desc`` that does not fit its width in ``layout``."""
     for name, value in desc.items():
         shape = layout[name].shape
-        lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (0, (1 << shape.width) - 1)
+        lo, hi = arith.int_range(shape.width, shape.signed)
         if not lo <= value <= hi:
             raise LowbitError(f"{where}: its {name} ({value}) does not fit the overlay's {shape.width}-bit descriptor field",
                               "build the overlay for this model")
-    return desc
 
 
 def _array_words(codes, R: int, C: int, bits: int, kc: int, groups: int, ratio: int, P: int) -> list[int]:
