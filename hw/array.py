@@ -20,7 +20,7 @@ Products (:func:`product`): XNOR for ±1 x ±1, a conditional negate for ±1 wei
 (``weight_binary``), select/negate/shift for 1- and 2-bit weights in logic,
 shift-and-add up to :data:`SHIFT_ADD_MAX_BITS` in logic, ``*`` otherwise (Yosys maps it to LUTs or, with
 ``mult="dsp"``, to SB_MAC16 / MULT18X18D); with ``dsp_pack`` two neighbouring columns share one
-multiplier.
+multiplier, with ``dsp_pairs`` only that many pairs (the rest as ``mult`` says).
 """
 
 from __future__ import annotations
@@ -214,18 +214,18 @@ class MacArray(wiring.Component):
         cfg = self.config
         C = cfg.cols
         x, wrow = self.x[r], self.w[r]
-        if not cfg.dsp_pack:
-            return [product(cfg, x, wrow[j]) for j in range(C)]
+        pairs = C // 2 if cfg.dsp_pack else min(C // 2, max(0, cfg.dsp_pairs - r * (C // 2)))
         S = cfg.product_bits
         out = []
-        for j in range(0, C - 1, 2):
+        for j in range(0, 2 * pairs, 2):
             packed = Signal(signed(S + cfg.product_bits + 1), name=f"pk{r}_{j}")
             m.d.comb += packed.eq(x * (wrow[j] + (wrow[j + 1] << S)))
+            # lo: the low S bits, signed; hi = (packed - lo) >> S, i.e. the high bits plus lo's borrow
             lo = packed[:S].as_signed()
-            out += [lo, (packed - lo) >> S]
-        if C % 2:
-            out.append(x * wrow[C - 1])
-        return out
+            out += [lo, (packed[S:].as_signed() + packed[S - 1])[:cfg.product_bits].as_signed()]
+        if cfg.dsp_pack:
+            return out + ([x * wrow[C - 1]] if C % 2 else [])
+        return out + [product(cfg, x, wrow[j]) for j in range(2 * pairs, C)]
 
     def _grid(self, m):
         cfg = self.config

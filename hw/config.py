@@ -63,6 +63,12 @@ class ArrayConfig:
         split the result (``lo = low S bits, signed``; ``hi = (p - lo) >> S``), so a DSP serves two
         narrow products where the widths fit (SB_MAC16 16x16: ``A <= 16`` and ``W + S <= 16``, e.g.
         4-bit x 4-bit). Adder-tree reduction only.
+    dsp_pairs : int
+        With the adder tree: the first ``dsp_pairs`` pairs of neighbouring columns (row 0's pairs
+        ``(0, 1), (2, 3), ...`` first, then row 1's, ...) are computed as ``dsp_pack`` computes every pair,
+        one packed multiply each, which synthesis with DSP mapping (``synth_ice40 -dsp``) puts in a DSP
+        block; the other products are written as ``mult`` says. So a UP5K array of 4-bit LUT products can
+        use the SB_MAC16 blocks the requantizer leaves (``dsp_pack`` is every pair).
     systolic : bool
         Reduce each column with a registered partial-sum chain instead of an adder tree: row ``r``'s
         activation and weights are skewed by ``r`` cycles (triangular delay lines), the partial sum
@@ -92,6 +98,7 @@ class ArrayConfig:
     systolic: bool = False
     systolic_2d: bool = False
     dsp_pack: bool = False
+    dsp_pairs: int = 0
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8),
@@ -111,6 +118,13 @@ class ArrayConfig:
             raise ValueError("ArrayConfig.dsp_pack needs mult='dsp', non-binary operands and the adder tree "
                              f"(mult={self.mult!r}, binary={self.binary}, weight_binary={self.weight_binary}, "
                              f"systolic={self.systolic})")
+        if not isinstance(self.dsp_pairs, int) or isinstance(self.dsp_pairs, bool) or \
+                not 0 <= self.dsp_pairs <= self.rows * (self.cols // 2):
+            raise ValueError(f"ArrayConfig.dsp_pairs must be an integer from 0 to {self.rows * (self.cols // 2)} "
+                             f"(rows x column pairs), not {self.dsp_pairs!r}")
+        if self.dsp_pairs and (self.weights_binary or self.systolic):
+            raise ValueError("ArrayConfig.dsp_pairs needs non-binary operands and the adder tree "
+                             f"(binary={self.binary}, weight_binary={self.weight_binary}, systolic={self.systolic})")
         if self.binary and (self.act_bits != 1 or self.weight_bits != 1):
             raise ValueError(f"ArrayConfig.binary needs act_bits=1 and weight_bits=1, not "
                              f"act_bits={self.act_bits}, weight_bits={self.weight_bits}")

@@ -113,6 +113,22 @@ def test_packed_dsp_products_are_exact(a_bits, w_bits, cols):
     assert np.array_equal(got, expected_sums(cfg, x, w))
 
 
+@pytest.mark.parametrize("pairs", [1, 3, 5])
+def test_some_packed_pairs_beside_lut_products_are_exact(pairs):
+    """dsp_pairs: the first pairs (row by row) packed, the rest shift-add products in logic."""
+    cfg = ArrayConfig(rows=3, cols=4, act_bits=4, weight_bits=4, act_signed=True, dsp_pairs=pairs)
+    x, w = operands(cfg, np.random.default_rng(pairs), 14)
+    got, _ = run_array(cfg, x, w)
+    assert np.array_equal(got, expected_sums(cfg, x, w))
+
+
+def test_dsp_pairs_are_bounded_and_need_the_tree():
+    with pytest.raises(ValueError, match="dsp_pairs must be an integer from 0 to 6"):
+        ArrayConfig(rows=3, cols=4, dsp_pairs=7)
+    with pytest.raises(ValueError, match="dsp_pairs needs"):
+        ArrayConfig(rows=3, cols=4, dsp_pairs=2, systolic=True)
+
+
 @pytest.mark.parametrize("variant,latency", [("tree", 1), ("tree-comb", 0), ("systolic", 5), ("systolic-comb", 4),
                                              ("systolic2d", 7)])
 def test_latency_is_as_documented(variant, latency):
