@@ -64,6 +64,10 @@ SHIFT_BITS = arith.MAX_SHIFT.bit_length()
 PROGRAM_WORD_BITS = 32
 #: Width of the memory-select field of the load port.
 SPACE_BITS = 2
+#: The weight and parameter memories stay in block RAM even when small: on a UP5K logic is what runs
+#: out (an 8x8 4-bit overlay's 40 x 256-bit weight ROM took ~700 LUTs when Yosys chose logic), and the
+#: planner counts them as block RAMs.
+BLOCK_RAM = {"ram_style": "block"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,8 @@ class OverlayConfig:
     ``act_formats`` are the ``(bits, signed, binary)`` input formats a layer may have and
     ``weight_formats`` the ``(bits, binary)`` weight formats (non-binary weights are signed); a
     descriptor picks one of each by index. ``acc_bits`` is the width of the accumulators and of
-    ``acc + bias``; ``mult_bits`` of the requantization multiplier.
+    ``acc + bias``; ``mult_bits`` of the requantization multiplier. ``dsp_pairs`` pairs of the array's
+    products are packed multiplies for DSP blocks (:attr:`ArrayConfig.dsp_pairs`).
     """
 
     rows: int = 8
@@ -95,6 +100,7 @@ class OverlayConfig:
     loadable: bool = False
     weight_store: str = "bram"
     conv: bool = False
+    dsp_pairs: int = 0
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
@@ -107,6 +113,9 @@ class OverlayConfig:
         if self.rows * self.cols * self.weight_bits > 31 * self.port_bits:
             raise ValueError(f"an array word of {self.rows}x{self.cols} {self.weight_bits}-bit weights needs more "
                              f"than 31 port words of {self.port_bits} bits")
+        if not isinstance(self.dsp_pairs, int) or not 0 <= self.dsp_pairs <= self.rows * (self.cols // 2):
+            raise ValueError(f"OverlayConfig.dsp_pairs must be an integer from 0 to {self.rows * (self.cols // 2)}, "
+                             f"not {self.dsp_pairs!r}")
         if self.weight_store not in ("bram", "spram"):
             raise ValueError(f"OverlayConfig.weight_store must be 'bram' or 'spram', not {self.weight_store!r}")
         if self.weight_store == "spram" and not (self.loadable and self.port_bits % 16 == 0
@@ -196,7 +205,7 @@ class OverlayConfig:
     def array_config(self) -> ArrayConfig:
         return ArrayConfig(rows=self.rows, cols=self.cols, act_bits=self.x_bits, act_signed=True,
                            weight_bits=self.w_bits, weight_signed=True, max_k=self.rows, mult=self.mult,
-                           systolic=self.systolic)
+                           systolic=self.systolic, dsp_pairs=0 if self.systolic else self.dsp_pairs)
 
 
 def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
@@ -444,9 +453,9 @@ class OverlayEngine(wiring.Component):
             m.submodules.wmem = wram = SinglePortRAM(P, cfg.weight_depth)
         else:
             m.submodules.wmem = wmem = Memory(shape=unsigned(P), depth=cfg.weight_depth,
-                                                           init=self.weights)
+                                              init=self.weights, attrs=BLOCK_RAM)
         m.submodules.pmem = pmem = Memory(shape=unsigned(cfg.word_bits(3)), depth=cfg.param_depth,
-                                                       init=self.params)
+                                          init=self.params, attrs=BLOCK_RAM)
         prog_r = prog.read_port()
         act_w = act.write_port()
         act_r = act.read_port()

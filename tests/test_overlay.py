@@ -138,6 +138,24 @@ def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth, loada
 @pytest.mark.parametrize("weight_bits", [1, 2, 4, 8])
 def test_width_grid(act_bits, act_signed, weight_bits):
     rng = np.random.default_rng(act_bits * 100 + weight_bits * 10 + act_signed)
+    model, in_q = grid_model(rng, act_bits, act_signed, weight_bits)
+    xs = random_codes(rng, in_q, (3, 11))
+    got, _, _ = simulate(model, 4, 2, xs, stall=0.2)
+    assert np.array_equal(got, run(model, xs).reshape(3, -1))
+
+
+@pytest.mark.parametrize("act_bits,act_signed,weight_bits,pairs", [(4, False, 4, 3), (4, True, 3, 4), (8, False, 2, 1)])
+def test_products_packed_for_dsp_blocks_are_bit_exact(act_bits, act_signed, weight_bits, pairs):
+    """OverlayConfig.dsp_pairs: some products as packed multiplies (the planner's choice on a UP5K)."""
+    rng = np.random.default_rng(act_bits * 100 + weight_bits * 10 + pairs)
+    model, in_q = grid_model(rng, act_bits, act_signed, weight_bits)
+    xs = random_codes(rng, in_q, (3, 11))
+    got, _, _ = simulate(model, 4, 2, xs, stall=0.2, dsp_pairs=pairs)
+    assert np.array_equal(got, run(model, xs).reshape(3, -1))
+
+
+def grid_model(rng, act_bits, act_signed, weight_bits):
+    """11 -> 6 (requantized) -> 3 (logits) at the given widths, and its input format."""
     lo, hi = arith.int_range(act_bits, act_signed)
     in_q = QuantSpec(act_bits, act_signed, int(rng.integers(lo, hi + 1)), (1.0,))
     wlo, whi = arith.int_range(weight_bits, True)
@@ -149,9 +167,7 @@ def test_width_grid(act_bits, act_signed, weight_bits):
     w2 = rng.integers(wlo, whi + 1, (6, 3))
     model = Model((11,), in_q, [hidden, Dense(w2, rng.integers(-9, 9, 3), QuantSpec(weight_bits, True, 0, (1.0,)),
                                              None, None)], "grid").validate()
-    xs = random_codes(rng, in_q, (3, 11))
-    got, _, _ = simulate(model, 4, 2, xs, stall=0.2)
-    assert np.array_equal(got, run(model, xs).reshape(3, -1))
+    return model, in_q
 
 
 def test_binary_network():

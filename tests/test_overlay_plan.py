@@ -125,3 +125,21 @@ def test_the_mnist_cnn_is_planned_as_an_overlay_on_the_up5k():
     row = next(r for r in overlay_rows(devices=("ice40-up5k",)) if r["name"] == "mnist-cnn-w2a2")
     assert row["fits"] and row["cycles"] == plan.cycles and row["kinds"][1] == "maxpool2d"
     assert len(row["roofline_fraction"]) == 5
+
+
+def test_4bit_products_use_the_dsp_blocks_the_requantizer_leaves_on_a_up5k():
+    """On a UP5K the planner packs pairs of 4-bit products into the SB_MAC16 blocks (one is the
+    requantizer's), and counts the logic they save; 2-bit products stay selects in logic, and ECP5,
+    with logic to spare, keeps its DSPs free."""
+    from lowbit.sw.flow.overlay import OVERLAY_LC_PER_DSP_PAIR, compile_program, overlay_estimate
+    from lowbit.sw.flow.fold import COST_MODELS
+    model = mlp([64, 32, 10], 4)
+    plan = plan_overlay(model, UP5K, arrays=(8, 4), max_batch=2)
+    cfg = plan.config
+    assert cfg.dsp_pairs == 7 and cfg.array_config.dsp_pairs == 7
+    bare = cfg.__class__(**{**cfg.__dict__, "dsp_pairs": 0})
+    est = overlay_estimate(bare, compile_program(model, bare), "ice40", COST_MODELS["ice40"].lc_system, 2,
+                           plan.input_buffer)
+    assert est["logic"] - plan.estimate["ICESTORM_LC"] == 7 * OVERLAY_LC_PER_DSP_PAIR
+    assert plan_overlay(mlp([64, 32, 10], 2), UP5K, arrays=(8, 4), max_batch=2).config.dsp_pairs == 0
+    assert plan_overlay(model, device("ecp5-85f"), arrays=(8, 4), max_batch=2).config.dsp_pairs == 0

@@ -19,6 +19,7 @@ Memory images (the gateware reads them as documented in :mod:`lowbit.hw.overlay`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -532,8 +533,28 @@ SPRAM_RESOURCE = "ICESTORM_SPRAM"
 #: `lowbit.sw.bench.synth_core` on a UP5K (OverlayEngine alone, 64-32-10 MLP, LUT products): 8x8 1-bit
 #: 1566 LCs, 8x8 2-bit 2519, 4x8 4-bit 3404, 8x8 4-bit 5844 (docs/hardware.md). Other widths are scaled
 #: from the nearest by operand area. The board's UART and frame handler add CostModel.lc_system.
+#: 4x4 refitted once the weight and parameter memories were forced into block RAM (hw/overlay.py
+#: BLOCK_RAM): whole iCEBreaker boards of the 4-bit 64-32-10 MLP, 8x4 4007 LCs and 8x8 6027 (refused at
+#: placement), 63 LCs a PE (2-bit: 8x4 2484, 8x8 3153, 21 a PE, as before).
 OVERLAY_LC_BASE = 1150
-OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 21, (4, 4): 76, (8, 8): 250}
+OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 21, (4, 4): 63, (8, 8): 250}
+#: Logic cells a pair of products saves when it is one packed multiply in an SB_MAC16
+#: (OverlayConfig.dsp_pairs): the 4-bit MLP's 8x4 board above, 4007 LCs with none, 3653 with 7 pairs.
+OVERLAY_LC_PER_DSP_PAIR = 50
+
+
+def dsp_pairs_for(cfg: OverlayConfig, family: str, dsps: int) -> int:
+    """Pairs of the array's products to put in the DSP blocks the requantizer leaves: on iCE40, where
+    logic is what runs out, for products of at least 3 x 3 bits (narrower ones are a select in logic,
+    cheaper than the split of a packed product) whose packed multiply ``x * (w_a + w_b << S)`` fits a
+    16 x 16 SB_MAC16, and only where the board maps multipliers to DSPs at all (products under 11 bits,
+    ``lowbit.sw.flow.build.DSP_MIN_PRODUCT_BITS``). The requantizer's multiplier takes one block per 16
+    bits of multiplier."""
+    S = cfg.array_config.product_bits
+    if family != "ice40" or cfg.systolic or min(cfg.x_bits, cfg.w_bits) < 3 or cfg.x_bits + cfg.w_bits >= 11 \
+            or S + cfg.w_bits + 1 > 16:
+        return 0
+    return max(0, min(cfg.rows * (cfg.cols // 2), dsps - math.ceil(cfg.mult_bits / 16)))
 #: Array shapes the planner tries (rows, cols), and weight-memory widths: 64 bits is what the UP5K's four
 #: SPRAMs give; weights in block RAM can be read wider, which a batch-1 Dense layer needs to feed more PEs.
 CANDIDATE_ARRAYS = [(r, c) for r in (1, 2, 4, 8, 16, 32) for c in (1, 2, 4, 8, 16) if c <= r]
@@ -568,6 +589,7 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
               + rom_blocks(cfg.out_bits, max(16, program.output_count * max_batch), family)
               + (rom_blocks(8, identity, family) if cfg.loadable else 0)}
     logic = lc_system + OVERLAY_LC_BASE + cfg.macs * pe_logic(cfg.x_bits, cfg.w_bits)
+    logic -= cfg.dsp_pairs * OVERLAY_LC_PER_DSP_PAIR
     logic += OVERLAY_LC_LOADABLE if cfg.loadable else 0
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
@@ -610,6 +632,9 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
         try:
             store = {"weight_store": "spram", "weight_depth": SPRAM_WORDS} if sprams else {}
             cfg = config_for(model, rows, cols, also=also, port_bits=port, loadable=loadable, **store)
+            pairs = dsp_pairs_for(cfg, dev.family, dev.capacity.get(dev.dsp_resource, 0))
+            if pairs:
+                cfg = dataclasses.replace(cfg, dsp_pairs=pairs)
             if port > 64 and cfg.ratio_max == 1 and cfg.ratio(cfg.weight_bits) * port // 2 >= rows * cols * cfg.weight_bits:
                 continue        # a wider port than one array word: nothing to gain
 
@@ -642,6 +667,7 @@ def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
     """The report.json fields of an overlay build: array, PEs, MAC/s, memory map, per-layer roofline."""
     cfg, prog = plan.config, plan.program
     return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
+            "dsp_products": 2 * cfg.dsp_pairs,
             "loadable": cfg.loadable, "weight_store": cfg.weight_store,
             "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
             "layers": [{"layer": p.index, "kind": p.kind, "positions": p.positions, "k": p.k, "n": p.n,
