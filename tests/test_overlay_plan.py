@@ -143,3 +143,23 @@ def test_4bit_products_use_the_dsp_blocks_the_requantizer_leaves_on_a_up5k():
     assert est["logic"] - plan.estimate["ICESTORM_LC"] == 7 * OVERLAY_LC_PER_DSP_PAIR
     assert plan_overlay(mlp([64, 32, 10], 2), UP5K, arrays=(8, 4), max_batch=2).config.dsp_pairs == 0
     assert plan_overlay(model, device("ecp5-85f"), arrays=(8, 4), max_batch=2).config.dsp_pairs == 0
+
+
+def test_array_option_builds_the_overlay_the_user_chose(tmp_path, cli):
+    """--array RxC: that overlay, also where the logic estimate is over the planner's budget but not the
+    device (synthesis counts the real logic before placement); beyond the device it is refused; a malformed --array or one with --arch dataflow
+    is one line, before the model is read."""
+    mlp([64, 32, 10], 4).save(tmp_path / "mlp.lbm")
+    args = ["plan", str(tmp_path / "mlp.lbm"), "--board", "icebreaker", "--max-batch", "2", "--json"]
+    code, out, err = cli(*args, "--array", "8x6")
+    plan = json.loads(out)
+    assert code == 0, err
+    assert plan["architecture"] == "overlay" and plan["overlay_array"] == [8, 6] and plan["pes"] == 48
+    assert plan["estimate"]["ICESTORM_LC"] > 4488 and plan["dsp_products"] == 14   # over the planner's budget
+    code, out, err = cli(*args, "--array", "8x8")      # 5668 LCs after synthesis: refused before it
+    assert code == 1 and "ICESTORM_LC of 5280 usable" in json.loads(out)["reason"]
+    for bad in ("8y6", "0x4", "65x1"):
+        code, out, err = cli(*args, "--array", bad)
+        assert code == 2 and f"--array {bad!r} is not ROWSxCOLS" in err and "Traceback" not in err
+    code, out, err = cli(*args, "--array", "8x6", "--arch", "dataflow")
+    assert code == 1 and "--array sizes an overlay" in json.loads(out)["reason"]

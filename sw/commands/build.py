@@ -6,6 +6,7 @@ import sys
 from ...hw.dense import LOGIT_BITS
 from ..link import frames
 from ..flow.build import build, summary_text
+from ..flow.overlay import parse_array
 from ..flow.record import DEFAULT_BAUD, MAX_BATCH, MAX_BAUD
 from ..cli import emit
 from ..errors import LowbitError
@@ -34,6 +35,10 @@ def add_arguments(p):
     p.add_argument("--arch", choices=("auto", "dataflow", "overlay"), default="auto",
                    help="one engine per layer (dataflow), one array for every layer (overlay), or whichever "
                         "fits and is faster by the estimate (auto, the default)")
+    p.add_argument("--array", metavar="RxC", default=None,
+                   help="an overlay of this array (e.g. 8x6) instead of the one the planner picks; the logic "
+                        "estimate is then not a refusal, synthesis counts the real logic before placement "
+                        "(implies --arch overlay)")
     p.add_argument("--loadable", action="store_true",
                    help="an overlay that takes other models at run time ('lowbit load'); on iCE40 UltraPlus "
                         "its weights live in SPRAM, loaded after power-up (implies --arch overlay)")
@@ -58,6 +63,8 @@ def check_options(args) -> None:
                           "it sizes the board's input buffer; 8 (the default) keeps the link busy")
     if args.clock_mhz is not None and not (math.isfinite(args.clock_mhz) and args.clock_mhz > 0):
         raise LowbitError(f"--clock-mhz {args.clock_mhz:g} must be a positive frequency", "e.g. --clock-mhz 24")
+    if args.array is not None:
+        parse_array(args.array)
     clk_hz, _ = board_clock(args.board, args.clock_mhz)
     try:
         divisor_for(clk_hz, args.baud)
@@ -84,6 +91,7 @@ def run(args):
     progress = lambda m: sys.stderr.write(f"[lowbit] {m}\n")
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
                    reweightable=args.reweightable, clock_mhz=args.clock_mhz,
-                   mult=args.mult, arch=args.arch, also=also, loadable=args.loadable)
+                   mult=args.mult, arch=args.arch, also=also, loadable=args.loadable,
+                   array=None if args.array is None else parse_array(args.array))
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0

@@ -1,9 +1,8 @@
 """``lowbit plan``: what ``lowbit build`` would do, without synthesis."""
 
-import sys
-
 from ..cli import emit
 from ..flow.build import plan_build
+from ..flow.overlay import parse_array
 from ..flow.record import DEFAULT_BAUD, MAX_BATCH
 from ..quant.load import load_model
 from .build import check_options
@@ -20,6 +19,7 @@ def add_arguments(p):
     p.add_argument("--max-batch", type=int, default=8, help=f"1 to {MAX_BATCH} (default 8)")
     p.add_argument("--clock-mhz", type=float, default=None)
     p.add_argument("--into", metavar="DIR", help="also say whether the model fits this built overlay")
+    p.add_argument("--array", metavar="RxC", default=None, help="as lowbit build --array: an overlay of this array")
     p.add_argument("--loadable", action="store_true", help="plan a loadable overlay (as lowbit build --loadable)")
     p.add_argument("--also", nargs="+", metavar="MODEL", default=[], help="as lowbit build --also")
     p.add_argument("--json", action="store_true")
@@ -30,7 +30,8 @@ def run(args):
     model = load_model(args.model)
     r = plan_build(model, args.board, arch=args.arch, baud=args.baud, max_batch=args.max_batch,
                    clock_mhz=args.clock_mhz, into=args.into, loadable=args.loadable,
-                   also=[load_model(path) for path in args.also])
+                   also=[load_model(path) for path in args.also],
+                   array=None if args.array is None else parse_array(args.array))
     if r["fits"]:
         est = r["estimate"]
         lines = [f"{args.board} ({r['device']}): {r['architecture']}, {r['pes']} PEs, arrays {r['arrays']}",

@@ -172,7 +172,7 @@ def measure_cycles(model: Model, arrays, samples: int = 8, systolic: bool = Fals
 def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_batch: int = 8,
           progress=lambda msg: None, seed: int = 1, reweightable: bool = False, rom_seed: int = 1,
           clock_mhz: float | None = None, mult: str = "lut", arch: str = "auto", also=(),
-          loadable: bool = False) -> dict:
+          loadable: bool = False, array=None) -> dict:
     """Build ``model`` for ``board`` into ``outdir``; returns the report (also in ``report.json``).
 
     ``arch`` is ``"dataflow"`` (one layer engine per layer, :mod:`lowbit.hw.network`), ``"overlay"`` (one
@@ -188,7 +188,8 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     ``loadable`` builds an overlay that takes other models at run time (``lowbit load``; on an iCE40
     UltraPlus its weights then live in SPRAM, loaded after power-up); ``also`` (models) sizes it to load
     each of them: their formats, weights, parameters, layer count and inputs fit its memories. Both
-    imply ``arch="overlay"``.
+    imply ``arch="overlay"``. ``array = (rows, cols)`` builds an overlay of that array instead of the
+    one the planner picks (the logic estimate is then not a refusal; synthesis counts the real logic).
     """
     from amaranth.back import verilog
 
@@ -210,7 +211,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                           "build with --arch overlay (or auto)")
     arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, mult=mult,
                                               reweightable=reweightable, max_batch=max_batch, also=also,
-                                              loadable=loadable)
+                                              loadable=loadable, array=array)
     if arch == "overlay":
         arrays = plan.program.arrays
         cfg = plan.config
@@ -339,12 +340,13 @@ def _has_flash(platform) -> bool:
 
 
 def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "lut", reweightable: bool = False, also=(),
-                        max_batch: int = 8, loadable: bool = False):
+                        max_batch: int = 8, loadable: bool = False, array=None):
     """``(arch, folding, overlay_plan)`` for ``model`` on ``dev``: the dataflow folding
     (:func:`fold_model`) and the overlay plan (:func:`lowbit.sw.flow.overlay.plan_overlay`) that fit by the
     estimate, and with ``arch="auto"`` the one with fewer predicted cycles per inference (the dataflow
     pipeline's slowest layer, or the overlay's whole program). LowbitError before any synthesis if
-    neither fits, with both reasons."""
+    neither fits, with both reasons. ``array = (rows, cols)``: an overlay of that array (its logic
+    estimate is not a refusal; synthesis checks the real count before placement)."""
     from .fold import predict_cycles
     from .overlay import plan_overlay
     if arch not in ("auto",) + ARCHITECTURES:
@@ -352,6 +354,11 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
     if arch == "overlay" and (reweightable or mult != "lut"):
         raise LowbitError("an overlay build is neither --reweightable nor --mult dsp (so far)",
                           "drop those options, or build with --arch dataflow")
+    if array is not None:
+        if arch == "dataflow":
+            raise LowbitError("--array sizes an overlay; a dataflow build folds each layer itself",
+                              "build with --arch overlay (or drop --array)")
+        arch = "overlay"
     folding = plan = None
     errors = []
     if arch in ("auto", "dataflow"):
@@ -363,7 +370,8 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
             errors.append(f"dataflow: {exc.message}")
     if arch == "overlay" or (arch == "auto" and not reweightable and mult == "lut"):
         try:
-            plan = plan_overlay(model, dev, max_batch=max_batch, also=also, loadable=loadable)
+            plan = plan_overlay(model, dev, max_batch=max_batch, also=also, loadable=loadable, arrays=array,
+                                logic_check=array is None)
         except LowbitError as exc:
             if arch == "overlay" or folding is None:
                 if folding is None and errors:
@@ -378,7 +386,7 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
 
 
 def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFAULT_BAUD, max_batch: int = 8,
-               clock_mhz: float | None = None, into=None, loadable: bool = False, also=()) -> dict:
+               clock_mhz: float | None = None, into=None, loadable: bool = False, also=(), array=None) -> dict:
     """What :func:`build` would do, without synthesis: the architecture, arrays, memory map, resource
     estimate against the device, predicted cycles and inferences/s (compute- and link-bound); with
     ``into`` (a build folder) also whether ``model`` fits that built overlay. ``fits`` is False, with the
@@ -395,7 +403,7 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
     try:
         loadable = loadable or bool(also)
         arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, max_batch=max_batch,
-                                                  also=also, loadable=loadable)
+                                                  also=also, loadable=loadable, array=array)
     except LowbitError as exc:
         out.update(fits=False, reason=exc.message, architecture=None, pes=0, estimate=None,
                    cycles_per_inference=None)

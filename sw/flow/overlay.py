@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ from ..errors import LowbitError
 from ..ir import arith
 from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, Requant, Thresholds
 
-__all__ = ["LayerPlan", "OverlayProgram", "OverlayPlan", "config_for", "compile_program", "layer_cycles",
+__all__ = ["parse_array", "LayerPlan", "OverlayProgram", "OverlayPlan", "config_for", "compile_program", "layer_cycles",
            "inference_cycles", "array_latency", "plan_overlay", "overlay_estimate", "overlay_report", "LoadImage",
            "load_image", "input_buffer_for"]
 
@@ -609,11 +610,23 @@ def input_buffer_for(models, max_batch: int) -> int:
     return max(int(np.prod(m.input_shape)) for m in models) * max_batch
 
 
-def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(), loadable: bool = False) -> OverlayPlan:
+def parse_array(text: str) -> tuple[int, int]:
+    """``"RxC"`` (``lowbit build --array``) as ``(rows, cols)``; LowbitError naming the text otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not m or not (1 <= int(m.group(1)) <= 64 and 1 <= int(m.group(2)) <= 64):
+        raise LowbitError(f"--array {text!r} is not ROWSxCOLS with 1 to 64 of each", "e.g. --array 8x6")
+    return int(m.group(1)), int(m.group(2))
+
+
+def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(), loadable: bool = False,
+                 logic_check: bool = True) -> OverlayPlan:
     """The overlay with the fewest cycles per inference that fits ``dev`` (a
     :class:`lowbit.sw.flow.synth.Device`) by the estimate, or with ``arrays = (rows, cols)`` that one;
-    LowbitError before any synthesis, naming what does not fit. ``also``: more models the overlay must
-    be able to load (its formats, memories and input buffer are sized for each; implies ``loadable``).
+    LowbitError before any synthesis, naming what does not fit. Without ``logic_check`` (an array the
+    user chose) the logic estimate is held against the whole device, not the planner's budget (its
+    margin for the estimate's error): synthesis counts the logic exactly and refuses before placement.
+    ``also``: more models the overlay must be able to load (its formats, memories and input buffer are
+    sized for each; implies ``loadable``).
 
     A loadable overlay on a device with SPRAM (iCE40 UltraPlus: four 16K x 16 blocks) keeps its weights
     there, all 16K words of a 64-bit port, so any model whose weights fit 1 Mbit can be loaded later;
@@ -623,7 +636,7 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
     sprams = dev.capacity.get(SPRAM_RESOURCE, 0) if loadable else 0
     from .fold import COST_MODELS
     cost = COST_MODELS[dev.family]
-    logic_cap = int(dev.capacity.get(cost.logic_resource, 10 ** 9) * cost.logic_budget)
+    logic_cap = int(dev.capacity.get(cost.logic_resource, 10 ** 9) * (cost.logic_budget if logic_check else 1))
     bram_cap = dev.capacity.get(dev.bram_resource, 10 ** 6)
     best, reasons = None, []
     shapes = [arrays] if arrays else CANDIDATE_ARRAYS
