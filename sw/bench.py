@@ -147,7 +147,8 @@ OVERLAY_MODELS = [("tfc-w1a1", (784, 64, 64, 64, 10), 1), ("tfc-w2a2", (784, 64,
 def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) -> list[dict]:
     """The overlay the planner picks for each of :data:`OVERLAY_MODELS` on each device (random weights:
     the plan depends only on shapes and widths): array, PEs, weight port, cycles per inference (the cycle
-    model, equal to simulation by tests/test_overlay.py) and each layer's fraction of its roofline
+    model, equal to simulation by tests/test_overlay.py), products in DSP blocks, and each layer's
+    fraction of its roofline
     ``max(compute roof, weight-bandwidth roof)`` — or why it does not fit."""
     from .data.synthetic import random_cnn, random_mlp
     from .flow.overlay import plan_overlay
@@ -164,6 +165,7 @@ def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) ->
                 continue
             cfg = plan.config
             rows.append({**head, "fits": True, "array": [cfg.rows, cfg.cols], "pes": cfg.macs,
+                         "dsp_products": 2 * cfg.dsp_pairs,
                          "port_bits": cfg.port_bits, "cycles": plan.cycles, "estimate": plan.estimate,
                          "kinds": [p.kind for p in plan.program.layers],
                          "roofline_fraction": [round(p.roofline_fraction, 3) for p in plan.program.layers]})

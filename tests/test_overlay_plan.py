@@ -124,6 +124,7 @@ def test_the_mnist_cnn_is_planned_as_an_overlay_on_the_up5k():
     assert plan.config.conv and plan.program.arrays == [(plan.config.rows, plan.config.cols)] * 3
     row = next(r for r in overlay_rows(devices=("ice40-up5k",)) if r["name"] == "mnist-cnn-w2a2")
     assert row["fits"] and row["cycles"] == plan.cycles and row["kinds"][1] == "maxpool2d"
+    assert row["dsp_products"] == 0                    # 2-bit products stay selects in logic
     assert len(row["roofline_fraction"]) == 5
 
 
