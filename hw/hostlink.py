@@ -316,7 +316,6 @@ class HostLink(wiring.Component):
                             fail(frames.BAD_LENGTH)
                     with m.Else():
                         m.d.comb += [start.eq(1), start_kind.eq(opcode | frames.RESPONSE)]
-                        m.d.sync += self.frames_ok.eq(self.frames_ok + 1)
                         if load is not None:
                             with m.If((opcode == frames.LOAD) | (opcode == frames.COMMIT)):
                                 m.d.sync += self.loaded.eq(0)     # empty until a good COMMIT
@@ -328,8 +327,19 @@ class HostLink(wiring.Component):
             m.d.sync += idle_timer.eq(0)
         with m.Elif(~busy & (idle_timer != self.timeout)):
             m.d.sync += idle_timer.eq(idle_timer + 1)
-        with m.If(start & (start_kind == frames.ERROR)):
-            m.d.sync += self.errors.eq(self.errors + 1)
+        # The transmitter takes a request the cycle after the receiver makes it: decoding a frame's last
+        # byte (CRC, opcode, length) and the loads the request sets off are then separate paths. Together
+        # they were a whole-board critical path on a UP5K (rx byte -> start -> the response length and
+        # counter enables: 29.1 MHz, an 8x4 4-bit overlay at 30 MHz). The link is busy while a request
+        # waits (the flash boot feeds a byte a cycle whenever it is not), and the frame counters advance
+        # as the transmitter takes it, so a COUNTERS answer counts the frames before its own.
+        tx_start, tx_kind, tx_err = Signal(), Signal(8), Signal(8)
+        m.d.sync += [tx_start.eq(start), tx_kind.eq(start_kind), tx_err.eq(start_err)]
+        with m.If(tx_start):
+            with m.If(tx_kind == frames.ERROR):
+                m.d.sync += self.errors.eq(self.errors + 1)
+            with m.Else():
+                m.d.sync += self.frames_ok.eq(self.frames_ok + 1)
 
         # ---- transmit ----------------------------------------------------------------------------
         kind = Signal(8)
@@ -386,10 +396,10 @@ class HostLink(wiring.Component):
 
         with m.FSM(name="tx"):
             with m.State("IDLE"):
-                m.d.comb += busy.eq(0)
-                with m.If(start):
-                    m.d.sync += [kind.eq(start_kind), err.eq(start_err), idx.eq(0), tx_crc.eq(0xFFFF)]
-                    with m.If(start_kind == (frames.INFER | frames.RESPONSE)):
+                m.d.comb += busy.eq(tx_start)
+                with m.If(tx_start):
+                    m.d.sync += [kind.eq(tx_kind), err.eq(tx_err), idx.eq(0), tx_crc.eq(0xFFFF)]
+                    with m.If(tx_kind == (frames.INFER | frames.RESPONSE)):
                         m.d.sync += [feed_addr.eq(0), cycles.eq(0),
                                      counting.eq(1), vbyte.eq(0), vcount.eq(0), need_argmax.eq(0)]
                         if load is None:
@@ -398,21 +408,21 @@ class HostLink(wiring.Component):
                         else:
                             r = self._load_regs
                             m.d.sync += [plen.eq(r["plen_acc"]), feed_left.eq(length), out_left.eq(r["outl_acc"])]
-                    with m.Elif(start_kind == (frames.IDENTIFY | frames.RESPONSE)):
+                    with m.Elif(tx_kind == (frames.IDENTIFY | frames.RESPONSE)):
                         if load is None:
                             m.d.sync += plen.eq(len(ident_bytes))
                         else:
                             m.d.sync += plen.eq(loader["head_len"] + frames.CAPACITY_BYTES)
                     if load is not None:
-                        with m.Elif(start_kind == (frames.LOAD | frames.RESPONSE)):
+                        with m.Elif(tx_kind == (frames.LOAD | frames.RESPONSE)):
                             m.d.sync += [plen.eq(0), loader["copy_i"].eq(0), loader["copy_w"].eq(0),
                                          loader["copy_b"].eq(0), loader["copy_v"].eq(0)]
                             m.next = "COPY"
-                        with m.Elif(start_kind == (frames.COMMIT | frames.RESPONSE)):
+                        with m.Elif(tx_kind == (frames.COMMIT | frames.RESPONSE)):
                             m.d.sync += [plen.eq(0), loader["ck_space"].eq(0), loader["ck_word"].eq(0),
                                          loader["ck_lane"].eq(0), loader["ck_crc"].eq(0xFFFFFFFF)]
                             m.next = "CK_ISSUE"
-                    with m.Elif(start_kind == (frames.COUNTERS | frames.RESPONSE)):
+                    with m.Elif(tx_kind == (frames.COUNTERS | frames.RESPONSE)):
                         m.d.sync += [plen.eq(frames.COUNTERS_BYTES),
                                      counters.eq(Cat(*(counter_of[f.name] for f in frames.COUNTERS_FIELDS)))]
                     with m.Else():
@@ -420,8 +430,8 @@ class HostLink(wiring.Component):
                     if load is None:
                         m.next = "SYNC"
                     else:
-                        with m.If((start_kind != (frames.LOAD | frames.RESPONSE)) &
-                                  (start_kind != (frames.COMMIT | frames.RESPONSE))):
+                        with m.If((tx_kind != (frames.LOAD | frames.RESPONSE)) &
+                                  (tx_kind != (frames.COMMIT | frames.RESPONSE))):
                             m.next = "SYNC"
             if load is not None:
                 self._loader_states(m, busy, loader, kind, err, plen)
