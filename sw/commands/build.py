@@ -63,8 +63,8 @@ def check_options(args) -> None:
                           "it sizes the board's input buffer; 8 (the default) keeps the link busy")
     if args.clock_mhz is not None and not (math.isfinite(args.clock_mhz) and args.clock_mhz > 0):
         raise LowbitError(f"--clock-mhz {args.clock_mhz:g} must be a positive frequency", "e.g. --clock-mhz 24")
-    if args.array is not None:
-        parse_array(args.array)
+    # Parsed once, here, for every command that takes --array.
+    args.array_shape = None if args.array is None else parse_array(args.array)
     clk_hz, _ = board_clock(args.board, args.clock_mhz)
     try:
         divisor_for(clk_hz, args.baud)
@@ -92,6 +92,6 @@ def run(args):
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
                    reweightable=args.reweightable, clock_mhz=args.clock_mhz,
                    mult=args.mult, arch=args.arch, also=also, loadable=args.loadable,
-                   array=None if args.array is None else parse_array(args.array))
+                   array=args.array_shape)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0

@@ -2,7 +2,6 @@
 
 from ..cli import emit
 from ..flow.build import plan_build
-from ..flow.overlay import parse_array
 from ..flow.record import DEFAULT_BAUD, MAX_BATCH
 from ..quant.load import load_model
 from .build import check_options
@@ -31,7 +30,7 @@ def run(args):
     r = plan_build(model, args.board, arch=args.arch, baud=args.baud, max_batch=args.max_batch,
                    clock_mhz=args.clock_mhz, into=args.into, loadable=args.loadable,
                    also=[load_model(path) for path in args.also],
-                   array=None if args.array is None else parse_array(args.array))
+                   array=args.array_shape)
     if r["fits"]:
         est = r["estimate"]
         lines = [f"{args.board} ({r['device']}): {r['architecture']}, {r['pes']} PEs, arrays {r['arrays']}",

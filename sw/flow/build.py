@@ -23,7 +23,7 @@ from ..errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
 from ..ir.model import Conv2d, Dense, Model
 from ..outputs import atomic_dir
-from .overlay import overlay_report
+from .overlay import overlay_report, products_leave_dsps
 from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH_OFFSET, TIMEOUT_BYTES, make_core,
                      overlay_fields)
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
@@ -216,7 +216,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
         arrays = plan.program.arrays
         cfg = plan.config
         # The array's products stay in logic; the requantizer's multiplier goes to a DSP block on iCE40.
-        requant_dsp = dev.family == "ice40" and cfg.x_bits + cfg.w_bits < DSP_MIN_PRODUCT_BITS["ice40"]
+        requant_dsp = products_leave_dsps(cfg, dev.family)
     else:
         arrays = [(f.rows, f.cols) for f in folding.layers]
         requant_dsp = default_requant_dsp(model, arrays, dev, mult, reweightable)

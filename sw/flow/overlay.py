@@ -544,18 +544,26 @@ OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 21, (4, 4): 63, (8, 8): 250}
 OVERLAY_LC_PER_DSP_PAIR = 50
 
 
+def products_leave_dsps(cfg: OverlayConfig, family: str) -> bool:
+    """Whether synthesis leaves the overlay array's products in logic and the DSP blocks free: on iCE40
+    for products under ``lowbit.sw.flow.build.DSP_MIN_PRODUCT_BITS`` (11 bits). The build then puts the
+    requantizer's multiplier in a DSP block, and :func:`dsp_pairs_for` pairs of products in the rest."""
+    from .build import DSP_MIN_PRODUCT_BITS
+    return family == "ice40" and cfg.x_bits + cfg.w_bits < DSP_MIN_PRODUCT_BITS["ice40"]
+
+
 def dsp_pairs_for(cfg: OverlayConfig, family: str, dsps: int) -> int:
-    """Pairs of the array's products to put in the DSP blocks the requantizer leaves: on iCE40, where
-    logic is what runs out, for products of at least 3 x 3 bits (narrower ones are a select in logic,
-    cheaper than the split of a packed product) whose packed multiply ``x * (w_a + w_b << S)`` fits a
-    16 x 16 SB_MAC16, and only where the board maps multipliers to DSPs at all (products under 11 bits,
-    ``lowbit.sw.flow.build.DSP_MIN_PRODUCT_BITS``). The requantizer's multiplier takes one block per 16
-    bits of multiplier."""
+    """Pairs of the array's products to put in the DSP blocks the requantizer leaves (see
+    :func:`products_leave_dsps`): for products of at least 3 x 3 bits (narrower ones are a select in
+    logic, cheaper than the split of a packed product) whose packed multiply ``x * (w_a + w_b << S)``
+    fits a 16 x 16 SB_MAC16. The requantizer's multiplier takes one block per 16 bits of multiplier."""
     S = cfg.array_config.product_bits
-    if family != "ice40" or cfg.systolic or min(cfg.x_bits, cfg.w_bits) < 3 or cfg.x_bits + cfg.w_bits >= 11 \
+    if not products_leave_dsps(cfg, family) or cfg.systolic or min(cfg.x_bits, cfg.w_bits) < 3 \
             or S + cfg.w_bits + 1 > 16:
         return 0
     return max(0, min(cfg.rows * (cfg.cols // 2), dsps - math.ceil(cfg.mult_bits / 16)))
+
+
 #: Array shapes the planner tries (rows, cols), and weight-memory widths: 64 bits is what the UP5K's four
 #: SPRAMs give; weights in block RAM can be read wider, which a batch-1 Dense layer needs to feed more PEs.
 CANDIDATE_ARRAYS = [(r, c) for r in (1, 2, 4, 8, 16, 32) for c in (1, 2, 4, 8, 16) if c <= r]
