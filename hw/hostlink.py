@@ -391,6 +391,7 @@ class HostLink(wiring.Component):
         # names, so the register fits it.
         best_i = Signal(range(max(n_out, 2)) if load is None else 8 * frames.ARGMAX_BYTES)
         need_argmax = Signal()
+        compare = Signal()              # value was just loaded: the argmax compares it next
         if load is not None:
             loader = self._loader(m, rp, length, idx, ident_len, nbytes_v)
 
@@ -451,7 +452,7 @@ class HostLink(wiring.Component):
                     m.next = "CRC0"
                 with m.Elif(kind == (frames.INFER | frames.RESPONSE)):
                     self._infer_bytes(m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax,
-                                      n_out_v, nbytes_v, max_nbytes)
+                                      compare, n_out_v, nbytes_v, max_nbytes)
                 with m.Else():
                     payload = Signal(8)
                     with m.If(kind == (frames.IDENTIFY | frames.RESPONSE)):
@@ -478,10 +479,17 @@ class HostLink(wiring.Component):
                 m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(tx_crc[8:])]
                 with m.If(tx.ready):
                     m.next = "IDLE"
+        # The argmax compares a value the cycle after it is loaded (value number vcount - 1), not as it
+        # leaves the output FIFO: on a UP5K the FIFO read -> compare -> enable was a 30 MHz critical path.
+        # Its first byte goes out in that cycle at the earliest, so the argmax byte always sees the result.
+        with m.If(compare):
+            m.d.sync += compare.eq(0)
+            with m.If((vcount == 1) | (value > best)):
+                m.d.sync += [best.eq(value), best_i.eq(vcount - 1)]
         return m
 
-    def _infer_bytes(self, m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, n_out, nbytes,
-                     max_nbytes):
+    def _infer_bytes(self, m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, compare, n_out,
+                     nbytes, max_nbytes):
         # Either emit the pending argmax byte, or a byte of the current value, or load the next value.
         with m.If(need_argmax):
             argmax = Signal(8)          # frames.INFER_FIELDS: the argmax is one byte (ARGMAX_BYTES)
@@ -504,11 +512,7 @@ class HostLink(wiring.Component):
         with m.Else():
             m.d.comb += outq.r_en.eq(1)
             with m.If(outq.r_rdy):
-                v = Signal(self.out_shape)
-                m.d.comb += v.eq(outq.r_data)
-                m.d.sync += [value.eq(v), vbyte.eq(nbytes), vcount.eq(vcount + 1)]
-                with m.If((vcount == 0) | (v > best)):
-                    m.d.sync += [best.eq(v), best_i.eq(vcount)]
+                m.d.sync += [value.eq(outq.r_data), vbyte.eq(nbytes), vcount.eq(vcount + 1), compare.eq(1)]
 
     # -- loadable link (an overlay's) ---------------------------------------------------------------
 
