@@ -32,7 +32,8 @@ from amaranth.lib.wiring import In, Out
 from ..sw.ir import arith
 from .config import ArrayConfig
 
-__all__ = ["MacArray", "SystolicPE", "code_shape", "delay_line", "operand_shapes", "product", "tree_sum"]
+__all__ = ["MacArray", "SystolicPE", "code_shape", "delay_line", "kept", "operand_shapes", "product",
+           "radix4_product", "times3", "tree_sum", "uses_radix4"]
 
 
 def code_shape(bits: int, is_signed: bool):
@@ -59,10 +60,12 @@ def delay_line(m, sig, stages: int, en, name: str, shape):
     return sig
 
 
-def product(cfg: ArrayConfig, x, w):
+def product(cfg: ArrayConfig, x, w, m=None, x3=None, name: str = "p"):
     """One PE's product as ``cfg`` asks for it (an Amaranth expression): XNOR for binary operands, ``x``
     or ``-x`` for a ±1 weight bit on an integer code, a select/negate/shift for 1- and 2-bit weights in
-    logic, shift-and-add for other narrow products in logic, ``*`` otherwise."""
+    logic, radix-4 digits of the weight (:func:`radix4_product`) or shift-and-add for other narrow
+    products in logic, ``*`` otherwise. With a module ``m`` the adders of a product in logic are kept
+    apart (:func:`kept`); ``x3`` is ``3 * x`` where a row of PEs shares it."""
     if cfg.binary:
         return ~(x ^ w)      # XNOR: 1 when the ±1 values agree
     if cfg.weight_binary:
@@ -84,9 +87,67 @@ def product(cfg: ArrayConfig, x, w):
             if value:
                 out = Mux(w == value, cases[value], out)
         return out
+    if uses_radix4(cfg):
+        return radix4_product(m, x, cfg.act_signed, w, cfg.weight_signed, cfg.product_bits, x3=x3, name=name)
     if cfg.mult == "lut" and min(cfg.act_bits, cfg.weight_bits) <= SHIFT_ADD_MAX_BITS:
         return shift_add_product(x, cfg.act_signed, w, cfg.weight_signed, cfg.product_bits)
     return x * w
+
+
+def kept(m, value, name: str):
+    """``value`` through a wire Yosys keeps (an Amaranth signal with ``keep``), or ``value`` itself
+    without a module. Yosys's ``alumacc`` otherwise merges a tree of small adders into one ``$macc``
+    that ``maccmap`` builds from full adders in LUTs; kept apart, each adder is a carry chain (one LC a
+    bit on iCE40). An 8 x 4 array of signed 4 x 4 products: 1532 LUTs merged, 900 kept with radix-4
+    products (``synth_ice40 -dsp`` of the array alone)."""
+    if m is None:
+        return value
+    wire = Signal(value.shape(), name=name, attrs={"keep": 1})
+    m.d.comb += wire.eq(value)
+    return wire
+
+
+def uses_radix4(cfg: ArrayConfig) -> bool:
+    """Whether the array's products are :func:`radix4_product` (integer products in logic with weights
+    and activations of 3 to :data:`SHIFT_ADD_MAX_BITS` bits)."""
+    return (cfg.mult == "lut" and not cfg.binary and not cfg.weight_binary
+            and 3 <= cfg.weight_bits <= SHIFT_ADD_MAX_BITS and 3 <= cfg.act_bits <= SHIFT_ADD_MAX_BITS)
+
+
+def times3(m, x, x_signed, name: str = "x3"):
+    """``3 * x`` (one adder), for :func:`radix4_product`: a row of PEs shares the activation."""
+    xs = x.as_signed() if x_signed else Cat(x, Const(0, 1)).as_signed()
+    return kept(m, xs + (xs << 1), name)
+
+
+def radix4_product(m, x, x_signed, w, w_signed, bits, x3=None, name: str = "p"):
+    """``x * w`` over the weight's 2-bit digits: an unsigned digit selects ``0, x, 2x`` or ``3x`` (two
+    LUT4s a bit, ``3x`` shared by the row), a signed top digit (``0, x, -2x, -x``) or sign bit is the
+    ones' complement of the multiple plus a carry-in of the adder that adds it. A signed 4 x 4 product
+    is then one 6-bit adder and 18 LUTs of selects (shift-and-add: three adders, 36 LUTs)."""
+    xs = x.as_signed() if x_signed else Cat(x, Const(0, 1)).as_signed()
+    if x3 is None:
+        x3 = times3(m, x, x_signed, f"{name}_x3")
+    n = len(w)
+    acc = None
+    for k in range(0, n, 2):
+        top = k + 2 >= n
+        if k + 1 < n:
+            d0, d1 = w[k], w[k + 1]
+            if top and w_signed:         # digit d1 d0 = 0, 1, -2, -1
+                term, neg = Mux(d1, Mux(d0, ~xs, ~(xs << 1)), Mux(d0, xs, 0)), d1
+            else:
+                term, neg = Mux(d1, Mux(d0, x3, xs << 1), Mux(d0, xs, 0)), None
+        elif w_signed:                   # a lone sign bit weighs -2**k
+            term, neg = Mux(w[k], ~xs, 0), w[k]
+        else:
+            term, neg = Mux(w[k], xs, 0), None
+        if acc is None:                  # k == 0: the lowest digit of a weight of 3 or more bits is unsigned
+            acc = term
+            continue
+        high = (acc >> k) + term if neg is None else (acc >> k) + term + neg
+        acc = Cat(acc[:k], kept(m, high, f"{name}_d{k // 2}")).as_signed()
+    return acc[:bits].as_signed()
 
 
 #: Narrow LUT products are written as shift-and-add over the narrower operand's bits, not ``*``:
@@ -111,11 +172,14 @@ def shift_add_product(x, x_signed, w, w_signed, bits):
     return total[:bits].as_signed()
 
 
-def tree_sum(values):
-    """A balanced adder tree over ``values`` (Amaranth expressions)."""
+def tree_sum(values, m=None, name: str = "t"):
+    """A balanced adder tree over ``values`` (Amaranth expressions); with a module ``m`` each adder is
+    :func:`kept` apart."""
     values = list(values)
+    level = 0
     while len(values) > 1:
-        nxt = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        nxt = [kept(m, values[i] + values[i + 1], f"{name}_{level}_{i // 2}") for i in range(0, len(values) - 1, 2)]
+        level += 1
         if len(values) % 2:
             nxt.append(values[-1])
         values = nxt
@@ -134,7 +198,7 @@ class SystolicPE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        value = product(self.config, self.x_in, self.w_in)
+        value = product(self.config, self.x_in, self.w_in, m)
         if self.config.product_reg:
             # Every PE adds one cycle, so the skew between rows (and the partial sum arriving from the
             # row above) stays aligned.
@@ -206,7 +270,8 @@ class MacArray(wiring.Component):
             else:
                 m.d.comb += assigns
         for j in range(C):
-            m.d.comb += self.sums[j].eq(tree_sum([prods[r][j] for r in range(R)]))
+            # A binary column is a popcount, which Yosys's full adders build better than carry chains.
+            m.d.comb += self.sums[j].eq(tree_sum([prods[r][j] for r in range(R)], None if cfg.binary else m, f"col{j}"))
 
     def _row_products(self, m, r):
         """The ``C`` products of row ``r``: one per column, or with ``dsp_pack`` one multiplier for each
@@ -225,7 +290,8 @@ class MacArray(wiring.Component):
             out += [lo, (packed[S:].as_signed() + packed[S - 1])[:cfg.product_bits].as_signed()]
         if cfg.dsp_pack:
             return out + ([x * wrow[C - 1]] if C % 2 else [])
-        return out + [product(cfg, x, wrow[j]) for j in range(2 * pairs, C)]
+        x3 = times3(m, x, cfg.act_signed, f"x3_{r}") if uses_radix4(cfg) and C > 2 * pairs else None
+        return out + [product(cfg, x, wrow[j], m, x3, f"p{r}_{j}v") for j in range(2 * pairs, C)]
 
     def _grid(self, m):
         cfg = self.config

@@ -7,10 +7,10 @@ import random
 
 import numpy as np
 import pytest
-from amaranth import signed, unsigned
+from amaranth import Const, Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from lowbit.hw.array import MacArray, SystolicPE
+from lowbit.hw.array import MacArray, SystolicPE, code_shape, radix4_product, times3, uses_radix4
 from lowbit.hw.config import ArrayConfig
 from lowbit.sw.ir import arith
 
@@ -118,6 +118,50 @@ def test_some_packed_pairs_beside_lut_products_are_exact(pairs):
     """dsp_pairs: the first pairs (row by row) packed, the rest shift-add products in logic."""
     cfg = ArrayConfig(rows=3, cols=4, act_bits=4, weight_bits=4, act_signed=True, dsp_pairs=pairs)
     x, w = operands(cfg, np.random.default_rng(pairs), 14)
+    got, _ = run_array(cfg, x, w)
+    assert np.array_equal(got, expected_sums(cfg, x, w))
+
+
+RADIX4 = list(itertools.product([3, 4, 5, 6], [False, True], [3, 4, 5, 6], [False, True]))
+
+
+@pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed", RADIX4)
+def test_radix4_products_are_exact_for_every_operand_pair(a_bits, a_signed, w_bits, w_signed):
+    """Every activation against every weight, with the row's shared 3x (the array) and without (a PE)."""
+    cfg = ArrayConfig(act_bits=a_bits, act_signed=a_signed, weight_bits=w_bits, weight_signed=w_signed)
+    assert uses_radix4(cfg)
+    (alo, ahi), (wlo, whi) = arith.int_range(a_bits, a_signed), arith.int_range(w_bits, w_signed)
+    m = Module()
+    w = Signal(code_shape(w_bits, w_signed))
+    xs = list(range(alo, ahi + 1))
+    outs = []
+    for i, x in enumerate(xs):
+        xc = Const(x, code_shape(a_bits, a_signed))
+        x3 = times3(m, xc, a_signed, f"x3_{i}") if i % 2 else None
+        o = Signal(signed(cfg.product_bits), name=f"o{i}")
+        m.d.comb += o.eq(radix4_product(m, xc, a_signed, w, w_signed, cfg.product_bits, x3=x3, name=f"p{i}"))
+        outs.append(o)
+    got = {}
+
+    async def bench(ctx):
+        for wv in range(wlo, whi + 1):
+            ctx.set(w, wv)
+            await ctx.delay(1e-6)
+            got[wv] = [ctx.get(o) for o in outs]
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == {wv: [x * wv for x in xs] for wv in range(wlo, whi + 1)}
+
+
+@pytest.mark.parametrize("variant", ["tree", "systolic"])
+@pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed",
+                         [(3, True, 5, False), (6, False, 3, True), (5, True, 6, True)])
+def test_radix4_arrays_are_exact(a_bits, a_signed, w_bits, w_signed, variant):
+    cfg = ArrayConfig(rows=3, cols=3, act_bits=a_bits, act_signed=a_signed, weight_bits=w_bits,
+                      weight_signed=w_signed, **VARIANTS[variant])
+    x, w = operands(cfg, np.random.default_rng(a_bits + w_bits), 12)
     got, _ = run_array(cfg, x, w)
     assert np.array_equal(got, expected_sums(cfg, x, w))
 
