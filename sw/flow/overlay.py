@@ -537,8 +537,12 @@ SPRAM_RESOURCE = "ICESTORM_SPRAM"
 #: 4x4 refitted once the weight and parameter memories were forced into block RAM (hw/overlay.py
 #: BLOCK_RAM): whole iCEBreaker boards of the 4-bit 64-32-10 MLP, 8x4 4007 LCs and 8x8 6027 (refused at
 #: placement), 63 LCs a PE (2-bit: 8x4 2484, 8x8 3153, 21 a PE, as before).
+#: Refitted again for radix-4 products and carry-chain adder trees (hw/array.py radix4_product, kept):
+#: the same boards at 30 MHz (tests' random_mlp((64, 32, 10), bits, seed=1)), 4-bit 8x4 3155 and 8x8
+#: 4559 LCs (7 packed pairs each): 44 a PE; 2-bit 8x4 2313, 8x8 2849, 16x8 3636: 17 a PE. The base
+#: is left as it was (right for TFC; about 400 LCs high for these small models).
 OVERLAY_LC_BASE = 1150
-OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 21, (4, 4): 63, (8, 8): 250}
+OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 17, (4, 4): 44, (8, 8): 250}
 #: Logic cells a pair of products saves when it is one packed multiply in an SB_MAC16
 #: (OverlayConfig.dsp_pairs): the 4-bit MLP's 8x4 board above, 4007 LCs with none, 3653 with 7 pairs.
 OVERLAY_LC_PER_DSP_PAIR = 50
