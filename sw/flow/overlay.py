@@ -544,8 +544,9 @@ SPRAM_RESOURCE = "ICESTORM_SPRAM"
 OVERLAY_LC_BASE = 1150
 OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 17, (4, 4): 44, (8, 8): 250}
 #: Logic cells a pair of products saves when it is one packed multiply in an SB_MAC16
-#: (OverlayConfig.dsp_pairs): the 4-bit MLP's 8x4 board above, 4007 LCs with none, 3653 with 7 pairs.
-OVERLAY_LC_PER_DSP_PAIR = 50
+#: (OverlayConfig.dsp_pairs): the 4-bit MLP's 8x8 board above, 4751 LCs with none, 4559 with 7 pairs
+#: (with shift-add products it was 50: 8x4 4007 -> 3653).
+OVERLAY_LC_PER_DSP_PAIR = 27
 
 
 def products_leave_dsps(cfg: OverlayConfig, family: str) -> bool:
