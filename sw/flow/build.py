@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
+from .synth import DSP_MIN_PRODUCT_BITS
 from ..ir.model import Conv2d, Dense, Model
 from ..outputs import atomic_dir
 from .overlay import overlay_report, products_leave_dsps
@@ -64,12 +65,6 @@ def fold_model(model: Model, dev, mult: str = "lut"):
                               f"this model (one product per layer and {reserved} for the requantizers); "
                               f"{dev.name} has {dsps}", "build with --mult lut")
     return fold(layer_shapes(model), cost, logic, brams, device_name=dev.name, max_macs=max_macs)
-
-
-#: Narrowest product Yosys maps to a DSP block, per family: synth_ice40 leaves products of fewer than 11
-#: bits in logic (a 4 x 4-bit product stays in LUTs even with -dsp: docs/hardware.md), synth_ecp5 maps
-#: every multiplier of 2 x 2 bits or more.
-DSP_MIN_PRODUCT_BITS = {"ice40": 11, "ecp5": 4}
 
 
 def _product_maps_to_dsp(shape: LayerShape, dev) -> bool:

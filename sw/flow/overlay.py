@@ -551,9 +551,9 @@ OVERLAY_LC_PER_DSP_PAIR = 27
 
 def products_leave_dsps(cfg: OverlayConfig, family: str) -> bool:
     """Whether synthesis leaves the overlay array's products in logic and the DSP blocks free: on iCE40
-    for products under ``lowbit.sw.flow.build.DSP_MIN_PRODUCT_BITS`` (11 bits). The build then puts the
+    for products under ``lowbit.sw.flow.synth.DSP_MIN_PRODUCT_BITS`` (11 bits). The build then puts the
     requantizer's multiplier in a DSP block, and :func:`dsp_pairs_for` pairs of products in the rest."""
-    from .build import DSP_MIN_PRODUCT_BITS
+    from .synth import DSP_MIN_PRODUCT_BITS
     return family == "ice40" and cfg.x_bits + cfg.w_bits < DSP_MIN_PRODUCT_BITS["ice40"]
 
 

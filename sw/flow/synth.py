@@ -67,6 +67,11 @@ ECP5 = Family("ecp5", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D", "TRE
               {"LUT4": "logic", "DP16KD": "bram", "MULT18X18D": "dsp"})
 FAMILIES: dict[str, Family] = {f.name: f for f in (ICE40, ECP5)}
 
+#: Narrowest product Yosys maps to a DSP block, per family: synth_ice40 leaves products of fewer than 11
+#: bits in logic (a 4 x 4-bit product stays in LUTs even with -dsp: docs/hardware.md), synth_ecp5 maps
+#: every multiplier of 2 x 2 bits or more.
+DSP_MIN_PRODUCT_BITS = {"ice40": 11, "ecp5": 4}
+
 
 def family_of_utilization(utilization: dict) -> Family:
     """The :class:`Family` whose resource names a utilisation report (``{resource: ...}``) uses."""
