@@ -440,6 +440,8 @@ CASES = [
          "--clock-mhz 0 must be a positive frequency", _lbm, outputs=("out",)),
     Case("build-clock-nan", ["build", "m.lbm", "--board", "icebreaker", "--clock-mhz", "nan", "-o", "out"],
          "--clock-mhz nan must be a positive frequency", _lbm, outputs=("out",)),
+    Case("build-seed-negative", ["build", "m.lbm", "--board", "icebreaker", "--seed", "-1", "-o", "out"],
+         "--seed -1 is outside 0 to 2147483647", _lbm, outputs=("out",)),
     Case("run-batch-zero", ["run", "b", "--sim", "--data", "test.npz", "--batch", "0"], "--batch 0 must be at least 1",
          _fake_reweightable_build, outputs=("b/sim",)),
     Case("run-batch-negative", ["run", "b", "--sim", "--data", "test.npz", "--batch", "-1"],

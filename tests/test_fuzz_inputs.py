@@ -247,8 +247,9 @@ CLOCKS = st.none() | st.sampled_from(["0", "-12", "nan", "inf", "1e9", "12", "24
 
 
 @FUZZ
-@given(baud=INTS, max_batch=INTS, clock=CLOCKS, board=st.sampled_from(["icebreaker", "ulx3s-85f"]))
-def test_build_options(good, cli, monkeypatch, baud, max_batch, clock, board):
+@given(baud=INTS, max_batch=INTS, clock=CLOCKS, board=st.sampled_from(["icebreaker", "ulx3s-85f"]),
+       seed=st.none() | INTS | st.just(2 ** 31))
+def test_build_options(good, cli, monkeypatch, baud, max_batch, clock, board, seed):
     """Every combination is refused in one line or reaches build() with values the gateware supports
     (build itself is stubbed: no synthesis)."""
     from lowbit.sw.flow.record import MAX_BATCH, MAX_BAUD
@@ -258,11 +259,13 @@ def test_build_options(good, cli, monkeypatch, baud, max_batch, clock, board):
     monkeypatch.setattr(command, "build", lambda *a, **kw: reached.append(kw) or {})
     monkeypatch.setattr(command, "summary_text", lambda report: "")
     argv = ["build", str(tmp / "good.lbm"), "--board", board, "-o", str(tmp / "out"), "--baud", str(baud),
-            "--max-batch", str(max_batch)] + (["--clock-mhz", clock] if clock else [])
+            "--max-batch", str(max_batch)] + (["--clock-mhz", clock] if clock else []) \
+        + (["--seed", str(seed)] if seed is not None else [])
     code, _, err = cli(*argv)
     event("reached build()" if reached else "refused")
     if reached:
         assert code == 0 and 1 <= reached[0]["max_batch"] <= MAX_BATCH and 1 <= reached[0]["baud"] <= MAX_BAUD
+        assert reached[0]["seed"] == (1 if seed is None else seed) and 0 <= reached[0]["seed"] < 2 ** 31
     else:
         _one_line_error(code, err)
     assert not (tmp / "out").exists()

@@ -47,6 +47,9 @@ def add_arguments(p):
                         "layers and inputs fit its memories (implies --arch overlay)")
     p.add_argument("--reweightable", action="store_true",
                    help="keep the weight ROMs patchable by 'lowbit reweight' (iCE40 and ECP5; wider requantizers)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="nextpnr's placement seed (default 1): a design that misses timing by a little may "
+                        "meet it placed with another seed")
     p.add_argument("--json", action="store_true")
 
 
@@ -63,6 +66,8 @@ def check_options(args) -> None:
                           "it sizes the board's input buffer; 8 (the default) keeps the link busy")
     if args.clock_mhz is not None and not (math.isfinite(args.clock_mhz) and args.clock_mhz > 0):
         raise LowbitError(f"--clock-mhz {args.clock_mhz:g} must be a positive frequency", "e.g. --clock-mhz 24")
+    if not 0 <= getattr(args, "seed", 1) < 2 ** 31:
+        raise LowbitError(f"--seed {args.seed} is outside 0 to {2 ** 31 - 1}", "e.g. --seed 2")
     # Parsed once, here, for every command that takes --array.
     args.array_shape = None if args.array is None else parse_array(args.array)
     clk_hz, _ = board_clock(args.board, args.clock_mhz)
@@ -92,6 +97,6 @@ def run(args):
     report = build(model, args.board, args.output, baud=args.baud, max_batch=args.max_batch, progress=progress,
                    reweightable=args.reweightable, clock_mhz=args.clock_mhz,
                    mult=args.mult, arch=args.arch, also=also, loadable=args.loadable,
-                   array=args.array_shape)
+                   array=args.array_shape, seed=args.seed)
     emit(report, args.json, summary_text(report) + f"artefacts in {args.output}")
     return 0

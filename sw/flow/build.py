@@ -219,7 +219,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
               "overlay": overlay_fields(plan.config) if arch == "overlay" else None,
               "arrays": [list(a) for a in arrays], "clock_hz": clk_hz,
               "baud": baud, "max_batch": max_batch, "timeout_bytes": TIMEOUT_BYTES, "reweightable": reweightable,
-              "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
+              "seed": seed, "rom_seed": rom_seed, "rom_block": rom_block, "mult": mult, "requant_dsp": requant_dsp,
               "pll": pll is not None, "input_buffer": plan.input_buffer if arch == "overlay" else None,
               "flash_boot": None}
     if arch == "overlay" and cfg.weight_store == "spram" and _has_flash(platform):
@@ -288,7 +288,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                                                     fast=False)
         if not result.timing_met:
             raise LowbitError(f"timing failed: Fmax {result.fmax_mhz:.1f} MHz is below the {clk_hz / 1e6:g} MHz "
-                              f"design clock", "use a lower --clock-mhz, smaller arrays or fewer bits; "
+                              f"design clock", "use a lower --clock-mhz, another --seed, smaller arrays or fewer bits; "
                               "nothing was written")
         per = cycles["cycles_per_inference"]
         util = result.utilization
