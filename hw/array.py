@@ -233,7 +233,8 @@ class MacArray(wiring.Component):
         cfg = config
         R, C = cfg.rows, cfg.cols
         self.x_shape, self.w_shape = operand_shapes(cfg)
-        self.latency = (1 if cfg.product_reg else 0) + (R + (C - 1 if cfg.systolic_2d else 0) if cfg.systolic else 0)
+        self.latency = (1 if cfg.product_reg else 0) + (1 if cfg.input_reg else 0) + (1 if cfg.sum_reg else 0) \
+            + (R + (C - 1 if cfg.systolic_2d else 0) if cfg.systolic else 0)
         super().__init__({
             "en": In(1),
             "x": In(data.ArrayLayout(self.x_shape, R)),
@@ -251,11 +252,33 @@ class MacArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        self._operands(m)
         if self.config.systolic:
             self._grid(m)
         else:
             self._tree(m)
         return m
+
+    def _operands(self, m):
+        """The operands the products take: ``x`` and ``w`` as they come, or with ``input_reg`` registered
+        (and the row's ``3x`` of a radix-4 array computed before its register)."""
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        self._x3 = [None] * R
+        radix4 = uses_radix4(cfg) and not cfg.systolic and not cfg.dsp_pack
+        if not cfg.input_reg:
+            self._x, self._w = self.x, self.w
+            return
+        self._x = Signal(data.ArrayLayout(self.x_shape, R), name="x_in")
+        self._w = Signal(data.ArrayLayout(data.ArrayLayout(self.w_shape, C), R), name="w_in")
+        with m.If(self.en):
+            m.d.sync += [self._x.eq(self.x), self._w.eq(self.w)]
+        if radix4:
+            for r in range(R):
+                now = times3(m, self.x[r], cfg.act_signed, f"x3_{r}")
+                self._x3[r] = Signal(now.shape(), name=f"x3_in{r}")
+                with m.If(self.en):
+                    m.d.sync += self._x3[r].eq(now)
 
     def _tree(self, m):
         cfg = self.config
@@ -271,14 +294,19 @@ class MacArray(wiring.Component):
                 m.d.comb += assigns
         for j in range(C):
             # A binary column is a popcount, which Yosys's full adders build better than carry chains.
-            m.d.comb += self.sums[j].eq(tree_sum([prods[r][j] for r in range(R)], None if cfg.binary else m, f"col{j}"))
+            total = tree_sum([prods[r][j] for r in range(R)], None if cfg.binary else m, f"col{j}")
+            if cfg.sum_reg:
+                with m.If(self.en):
+                    m.d.sync += self.sums[j].eq(total)
+            else:
+                m.d.comb += self.sums[j].eq(total)
 
     def _row_products(self, m, r):
         """The ``C`` products of row ``r``: one per column, or with ``dsp_pack`` one multiplier for each
         pair of columns (``x * (w_a + w_b * 2**S)``, split exactly into ``x*w_a`` and ``x*w_b``)."""
         cfg = self.config
         C = cfg.cols
-        x, wrow = self.x[r], self.w[r]
+        x, wrow = self._x[r], self._w[r]
         pairs = C // 2 if cfg.dsp_pack else min(C // 2, max(0, cfg.dsp_pairs - r * (C // 2)))
         S = cfg.product_bits
         out = []
@@ -290,7 +318,9 @@ class MacArray(wiring.Component):
             out += [lo, (packed[S:].as_signed() + packed[S - 1])[:cfg.product_bits].as_signed()]
         if cfg.dsp_pack:
             return out + ([x * wrow[C - 1]] if C % 2 else [])
-        x3 = times3(m, x, cfg.act_signed, f"x3_{r}") if uses_radix4(cfg) and C > 2 * pairs else None
+        x3 = None
+        if uses_radix4(cfg) and C > 2 * pairs:
+            x3 = self._x3[r] if self._x3[r] is not None else times3(m, x, cfg.act_signed, f"x3_{r}")
         return out + [product(cfg, x, wrow[j], m, x3, f"p{r}_{j}v") for j in range(2 * pairs, C)]
 
     def _grid(self, m):
@@ -299,9 +329,9 @@ class MacArray(wiring.Component):
         two_d = cfg.systolic_2d
         pes = [[None] * C for _ in range(R)]
         for r in range(R):
-            x = delay_line(m, self.x[r], r, self.en, f"x{r}", self.x_shape)
+            x = delay_line(m, self._x[r], r, self.en, f"x{r}", self.x_shape)
             for j in range(C):
-                w = delay_line(m, self.w[r][j], r + j if two_d else r, self.en, f"w{r}_{j}", self.w_shape)
+                w = delay_line(m, self._w[r][j], r + j if two_d else r, self.en, f"w{r}_{j}", self.w_shape)
                 pe = SystolicPE(cfg, self.x_shape, self.w_shape, self.psum_shape(max(r, 1)), self.psum_shape(r + 1))
                 m.submodules[f"pe{r}_{j}"] = pe
                 m.d.comb += [pe.en.eq(self.en), pe.w_in.eq(w),

@@ -52,6 +52,13 @@ class ArrayConfig:
         ``"lut"`` or ``"dsp"``, see :data:`MULT_IMPLS`.
     product_reg : bool
         Register each product before the adder tree (costs one flip-flop per product bit, buys Fmax).
+    input_reg : bool
+        Register the operands where they enter the array (``R·A + R·C·W`` flip-flops, and with radix-4
+        products the row's ``3x``, computed before the register), so the path from the memories and the
+        operand decoders ends there instead of running on through the multiplies; one cycle more latency.
+    sum_reg : bool
+        Register the column sums where they leave the adder tree (``C`` sums), so the tree and whatever adds
+        the sums (an engine's accumulators) are separate cycles; one cycle more latency. Adder tree only.
     systolic_2d : bool
         With ``systolic``: activations also hop one column to the right per cycle instead of being
         broadcast along the row (no fan-out of ``C``); column ``j`` then lags ``j`` cycles, its weights
@@ -95,6 +102,8 @@ class ArrayConfig:
     max_k: int = 1024
     mult: str = "lut"
     product_reg: bool = True
+    input_reg: bool = False
+    sum_reg: bool = False
     systolic: bool = False
     systolic_2d: bool = False
     dsp_pack: bool = False
@@ -106,8 +115,8 @@ class ArrayConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise ValueError(f"ArrayConfig.{name} must be an integer from {lo} to {hi}, not {value!r}")
-        for name in ("act_signed", "weight_signed", "binary", "weight_binary", "product_reg", "systolic", "systolic_2d",
-                     "dsp_pack"):
+        for name in ("act_signed", "weight_signed", "binary", "weight_binary", "product_reg", "input_reg", "sum_reg",
+                     "systolic", "systolic_2d", "dsp_pack"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ArrayConfig.{name} must be True or False, not {getattr(self, name)!r}")
         if self.mult not in MULT_IMPLS:
@@ -122,6 +131,8 @@ class ArrayConfig:
                 not 0 <= self.dsp_pairs <= self.rows * (self.cols // 2):
             raise ValueError(f"ArrayConfig.dsp_pairs must be an integer from 0 to {self.rows * (self.cols // 2)} "
                              f"(rows x column pairs), not {self.dsp_pairs!r}")
+        if self.sum_reg and self.systolic:
+            raise ValueError("ArrayConfig.sum_reg needs the adder tree (a systolic chain registers its sums)")
         if self.dsp_pairs and (self.weights_binary or self.systolic):
             raise ValueError("ArrayConfig.dsp_pairs needs non-binary operands and the adder tree "
                              f"(binary={self.binary}, weight_binary={self.weight_binary}, systolic={self.systolic})")

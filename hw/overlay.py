@@ -78,7 +78,11 @@ class OverlayConfig:
     ``weight_formats`` the ``(bits, binary)`` weight formats (non-binary weights are signed); a
     descriptor picks one of each by index. ``acc_bits`` is the width of the accumulators and of
     ``acc + bias``; ``mult_bits`` of the requantization multiplier. ``dsp_pairs`` pairs of the array's
-    products are packed multiplies for DSP blocks (:attr:`ArrayConfig.dsp_pairs`).
+    products are packed multiplies for DSP blocks (:attr:`ArrayConfig.dsp_pairs`). ``array_regs``
+    registers the array's decoded operands where they enter it and its column sums where they leave the
+    adder tree (:attr:`ArrayConfig.input_reg`, :attr:`ArrayConfig.sum_reg`): the memory read and decoders,
+    the multiplies, the adder tree and the accumulators are then separate cycles; every layer takes two
+    cycles more.
     """
 
     rows: int = 8
@@ -101,6 +105,7 @@ class OverlayConfig:
     weight_store: str = "bram"
     conv: bool = False
     dsp_pairs: int = 0
+    array_regs: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
@@ -116,6 +121,8 @@ class OverlayConfig:
         if not isinstance(self.dsp_pairs, int) or not 0 <= self.dsp_pairs <= self.rows * (self.cols // 2):
             raise ValueError(f"OverlayConfig.dsp_pairs must be an integer from 0 to {self.rows * (self.cols // 2)}, "
                              f"not {self.dsp_pairs!r}")
+        if not isinstance(self.array_regs, bool):
+            raise ValueError(f"OverlayConfig.array_regs must be True or False, not {self.array_regs!r}")
         if self.weight_store not in ("bram", "spram"):
             raise ValueError(f"OverlayConfig.weight_store must be 'bram' or 'spram', not {self.weight_store!r}")
         if self.weight_store == "spram" and not (self.loadable and self.port_bits % 16 == 0
@@ -205,7 +212,8 @@ class OverlayConfig:
     def array_config(self) -> ArrayConfig:
         return ArrayConfig(rows=self.rows, cols=self.cols, act_bits=self.x_bits, act_signed=True,
                            weight_bits=self.w_bits, weight_signed=True, max_k=self.rows, mult=self.mult,
-                           systolic=self.systolic, dsp_pairs=0 if self.systolic else self.dsp_pairs)
+                           systolic=self.systolic, dsp_pairs=0 if self.systolic else self.dsp_pairs,
+                           input_reg=self.array_regs, sum_reg=self.array_regs and not self.systolic)
 
 
 def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:

@@ -16,7 +16,11 @@ from lowbit.sw.ir import arith
 
 VARIANTS = {"tree": {}, "tree-comb": {"product_reg": False}, "systolic": {"systolic": True},
             "systolic-comb": {"systolic": True, "product_reg": False},
-            "systolic2d": {"systolic": True, "systolic_2d": True}}
+            "systolic2d": {"systolic": True, "systolic_2d": True},
+            # Registered operands and sums (OverlayConfig.array_regs): more latency, the same sums.
+            "tree-inreg": {"input_reg": True}, "systolic-inreg": {"systolic": True, "input_reg": True},
+            "tree-regs": {"input_reg": True, "sum_reg": True},
+            "tree-comb-sumreg": {"product_reg": False, "sum_reg": True}}
 
 
 def operands(cfg, rng, chunks):
@@ -113,10 +117,11 @@ def test_packed_dsp_products_are_exact(a_bits, w_bits, cols):
     assert np.array_equal(got, expected_sums(cfg, x, w))
 
 
-@pytest.mark.parametrize("pairs", [1, 3, 5])
-def test_some_packed_pairs_beside_lut_products_are_exact(pairs):
-    """dsp_pairs: the first pairs (row by row) packed, the rest shift-add products in logic."""
-    cfg = ArrayConfig(rows=3, cols=4, act_bits=4, weight_bits=4, act_signed=True, dsp_pairs=pairs)
+@pytest.mark.parametrize("pairs,input_reg", [(1, False), (3, False), (5, False), (3, True)])
+def test_some_packed_pairs_beside_lut_products_are_exact(pairs, input_reg):
+    """dsp_pairs: the first pairs (row by row) packed, the rest radix-4 products in logic."""
+    cfg = ArrayConfig(rows=3, cols=4, act_bits=4, weight_bits=4, act_signed=True, dsp_pairs=pairs,
+                      input_reg=input_reg)
     x, w = operands(cfg, np.random.default_rng(pairs), 14)
     got, _ = run_array(cfg, x, w)
     assert np.array_equal(got, expected_sums(cfg, x, w))
@@ -155,7 +160,7 @@ def test_radix4_products_are_exact_for_every_operand_pair(a_bits, a_signed, w_bi
     assert got == {wv: [x * wv for x in xs] for wv in range(wlo, whi + 1)}
 
 
-@pytest.mark.parametrize("variant", ["tree", "systolic"])
+@pytest.mark.parametrize("variant", ["tree", "systolic", "tree-inreg", "tree-regs"])
 @pytest.mark.parametrize("a_bits,a_signed,w_bits,w_signed",
                          [(3, True, 5, False), (6, False, 3, True), (5, True, 6, True)])
 def test_radix4_arrays_are_exact(a_bits, a_signed, w_bits, w_signed, variant):
@@ -171,10 +176,13 @@ def test_dsp_pairs_are_bounded_and_need_the_tree():
         ArrayConfig(rows=3, cols=4, dsp_pairs=7)
     with pytest.raises(ValueError, match="dsp_pairs needs"):
         ArrayConfig(rows=3, cols=4, dsp_pairs=2, systolic=True)
+    with pytest.raises(ValueError, match="sum_reg needs the adder tree"):
+        ArrayConfig(rows=3, cols=4, sum_reg=True, systolic=True)
 
 
 @pytest.mark.parametrize("variant,latency", [("tree", 1), ("tree-comb", 0), ("systolic", 5), ("systolic-comb", 4),
-                                             ("systolic2d", 7)])
+                                             ("systolic2d", 7), ("tree-inreg", 2), ("systolic-inreg", 6),
+                                             ("tree-regs", 3), ("tree-comb-sumreg", 1)])
 def test_latency_is_as_documented(variant, latency):
     cfg = ArrayConfig(rows=4, cols=3, **VARIANTS[variant])
     assert MacArray(cfg).latency == latency

@@ -118,8 +118,8 @@ def random_codes(rng, q, shape):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), rows=st.sampled_from([1, 2, 3, 4, 8]), cols=st.sampled_from([1, 2, 3, 4]),
-       depth=st.integers(1, 3), loadable=st.booleans())
-def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth, loadable):
+       depth=st.integers(1, 3), loadable=st.booleans(), array_regs=st.booleans())
+def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth, loadable, array_regs):
     rng = np.random.default_rng(seed)
     in_q = random_input_q(rng)
     k = int(rng.integers(1, 14))
@@ -129,7 +129,8 @@ def test_random_stacks_are_bit_exact_under_stalls(seed, rows, cols, depth, loada
     except LowbitError:
         return          # a combination the IR refuses (e.g. binary inputs into integer weights)
     xs = random_codes(rng, in_q, (2, k))
-    got, _, _ = simulate(model, rows, cols, xs, idle=0.3, stall=0.3, seed=seed % 1000, loadable=loadable)
+    got, _, _ = simulate(model, rows, cols, xs, idle=0.3, stall=0.3, seed=seed % 1000, loadable=loadable,
+                         array_regs=array_regs)
     assert np.array_equal(got, run(model, xs).reshape(2, -1))
 
 
@@ -214,6 +215,21 @@ def test_cycle_model_equals_simulation(ks, rows, cols, bits, loadable):
     assert np.array_equal(got, run(model, xs).reshape(2, -1))
     n_out = prog.output_count
     assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
+
+
+@pytest.mark.parametrize("ks,rows,cols,bits,pairs", [([16, 8, 3], 4, 2, 4, 0), ([40, 24, 10], 8, 8, 4, 7),
+                                                  ([30, 10], 16, 4, 1, 0)])
+def test_array_registers_take_two_cycles_more_a_layer(ks, rows, cols, bits, pairs):
+    """OverlayConfig.array_regs (registered operands and column sums): the same outputs, and the cycle
+    model, two cycles more a layer, equals simulation."""
+    model = mlp(ks, bits)
+    xs = np.random.default_rng(2).integers(0, 1 << bits, (2, ks[0]))
+    got, prog, ends = simulate(model, rows, cols, xs, array_regs=True, dsp_pairs=pairs)
+    assert np.array_equal(got, run(model, xs).reshape(2, -1))
+    n_out = prog.output_count
+    assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
+    plain = compile_program(model, config_for(model, rows, cols, dsp_pairs=pairs))
+    assert inference_cycles(prog) == inference_cycles(plain) + 2 * len(prog.layers)
 
 
 def test_dense_layers_meet_the_weight_bandwidth_roof():

@@ -294,7 +294,7 @@ def _layer_words(cfg: OverlayConfig, st: _Step) -> int:
 def array_latency(cfg: OverlayConfig) -> int:
     """Enabled cycles from an operand pair entering the array to its column sums (:class:`MacArray`)."""
     acfg = cfg.array_config
-    return (1 if acfg.product_reg else 0) + (acfg.rows if acfg.systolic else 0)
+    return sum(map(bool, (acfg.product_reg, acfg.input_reg, acfg.sum_reg))) + (acfg.rows if acfg.systolic else 0)
 
 
 def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
