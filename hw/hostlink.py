@@ -222,6 +222,9 @@ class HostLink(wiring.Component):
                                    ld_addr=ld_addr, wbc=wbc, words=words, commit=commit, n_in=n_in_v,
                                    n_out=n_out_v, record_bytes=record_bytes, over=over)
 
+        # Payload bytes still to come after this one: a down-counter, so the last byte is a zero test, not
+        # count == length - 1 (a subtract and a compare, a UP5K board's 33 MHz critical path).
+        rem = Signal(16)
         with m.FSM(name="rx") as rx_fsm:
             with m.State("HUNT"):
                 with m.If(got & (byte == frames.SYNC)):
@@ -242,7 +245,7 @@ class HostLink(wiring.Component):
             with m.State("LEN1"):
                 with m.If(got):
                     full_len = Cat(length[:8], byte)
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), length.eq(full_len), count.eq(0)]
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), length.eq(full_len), count.eq(0), rem.eq(full_len - 1)]
                     with m.If((opcode == frames.IDENTIFY) | (opcode == frames.COUNTERS)):
                         with m.If(full_len == 0):
                             m.next = "CRC0"
@@ -286,8 +289,8 @@ class HostLink(wiring.Component):
                 if load is not None:
                     self._payload_loadable(m, got, byte, opcode, count, wp, batch)
                 with m.If(got):
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), count.eq(count + 1)]
-                    with m.If(count == length - 1):
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), count.eq(count + 1), rem.eq(rem - 1)]
+                    with m.If(rem == 0):
                         m.next = "CRC0"
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
@@ -346,6 +349,14 @@ class HostLink(wiring.Component):
         err = Signal(8)
         tx = self.tx_byte
         tx_crc = Signal(16)
+        # A byte the transmitter takes enters the CRC the cycle after (on a UP5K the payload select and
+        # the CRC step in one cycle were the 8x8 4-bit board's 32 MHz critical path). CRC0 follows a
+        # BODY cycle that sends nothing, so the last byte is in by then; CRC0 also waits for it.
+        crc_byte, crc_go = Signal(8), Signal()
+
+        def crc_add(byte):
+            return [crc_byte.eq(byte), crc_go.eq(1)]
+
         idx = Signal(16)
         plen = Signal(16)
         # The COUNTERS response, little-endian in the order of frames.COUNTERS_FIELDS, each at its width.
@@ -395,6 +406,10 @@ class HostLink(wiring.Component):
         if load is not None:
             loader = self._loader(m, rp, length, idx, ident_len, nbytes_v)
 
+        body_end = Signal()
+        m.d.sync += [crc_go.eq(0), body_end.eq(idx == plen)]
+        with m.If(crc_go):
+            m.d.sync += tx_crc.eq(crc16_step(tx_crc, crc_byte))
         with m.FSM(name="tx"):
             with m.State("IDLE"):
                 m.d.comb += busy.eq(tx_start)
@@ -444,14 +459,19 @@ class HostLink(wiring.Component):
                 with m.State(state):
                     m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(val)]
                     with m.If(tx.ready):
-                        m.d.sync += tx_crc.eq(crc16_step(tx_crc, val))
+                        m.d.sync += crc_add(val)
                         m.next = nxt
             with m.State("BODY"):
                 m.d.comb += busy.eq(1)
-                with m.If(idx == plen):
+                # After each byte the transmitter takes, one cycle with nothing sent, so body_end (idx ==
+                # plen a cycle late, off the UART's path) has seen the new idx. A cycle in a byte's ten
+                # bit times.
+                with m.If(crc_go):
+                    pass
+                with m.Elif(body_end):
                     m.next = "CRC0"
                 with m.Elif(kind == (frames.INFER | frames.RESPONSE)):
-                    self._infer_bytes(m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax,
+                    self._infer_bytes(m, tx, crc_add, idx, outq, value, vbyte, vcount, best, best_i, need_argmax,
                                       compare, n_out_v, nbytes_v, max_nbytes)
                 with m.Else():
                     payload = Signal(8)
@@ -470,10 +490,10 @@ class HostLink(wiring.Component):
                         m.d.comb += payload.eq(err)
                     m.d.comb += [tx.valid.eq(1), tx.payload.eq(payload)]
                     with m.If(tx.ready):
-                        m.d.sync += [tx_crc.eq(crc16_step(tx_crc, payload)), idx.eq(idx + 1)]
+                        m.d.sync += [*crc_add(payload), idx.eq(idx + 1)]
             with m.State("CRC0"):
-                m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(tx_crc[:8])]
-                with m.If(tx.ready):
+                m.d.comb += [busy.eq(1), tx.valid.eq(~crc_go), tx.payload.eq(tx_crc[:8])]
+                with m.If(tx.ready & ~crc_go):
                     m.next = "CRC1"
             with m.State("CRC1"):
                 m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(tx_crc[8:])]
@@ -488,14 +508,14 @@ class HostLink(wiring.Component):
                 m.d.sync += [best.eq(value), best_i.eq(vcount - 1)]
         return m
 
-    def _infer_bytes(self, m, tx, tx_crc, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, compare, n_out,
+    def _infer_bytes(self, m, tx, crc_add, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, compare, n_out,
                      nbytes, max_nbytes):
         # Either emit the pending argmax byte, or a byte of the current value, or load the next value.
         with m.If(need_argmax):
             argmax = Signal(8)          # frames.INFER_FIELDS: the argmax is one byte (ARGMAX_BYTES)
             m.d.comb += [argmax.eq(best_i), tx.valid.eq(1), tx.payload.eq(argmax)]
             with m.If(tx.ready):
-                m.d.sync += [tx_crc.eq(crc16_step(tx_crc, argmax)), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
+                m.d.sync += [*crc_add(argmax), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
         with m.Elif(vbyte != 0):
             # value is sign-extended to whole bytes; byte number (nbytes - vbyte) goes out next.
             wide = Signal(8 * max_nbytes)
@@ -506,7 +526,7 @@ class HostLink(wiring.Component):
                     m.d.comb += cur.eq(wide[8 * b:8 * b + 8])
             m.d.comb += [tx.valid.eq(1), tx.payload.eq(cur)]
             with m.If(tx.ready):
-                m.d.sync += [tx_crc.eq(crc16_step(tx_crc, cur)), idx.eq(idx + 1), vbyte.eq(vbyte - 1)]
+                m.d.sync += [*crc_add(cur), idx.eq(idx + 1), vbyte.eq(vbyte - 1)]
                 with m.If((vbyte == 1) & (vcount == n_out)):
                     m.d.sync += need_argmax.eq(1)
         with m.Else():
