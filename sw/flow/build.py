@@ -206,7 +206,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
                           "build with --arch overlay (or auto)")
     arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, mult=mult,
                                               reweightable=reweightable, max_batch=max_batch, also=also,
-                                              loadable=loadable, array=array)
+                                              loadable=loadable, array=array, clock_hz=clk_hz)
     if arch == "overlay":
         arrays = plan.program.arrays
         cfg = plan.config
@@ -335,13 +335,14 @@ def _has_flash(platform) -> bool:
 
 
 def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "lut", reweightable: bool = False, also=(),
-                        max_batch: int = 8, loadable: bool = False, array=None):
+                        max_batch: int = 8, loadable: bool = False, array=None, clock_hz: float | None = None):
     """``(arch, folding, overlay_plan)`` for ``model`` on ``dev``: the dataflow folding
     (:func:`fold_model`) and the overlay plan (:func:`lowbit.sw.flow.overlay.plan_overlay`) that fit by the
     estimate, and with ``arch="auto"`` the one with fewer predicted cycles per inference (the dataflow
     pipeline's slowest layer, or the overlay's whole program). LowbitError before any synthesis if
     neither fits, with both reasons. ``array = (rows, cols)``: an overlay of that array (its logic
-    estimate is not a refusal; synthesis checks the real count before placement)."""
+    estimate is not a refusal; synthesis checks the real count before placement). ``clock_hz``: the design
+    clock, which decides whether the overlay's array is pipelined further (``array_regs_for``)."""
     from .fold import predict_cycles
     from .overlay import plan_overlay
     if arch not in ("auto",) + ARCHITECTURES:
@@ -366,7 +367,7 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
     if arch == "overlay" or (arch == "auto" and not reweightable and mult == "lut"):
         try:
             plan = plan_overlay(model, dev, max_batch=max_batch, also=also, loadable=loadable, arrays=array,
-                                logic_check=array is None)
+                                logic_check=array is None, clock_hz=clock_hz)
         except LowbitError as exc:
             if arch == "overlay" or folding is None:
                 if folding is None and errors:
@@ -398,7 +399,7 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
     try:
         loadable = loadable or bool(also)
         arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, max_batch=max_batch,
-                                                  also=also, loadable=loadable, array=array)
+                                                  also=also, loadable=loadable, array=array, clock_hz=clk_hz)
     except LowbitError as exc:
         out.update(fits=False, reason=exc.message, architecture=None, pes=0, estimate=None,
                    cycles_per_inference=None)

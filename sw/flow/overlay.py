@@ -527,7 +527,7 @@ def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
 #: Logic cells a loadable overlay adds (the link's LOAD/COMMIT handler, CRC-32 check and identity
 #: memory; the load port; descriptor fields no longer folded by synthesis): measured on an 8x2 4-bit
 #: overlay, Yosys `synth_ice40` per module, 4401 LUTs loadable vs 3003 not (docs/hardware.md).
-OVERLAY_LC_LOADABLE = 1400
+OVERLAY_LC_LOADABLE = 1950
 SPRAM_RESOURCE = "ICESTORM_SPRAM"
 #: Logic cells of the overlay around its array (sequencer, decoders, accumulators, result slots, the
 #: requantizer) and per PE by decoded operand widths (signed x_bits, w_bits). Measured with
@@ -539,14 +539,45 @@ SPRAM_RESOURCE = "ICESTORM_SPRAM"
 #: placement), 63 LCs a PE (2-bit: 8x4 2484, 8x8 3153, 21 a PE, as before).
 #: Refitted again for radix-4 products and carry-chain adder trees (hw/array.py radix4_product, kept):
 #: the same boards at 30 MHz (tests' random_mlp((64, 32, 10), bits, seed=1)), 4-bit 8x4 3155 and 8x8
-#: 4559 LCs (7 packed pairs each): 44 a PE; 2-bit 8x4 2313, 8x8 2849, 16x8 3636: 17 a PE. The base
-#: is left as it was (right for TFC; about 400 LCs high for these small models).
-OVERLAY_LC_BASE = 1150
+#: 4559 LCs (7 packed pairs each): 44 a PE; 2-bit 8x4 2313, 8x8 2849, 16x8 3636: 17 a PE.
+#: The base then refitted to those boards (estimates 614-1090 LCs high with 1150; the trained digits MLP
+#: as 8x8: 4446) and the convolution's part split off (OVERLAY_LC_CONV: random_cnn(bits=2, seed=1) as
+#: an 8x8 overlay, 3923 LCs, was 285 over its estimate); OVERLAY_LC_LOADABLE rose by what the base lost,
+#: so loadable estimates did not change.
+OVERLAY_LC_BASE = 600
+#: Logic cells an overlay built for Conv2d / MaxPool2d adds (OverlayConfig.conv: the window address
+#: generator, padding, the max-pool pass), fitted with the base above.
+OVERLAY_LC_CONV = 900
 OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 17, (4, 4): 44, (8, 8): 250}
 #: Logic cells a pair of products saves when it is one packed multiply in an SB_MAC16
 #: (OverlayConfig.dsp_pairs): the 4-bit MLP's 8x8 board above, 4751 LCs with none, 4559 with 7 pairs
 #: (with shift-add products it was 50: 8x4 4007 -> 3653).
 OVERLAY_LC_PER_DSP_PAIR = 27
+
+
+#: Design clocks above which the planner registers the array's operands and column sums
+#: (OverlayConfig.array_regs), per family. Measured on the iCEBreaker's 8x8 4-bit board (64-32-10 MLP,
+#: docs/hardware.md): 30.4 MHz without, 33.5 with them (4559 -> 4883 LCs). Not yet measured on ECP5.
+ARRAY_REGS_ABOVE_HZ = {"ice40": 30e6}
+#: Logic cells a registered bit costs (a flip-flop that rarely packs with a LUT of its own): the 8x8 board's
+#: 424 bits of operand, 3x and sum registers took 324 LCs.
+OVERLAY_LC_PER_REG_BIT = 0.75
+
+
+def array_regs_for(family: str, clock_hz: float | None) -> bool:
+    """Whether an overlay clocked at ``clock_hz`` gets :attr:`OverlayConfig.array_regs`
+    (:data:`ARRAY_REGS_ABOVE_HZ`)."""
+    return clock_hz is not None and clock_hz > ARRAY_REGS_ABOVE_HZ.get(family, float("inf"))
+
+
+def array_reg_bits(cfg: OverlayConfig) -> int:
+    """Flip-flops :attr:`OverlayConfig.array_regs` adds: operands, the rows' ``3x`` and the column sums."""
+    if not cfg.array_regs:
+        return 0
+    from ...hw.array import MacArray
+    array = MacArray(cfg.array_config)
+    x3 = cfg.rows * (cfg.x_bits + 2)
+    return cfg.rows * cfg.x_bits + cfg.macs * cfg.w_bits + x3 + cfg.cols * array.psum_shape(cfg.rows).width
 
 
 def products_leave_dsps(cfg: OverlayConfig, family: str) -> bool:
@@ -604,7 +635,9 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
               + (rom_blocks(8, identity, family) if cfg.loadable else 0)}
     logic = lc_system + OVERLAY_LC_BASE + cfg.macs * pe_logic(cfg.x_bits, cfg.w_bits)
     logic -= cfg.dsp_pairs * OVERLAY_LC_PER_DSP_PAIR
+    logic += array_reg_bits(cfg) * OVERLAY_LC_PER_REG_BIT
     logic += OVERLAY_LC_LOADABLE if cfg.loadable else 0
+    logic += OVERLAY_LC_CONV if cfg.conv else 0
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
 
@@ -632,14 +665,15 @@ def parse_array(text: str) -> tuple[int, int]:
 
 
 def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(), loadable: bool = False,
-                 logic_check: bool = True) -> OverlayPlan:
+                 logic_check: bool = True, clock_hz: float | None = None) -> OverlayPlan:
     """The overlay with the fewest cycles per inference that fits ``dev`` (a
     :class:`lowbit.sw.flow.synth.Device`) by the estimate, or with ``arrays = (rows, cols)`` that one;
     LowbitError before any synthesis, naming what does not fit. Without ``logic_check`` (an array the
     user chose) the logic estimate is held against the whole device, not the planner's budget (its
     margin for the estimate's error): synthesis counts the logic exactly and refuses before placement.
     ``also``: more models the overlay must be able to load (its formats, memories and input buffer are
-    sized for each; implies ``loadable``).
+    sized for each; implies ``loadable``). Above :data:`ARRAY_REGS_ABOVE_HZ` (``clock_hz``, the design
+    clock) the array's operands and sums are registered (:func:`array_regs_for`).
 
     A loadable overlay on a device with SPRAM (iCE40 UltraPlus: four 16K x 16 blocks) keeps its weights
     there, all 16K words of a 64-bit port, so any model whose weights fit 1 Mbit can be loaded later;
@@ -657,7 +691,8 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
     for (rows, cols), port in ((a, p) for a in shapes for p in ports):
         try:
             store = {"weight_store": "spram", "weight_depth": SPRAM_WORDS} if sprams else {}
-            cfg = config_for(model, rows, cols, also=also, port_bits=port, loadable=loadable, **store)
+            cfg = config_for(model, rows, cols, also=also, port_bits=port, loadable=loadable,
+                             array_regs=array_regs_for(dev.family, clock_hz), **store)
             pairs = dsp_pairs_for(cfg, dev.family, dev.capacity.get(dev.dsp_resource, 0))
             if pairs:
                 cfg = dataclasses.replace(cfg, dsp_pairs=pairs)
@@ -693,7 +728,7 @@ def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
     """The report.json fields of an overlay build: array, PEs, MAC/s, memory map, per-layer roofline."""
     cfg, prog = plan.config, plan.program
     return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
-            "dsp_products": 2 * cfg.dsp_pairs,
+            "dsp_products": 2 * cfg.dsp_pairs, "array_regs": cfg.array_regs,
             "loadable": cfg.loadable, "weight_store": cfg.weight_store,
             "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
             "layers": [{"layer": p.index, "kind": p.kind, "positions": p.positions, "k": p.k, "n": p.n,
