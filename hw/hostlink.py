@@ -352,7 +352,7 @@ class HostLink(wiring.Component):
         # A byte the transmitter takes enters the CRC the cycle after (on a UP5K the payload select and
         # the CRC step in one cycle were the 8x8 4-bit board's 32 MHz critical path). CRC0 follows a
         # BODY cycle that sends nothing, so the last byte is in by then; CRC0 also waits for it.
-        crc_byte, crc_go = Signal(8), Signal()
+        crc_byte, crc_go = Signal(8, name="crc_byte"), Signal(name="crc_go")
 
         def crc_add(byte):
             return [crc_byte.eq(byte), crc_go.eq(1)]
@@ -386,6 +386,13 @@ class HostLink(wiring.Component):
         out_left = Signal(range(out_depth + 1) if load is None else 16)
         m.d.comb += [outq.w_data.eq(self.net_o.payload), outq.w_en.eq(self.net_o.valid),
                      self.net_o.ready.eq(outq.w_rdy)]
+        # The next value to send, read out of the FIFO ahead whenever this register is empty: the FIFO's
+        # read enable then depends on one flip-flop, not on the transmitter's state (on a UP5K that was
+        # the 8x8 4-bit board's 35 MHz critical path).
+        next_v, next_valid = Signal(self.out_shape, name="next_value"), Signal(name="next_valid")
+        m.d.comb += outq.r_en.eq(~next_valid)
+        with m.If(~next_valid & outq.r_rdy):
+            m.d.sync += [next_v.eq(outq.r_data), next_valid.eq(1)]
         with m.If(self.net_o.valid & outq.w_rdy & (out_left != 0)):
             m.d.sync += out_left.eq(out_left - 1)
             with m.If(out_left == 1):
@@ -395,6 +402,7 @@ class HostLink(wiring.Component):
 
         # output value serialiser with argmax
         value = Signal(self.out_shape)
+        vshift = Signal(8 * max_nbytes)     # value's bytes still to send, the next in the low byte
         vbyte = Signal(range(max_nbytes + 1))
         vcount = Signal(range(n_out + 1) if load is None else 16)     # values of this sample already loaded
         best = Signal(self.out_shape)
@@ -407,6 +415,8 @@ class HostLink(wiring.Component):
             loader = self._loader(m, rp, length, idx, ident_len, nbytes_v)
 
         body_end = Signal()
+        # The response kind as flags, set with kind: the byte to send is then chosen without compares.
+        is_infer, is_ident, is_counters = Signal(name="is_infer"), Signal(name="is_ident"), Signal(name="is_counters")
         m.d.sync += [crc_go.eq(0), body_end.eq(idx == plen)]
         with m.If(crc_go):
             m.d.sync += tx_crc.eq(crc16_step(tx_crc, crc_byte))
@@ -414,7 +424,10 @@ class HostLink(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += busy.eq(tx_start)
                 with m.If(tx_start):
-                    m.d.sync += [kind.eq(tx_kind), err.eq(tx_err), idx.eq(0), tx_crc.eq(0xFFFF)]
+                    m.d.sync += [kind.eq(tx_kind), err.eq(tx_err), idx.eq(0), tx_crc.eq(0xFFFF),
+                                 is_infer.eq(tx_kind == (frames.INFER | frames.RESPONSE)),
+                                 is_ident.eq(tx_kind == (frames.IDENTIFY | frames.RESPONSE)),
+                                 is_counters.eq(tx_kind == (frames.COUNTERS | frames.RESPONSE))]
                     with m.If(tx_kind == (frames.INFER | frames.RESPONSE)):
                         m.d.sync += [feed_addr.eq(0), cycles.eq(0),
                                      counting.eq(1), vbyte.eq(0), vcount.eq(0), need_argmax.eq(0)]
@@ -470,12 +483,12 @@ class HostLink(wiring.Component):
                     pass
                 with m.Elif(body_end):
                     m.next = "CRC0"
-                with m.Elif(kind == (frames.INFER | frames.RESPONSE)):
-                    self._infer_bytes(m, tx, crc_add, idx, outq, value, vbyte, vcount, best, best_i, need_argmax,
-                                      compare, n_out_v, nbytes_v, max_nbytes)
+                with m.Elif(is_infer):
+                    self._infer_bytes(m, tx, crc_add, idx, (next_v, next_valid), value, vshift, vbyte, vcount, best,
+                                      best_i, need_argmax, compare, n_out_v, nbytes_v)
                 with m.Else():
                     payload = Signal(8)
-                    with m.If(kind == (frames.IDENTIFY | frames.RESPONSE)):
+                    with m.If(is_ident):
                         if load is None:
                             m.d.comb += payload.eq(ident_rom.word_select(idx[:max(1, (len(ident_bytes) - 1).bit_length())], 8))
                         else:
@@ -484,8 +497,10 @@ class HostLink(wiring.Component):
                                                        loader["ident_r"].data))
                             with m.If(tx.ready):
                                 m.d.comb += loader["ident_idx"].eq(idx + 1)
-                    with m.Elif(kind == (frames.COUNTERS | frames.RESPONSE)):
-                        m.d.comb += payload.eq(counters.word_select(idx[:(frames.COUNTERS_BYTES - 1).bit_length()], 8))
+                    with m.Elif(is_counters):
+                        m.d.comb += payload.eq(counters[:8])        # shifted a byte on (below)
+                        with m.If(tx.ready):
+                            m.d.sync += counters.eq(counters >> 8)
                     with m.Else():
                         m.d.comb += payload.eq(err)
                     m.d.comb += [tx.valid.eq(1), tx.payload.eq(payload)]
@@ -508,8 +523,8 @@ class HostLink(wiring.Component):
                 m.d.sync += [best.eq(value), best_i.eq(vcount - 1)]
         return m
 
-    def _infer_bytes(self, m, tx, crc_add, idx, outq, value, vbyte, vcount, best, best_i, need_argmax, compare, n_out,
-                     nbytes, max_nbytes):
+    def _infer_bytes(self, m, tx, crc_add, idx, prefetched, value, vshift, vbyte, vcount, best, best_i, need_argmax,
+                     compare, n_out, nbytes):
         # Either emit the pending argmax byte, or a byte of the current value, or load the next value.
         with m.If(need_argmax):
             argmax = Signal(8)          # frames.INFER_FIELDS: the argmax is one byte (ARGMAX_BYTES)
@@ -517,22 +532,18 @@ class HostLink(wiring.Component):
             with m.If(tx.ready):
                 m.d.sync += [*crc_add(argmax), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
         with m.Elif(vbyte != 0):
-            # value is sign-extended to whole bytes; byte number (nbytes - vbyte) goes out next.
-            wide = Signal(8 * max_nbytes)
-            m.d.comb += wide.eq(value)
-            cur = Signal(8)
-            for b in range(max_nbytes):
-                with m.If(vbyte == nbytes - b):
-                    m.d.comb += cur.eq(wide[8 * b:8 * b + 8])
+            # The value sign-extended to whole bytes, shifted a byte on after each: little-endian.
+            cur = vshift[:8]
             m.d.comb += [tx.valid.eq(1), tx.payload.eq(cur)]
             with m.If(tx.ready):
-                m.d.sync += [*crc_add(cur), idx.eq(idx + 1), vbyte.eq(vbyte - 1)]
+                m.d.sync += [*crc_add(cur), idx.eq(idx + 1), vbyte.eq(vbyte - 1), vshift.eq(vshift >> 8)]
                 with m.If((vbyte == 1) & (vcount == n_out)):
                     m.d.sync += need_argmax.eq(1)
         with m.Else():
-            m.d.comb += outq.r_en.eq(1)
-            with m.If(outq.r_rdy):
-                m.d.sync += [value.eq(outq.r_data), vbyte.eq(nbytes), vcount.eq(vcount + 1), compare.eq(1)]
+            next_v, next_valid = prefetched
+            with m.If(next_valid):
+                m.d.sync += [value.eq(next_v), vshift.eq(next_v), vbyte.eq(nbytes), next_valid.eq(0),
+                             vcount.eq(vcount + 1), compare.eq(1)]
 
     # -- loadable link (an overlay's) ---------------------------------------------------------------
 
