@@ -346,6 +346,12 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
             raise LowbitError(f"the design does not fit: placement needs {m.group(1)} {m.group(2)}"
                               + (f" but {dev.name} has {have}" if have else f" on {dev.name}"),
                               "use fewer PEs (--rows/--cols), fewer bits, or a bigger device") from None
+        m = re.search(r"Max frequency for clock\s+'[^']+':\s+([\d.]+)\s+MHz \(FAIL at", log)
+        if m:
+            # The caller's output folder, which held the log, is removed: the figure is the message.
+            raise LowbitError(f"timing failed: Fmax {float(m.group(1)):.2f} MHz is below the {clock_mhz:g} MHz "
+                              "design clock", "use a lower --clock-mhz, another --seed, smaller arrays or fewer "
+                              "bits") from None
         raise
     seconds["nextpnr"] = round(time.monotonic() - t0, 2)
     util, fmax = parse_nextpnr_report(report, proc.stdout + proc.stderr)
