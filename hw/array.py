@@ -29,7 +29,6 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.ir import arith
 from .config import ArrayConfig
 
 __all__ = ["MacArray", "SystolicPE", "code_shape", "delay_line", "kept", "operand_shapes", "product",
@@ -233,8 +232,7 @@ class MacArray(wiring.Component):
         cfg = config
         R, C = cfg.rows, cfg.cols
         self.x_shape, self.w_shape = operand_shapes(cfg)
-        self.latency = (1 if cfg.product_reg else 0) + (1 if cfg.input_reg else 0) + (1 if cfg.sum_reg else 0) \
-            + (R + (C - 1 if cfg.systolic_2d else 0) if cfg.systolic else 0)
+        self.latency = cfg.latency
         super().__init__({
             "en": In(1),
             "x": In(data.ArrayLayout(self.x_shape, R)),
@@ -244,11 +242,8 @@ class MacArray(wiring.Component):
 
     def psum_shape(self, rows: int):
         """Shape of a sum of ``rows`` products."""
-        cfg = self.config
-        if cfg.binary:
-            return unsigned(max(rows, 1).bit_length())
-        plo, phi = cfg.product_range
-        return signed(arith.signed_bits_for(min(0, rows * plo), max(0, rows * phi)))
+        bits = self.config.psum_bits(rows)
+        return unsigned(bits) if self.config.binary else signed(bits)
 
     def elaborate(self, platform):
         m = Module()

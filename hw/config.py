@@ -189,6 +189,19 @@ class ArrayConfig:
         return signed_bits_for(*self.acc_range)
 
     @property
+    def latency(self) -> int:
+        """Enabled cycles from an operand pair entering the array to its column sums (``MacArray.latency``)."""
+        regs = sum(map(bool, (self.product_reg, self.input_reg, self.sum_reg)))
+        return regs + (self.rows + (self.cols - 1 if self.systolic_2d else 0) if self.systolic else 0)
+
+    def psum_bits(self, rows: int) -> int:
+        """Width of a sum of ``rows`` products (unsigned popcount in binary mode, else signed)."""
+        if self.binary:
+            return max(rows, 1).bit_length()
+        plo, phi = self.product_range
+        return signed_bits_for(min(0, rows * plo), max(0, rows * phi))
+
+    @property
     def weight_word_bits(self) -> int:
         """Bits of one weight ROM word: all ``rows * cols`` weights consumed in one cycle."""
         return self.rows * self.cols * self.weight_bits

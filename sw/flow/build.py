@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
-from .synth import DSP_MIN_PRODUCT_BITS
+from .synth import DSP_MIN_PRODUCT_BITS, timing_error
 from ..ir.model import Conv2d, Dense, Model
 from ..outputs import atomic_dir
 from .overlay import overlay_report, products_leave_dsps
@@ -287,9 +287,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
             result.bitstream = tmp / patch_and_pack(dev.family, tmp, f"top.random.{suffix}", placeholder, real,
                                                     fast=False)
         if not result.timing_met:
-            raise LowbitError(f"timing failed: Fmax {result.fmax_mhz:.1f} MHz is below the {clk_hz / 1e6:g} MHz "
-                              f"design clock", "use a lower --clock-mhz, another --seed, smaller arrays or fewer bits; "
-                              "nothing was written")
+            raise timing_error(result.fmax_mhz, clk_hz / 1e6, "; nothing was written")
         per = cycles["cycles_per_inference"]
         util = result.utilization
         macs = sum(s.macs for s in layer_shapes(model))

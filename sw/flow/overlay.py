@@ -293,8 +293,7 @@ def _layer_words(cfg: OverlayConfig, st: _Step) -> int:
 
 def array_latency(cfg: OverlayConfig) -> int:
     """Enabled cycles from an operand pair entering the array to its column sums (:class:`MacArray`)."""
-    acfg = cfg.array_config
-    return sum(map(bool, (acfg.product_reg, acfg.input_reg, acfg.sum_reg))) + (acfg.rows if acfg.systolic else 0)
+    return cfg.array_config.latency
 
 
 def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
@@ -574,10 +573,9 @@ def array_reg_bits(cfg: OverlayConfig) -> int:
     """Flip-flops :attr:`OverlayConfig.array_regs` adds: operands, the rows' ``3x`` and the column sums."""
     if not cfg.array_regs:
         return 0
-    from ...hw.array import MacArray
-    array = MacArray(cfg.array_config)
+    acfg = cfg.array_config
     x3 = cfg.rows * (cfg.x_bits + 2)
-    return cfg.rows * cfg.x_bits + cfg.macs * cfg.w_bits + x3 + cfg.cols * array.psum_shape(cfg.rows).width
+    return cfg.rows * cfg.x_bits + cfg.macs * cfg.w_bits + x3 + cfg.cols * acfg.psum_bits(cfg.rows)
 
 
 def products_leave_dsps(cfg: OverlayConfig, family: str) -> bool:

@@ -269,6 +269,12 @@ def _local_copy(path, outdir: Path) -> str:
     return path.name
 
 
+def timing_error(fmax_mhz: float, clock_mhz: float, also: str = "") -> LowbitError:
+    """The one-line refusal of a design that misses its clock (``also`` extends the hint)."""
+    return LowbitError(f"timing failed: Fmax {fmax_mhz:.2f} MHz is below the {clock_mhz:g} MHz design clock",
+                       "use a lower --clock-mhz, another --seed, smaller arrays or fewer bits" + also)
+
+
 def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 12.0,
               constraints=None, mult: str = "lut", pack: bool = True, seed: int = 1,
               progress=_progress_to_stderr, yosys_extra: tuple = (),
@@ -349,9 +355,7 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
         m = re.search(r"Max frequency for clock\s+'[^']+':\s+([\d.]+)\s+MHz \(FAIL at", log)
         if m:
             # The caller's output folder, which held the log, is removed: the figure is the message.
-            raise LowbitError(f"timing failed: Fmax {float(m.group(1)):.2f} MHz is below the {clock_mhz:g} MHz "
-                              "design clock", "use a lower --clock-mhz, another --seed, smaller arrays or fewer "
-                              "bits") from None
+            raise timing_error(float(m.group(1)), clock_mhz) from None
         raise
     seconds["nextpnr"] = round(time.monotonic() - t0, 2)
     util, fmax = parse_nextpnr_report(report, proc.stdout + proc.stderr)
