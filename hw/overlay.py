@@ -59,6 +59,10 @@ THRESHOLD_BITS = 32
 #: Widest value on ``o`` (a descriptor's values never exceed ``OverlayConfig.out_bits``).
 OUT_BITS = 32
 SHIFT_BITS = arith.MAX_SHIFT.bit_length()
+#: The requantizer saturates the rounded value to this signed width before adding the zero point and
+#: clamping: the descriptor's zero point and bounds are 10-bit, so a value past ``±2**(SAT_BITS-1)``
+#: clamps as the saturated one does.
+SAT_BITS = 12
 #: The layer program is stored in words of this width (block RAM); a descriptor takes
 #: :attr:`OverlayConfig.program_word_count` of them, read one per cycle when a layer starts.
 PROGRAM_WORD_BITS = 32
@@ -271,6 +275,15 @@ def _conv_fields(cfg: OverlayConfig) -> dict:
     }
 
 
+def select_tree(values, index):
+    """``values[index]`` (``len(values) == 2 ** len(index)``) as a balanced tree of 2:1 selects, one level
+    per index bit."""
+    level = list(values)
+    for bit in index:
+        level = [Mux(bit, level[i + 1], level[i]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
 def _addr_bits(cfg: OverlayConfig) -> int:
     """Signed width of the address generator's registers: a window over padding starts before the bank
     and its last taps may lie past it."""
@@ -331,6 +344,12 @@ class Sequencer(wiring.Component):
         self.state = {"g": Signal(range(-(-cfg.act_depth * cfg.rows // cfg.cols) + 1), name="g"),
                       "c": Signal(range(cfg.act_depth + 1), name="c"), "sub": Signal(5, name="sub"),
                       "wptr": Signal(range(cfg.weight_depth + 1), name="wptr")}
+        # Flags, each a counter at its last value, kept as registers (comparing a counter with a
+        # descriptor field minus one is a carry chain: into the FSM's enable it was an 8x8 4-bit
+        # board's critical path at 40 MHz): sub == ratio - 1, c == kc - 1, g == groups - 1, and with
+        # conv cc == cc_n - 1, kx == kw - 1, ox == ow - 1, oy == oh - 1.
+        counters = ("sub", "c", "g") + (("cc", "kx", "ox", "oy") if cfg.conv else ())
+        self.flags = {n: Signal(name=f"at_{n}") for n in counters}
         if cfg.conv:
             GB = max(1, cfg.act_depth.bit_length())
             AS = signed(_addr_bits(cfg))
@@ -342,58 +361,67 @@ class Sequencer(wiring.Component):
         m = Module()
         cfg, d = self.config, self.desc
         g, c, sub, wptr = (self.state[n] for n in ("g", "c", "sub", "wptr"))
-        end_word = sub == d.ratio - 1
-        end_group = end_word & (c == d.kc - 1)
-        end_pos = end_group & (g == d.groups - 1)
-        m.d.comb += [self.w_addr.eq(wptr), self.sub.eq(sub), self.first.eq(c == 0), self.last.eq(c == d.kc - 1)]
+        at = self.flags
+        end_word = at["sub"]
+        end_group = end_word & at["c"]
+        end_pos = end_group & at["g"]
+        m.d.comb += [self.w_addr.eq(wptr), self.sub.eq(sub), self.first.eq(c == 0), self.last.eq(at["c"])]
         first = self.init
         with m.If(self.start):
-            m.d.sync += [g.eq(0), c.eq(0), sub.eq(0), wptr.eq(first.w_base)]
+            m.d.sync += [g.eq(0), c.eq(0), sub.eq(0), wptr.eq(first.w_base),
+                         at["sub"].eq(first.ratio == 1), at["c"].eq(first.kc == 1), at["g"].eq(first.groups == 1)]
         with m.Elif(self.step):
-            m.d.sync += [wptr.eq(wptr + 1), sub.eq(Mux(end_word, 0, sub + 1))]
+            m.d.sync += [wptr.eq(wptr + 1), sub.eq(Mux(end_word, 0, sub + 1)),
+                         at["sub"].eq(Mux(end_word, d.ratio == 1, sub + 2 == d.ratio))]
             with m.If(end_word):
-                m.d.sync += c.eq(Mux(end_group, 0, c + 1))
+                m.d.sync += [c.eq(Mux(end_group, 0, c + 1)), at["c"].eq(Mux(end_group, d.kc == 1, c + 2 == d.kc))]
             with m.If(end_group):
-                m.d.sync += g.eq(Mux(end_pos, 0, g + 1))
+                m.d.sync += [g.eq(Mux(end_pos, 0, g + 1)), at["g"].eq(Mux(end_pos, d.groups == 1, g + 2 == d.groups))]
         if not cfg.conv:
-            m.d.comb += [self.act_addr.eq(c), self.last_cc.eq(c == d.kc - 1), self.final.eq(end_pos)]
+            m.d.comb += [self.act_addr.eq(c), self.last_cc.eq(at["c"]), self.final.eq(end_pos)]
             return m
 
         # -- the window: origin, kernel position, input row and column, padding ---------------------
         cc, kx, ky, ox, oy, iy, ix, iy0, ix0, a_addr, win, row_win, grp = (
             self.state[n] for n in ("cc", "kx", "ky", "ox", "oy", "iy", "ix", "iy0", "ix0", "a_addr", "win",
                                     "row_win", "grp"))
-        last_x, last_y = ox == d.ow - 1, oy == d.oh - 1
+        last_x, last_y, last_cc, last_kx = at["ox"], at["oy"], at["cc"], at["kx"]
         m.d.comb += [self.pad.eq((iy < 0) | (iy >= d.in_h) | (ix < 0) | (ix >= d.in_w)),
                      self.act_addr.eq(Mux(self.pad, 0, a_addr.as_unsigned())),
-                     self.last_cc.eq(cc == d.cc_n - 1), self.final.eq(end_pos & last_x & last_y)]
+                     self.last_cc.eq(last_cc), self.final.eq(end_pos & last_x & last_y)]
         with m.If(self.start):
             m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), oy.eq(0), iy.eq(-first.ph), iy0.eq(-first.ph),
                          ix.eq(-first.pw), ix0.eq(-first.pw), a_addr.eq(first.origin), win.eq(first.origin),
-                         row_win.eq(first.origin), grp.eq(first.origin)]
+                         row_win.eq(first.origin), grp.eq(first.origin),
+                         last_cc.eq(first.cc_n == 1), last_kx.eq(first.kw == 1), last_x.eq(first.ow == 1),
+                         last_y.eq(first.oh == 1)]
         with m.Elif(self.step & end_pos):
             # the next output position: the same weights again, the next window
-            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), wptr.eq(d.w_base)]
+            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), wptr.eq(d.w_base), last_cc.eq(d.cc_n == 1),
+                         last_kx.eq(d.kw == 1)]
             with m.If(last_x):
                 nxt = row_win + d.row_adv
                 m.d.sync += [ox.eq(0), oy.eq(oy + 1), ix0.eq(-d.pw), ix.eq(-d.pw), iy0.eq(iy0 + d.sh),
-                             iy.eq(iy0 + d.sh), row_win.eq(nxt), win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt)]
+                             iy.eq(iy0 + d.sh), row_win.eq(nxt), win.eq(nxt), grp.eq(nxt), a_addr.eq(nxt),
+                             last_x.eq(d.ow == 1), last_y.eq(oy + 2 == d.oh)]
             with m.Else():
                 nxt = win + d.col_adv
                 m.d.sync += [ox.eq(ox + 1), ix0.eq(ix0 + d.sw), ix.eq(ix0 + d.sw), iy.eq(iy0), win.eq(nxt),
-                             grp.eq(nxt), a_addr.eq(nxt)]
+                             grp.eq(nxt), a_addr.eq(nxt), last_x.eq(ox + 2 == d.ow)]
         with m.Elif(self.step & end_group):
             nxt = grp + d.grp_step
-            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ix.eq(ix0), iy.eq(iy0), grp.eq(nxt), a_addr.eq(nxt)]
+            m.d.sync += [cc.eq(0), kx.eq(0), ky.eq(0), ix.eq(ix0), iy.eq(iy0), grp.eq(nxt), a_addr.eq(nxt),
+                         last_cc.eq(d.cc_n == 1), last_kx.eq(d.kw == 1)]
         with m.Elif(self.step & end_word):
             # the next tap: word of the pixel, kernel column, kernel row
-            with m.If(cc != d.cc_n - 1):
-                m.d.sync += [cc.eq(cc + 1), a_addr.eq(a_addr + 1)]
-            with m.Elif(kx != d.kw - 1):
-                m.d.sync += [cc.eq(0), kx.eq(kx + 1), ix.eq(ix + 1), a_addr.eq(a_addr + d.step_kx)]
+            with m.If(~last_cc):
+                m.d.sync += [cc.eq(cc + 1), a_addr.eq(a_addr + 1), last_cc.eq(cc + 2 == d.cc_n)]
+            with m.Elif(~last_kx):
+                m.d.sync += [cc.eq(0), kx.eq(kx + 1), ix.eq(ix + 1), a_addr.eq(a_addr + d.step_kx),
+                             last_cc.eq(d.cc_n == 1), last_kx.eq(kx + 2 == d.kw)]
             with m.Else():
                 m.d.sync += [cc.eq(0), kx.eq(0), ix.eq(ix0), ky.eq(ky + 1), iy.eq(iy + 1),
-                             a_addr.eq(a_addr + d.step_ky)]
+                             a_addr.eq(a_addr + d.step_ky), last_cc.eq(d.cc_n == 1), last_kx.eq(d.kw == 1)]
         return m
 
 
@@ -669,12 +697,11 @@ class OverlayEngine(wiring.Component):
         m.d.comb += radv.eq(~out_valid | out_ready)
         res_full = full.bit_select(rsel, 1)
         last_j = Mux(rg == d.groups - 1, d.n_last - 1, C - 1)
-        res = [Mux(rsel, slots[1][jj], slots[0][jj]) for jj in range(C)]
+        # The channel being taken, slot rsel column j: a balanced tree of 2:1 selects (an If chain over the
+        # columns was the critical path of an 8x8 4-bit board at 40 MHz, eight logic levels deep).
+        pad = lambda slot: slot + [slot[-1]] * ((1 << len(j)) - C)
         cur = Signal(acc_shape)
-        m.d.comb += cur.eq(res[0])
-        for jj in range(1, C):
-            with m.If(j == jj):
-                m.d.comb += cur.eq(res[jj])
+        m.d.comb += cur.eq(select_tree(pad(slots[0]) + pad(slots[1]), Cat(j, rsel)))
         take = res_full & radv
         m.d.comb += [p_r.addr.eq(d.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & (j == last_j))]
         with m.If(self.ld_sel):
@@ -719,12 +746,22 @@ class OverlayEngine(wiring.Component):
         with m.If(radv):
             m.d.sync += [r4_valid.eq(r3_valid), r4_round.eq((r3_prod + r3_half) >> r3_shift),
                          r4_y.eq(Mux(d.mode == MODES["thresholds"], d.out_lo + d.out_step * r3_count, r3_total))]
-        # stage 5: zero point and clamp (requant), or the value of stage 4
-        yq = Signal(signed(prod_bits + 2))
-        m.d.comb += yq.eq(r4_round + d.zero_point)
+        # stage 5: the rounded value saturated to SAT_BITS (exact: the zero point and the clamp bounds are
+        # 10-bit, so every value past them clamps the same; no long carry chain after the shift's)
+        r5_valid, r5_sat = Signal(), Signal(signed(SAT_BITS))
+        r5_y = Signal(signed(cfg.out_bits))
+        top = r4_round[SAT_BITS - 1:]
+        sat = Mux(top.all() | ~top.any(), r4_round[:SAT_BITS].as_signed(),
+                  Mux(r4_round[-1], Const(-(1 << (SAT_BITS - 1)), signed(SAT_BITS)),
+                      Const((1 << (SAT_BITS - 1)) - 1, signed(SAT_BITS))))
+        with m.If(radv):
+            m.d.sync += [r5_valid.eq(r4_valid), r5_sat.eq(sat), r5_y.eq(r4_y)]
+        # stage 6: zero point and clamp (requant), or the value of stage 4
+        yq = Signal(signed(SAT_BITS + 1))
+        m.d.comb += yq.eq(r5_sat + d.zero_point)
         clamped = Mux(yq < d.lo, d.lo, Mux(yq > d.hi, d.hi, yq))
         with m.If(radv):
-            m.d.sync += [out_valid.eq(r4_valid), out_y.eq(Mux(d.mode == MODES["requant"], clamped, r4_y))]
+            m.d.sync += [out_valid.eq(r5_valid), out_y.eq(Mux(d.mode == MODES["requant"], clamped, r5_y))]
 
         # -- outputs: the last layer's leave through `o`; the others are packed into the other bank --
         m.d.comb += out_fire.eq(out_valid & out_ready)

@@ -9,7 +9,8 @@ derived fields (address steps, origin, step counts) are computed from it with th
 After ``start`` the sequencer steps whenever the solver likes (``AnySeq``), until its final step.
 
 The asserted invariants tie every register to the loop counters — the window origin to the output
-position, the address to the origin and the kernel position, the weight pointer to the step — so that
+position, the address to the origin and the kernel position, the weight pointer to the step, each
+"last value" flag to its counter — so that
 k-induction (``check_formal(mode="prove")``) closes: they hold for all time, not only within a bound.
 """
 
@@ -98,12 +99,18 @@ class SequencerBoundsSpec(Elaboratable):
             # the weight pointer is the step's port word
             m.d.comb += Assert(s["wptr"] == w_base + (s["g"] * kc + s["c"]) * ratio + s["sub"])
             m.d.comb += Assert((s["sub"] < ratio) & (s["c"] < kc) & (s["g"] < groups))
+            # the flags say which counters are at their last value
+            at = seq.flags
+            m.d.comb += Assert((at["sub"] == (s["sub"] == ratio - 1)) & (at["c"] == (s["c"] == kc - 1))
+                               & (at["g"] == (s["g"] == groups - 1)))
             # the bounds themselves
             m.d.comb += Assert((seq.w_addr >= w_base) & (seq.w_addr < w_base + weights))
             m.d.comb += Assert(seq.w_addr < cfg.weight_depth)
             if cfg.conv:
                 cc, kx, ky, ox, oy = (s[n] for n in ("cc", "kx", "ky", "ox", "oy"))
                 m.d.comb += Assert((cc < Mux(pool, 1, cw)) & (kx < kw) & (ky < kh) & (ox < ow) & (oy < oh))
+                m.d.comb += Assert((at["cc"] == (cc == Mux(pool, 1, cw) - 1)) & (at["kx"] == (kx == kw - 1))
+                                   & (at["ox"] == (ox == ow - 1)) & (at["oy"] == (oy == oh - 1)))
                 m.d.comb += Assert(s["c"] == Mux(pool, ky * kw + kx, (ky * kw + kx) * cw + cc))
                 m.d.comb += Assert((s["iy0"] == oy * sh - ph) & (s["ix0"] == ox * sw - pw)
                                    & (s["iy"] == s["iy0"] + ky) & (s["ix"] == s["ix0"] + kx))

@@ -171,6 +171,22 @@ def grid_model(rng, act_bits, act_signed, weight_bits):
     return model, in_q
 
 
+def test_requantized_values_far_past_the_clamp_bounds():
+    """The requantizer saturates the rounded value to 12 bits before zero point and clamp
+    (hw.overlay.SAT_BITS): values around and far past +-2048, both signs, clamp as the reference's."""
+    edges = np.array([-70000, -2600, -2049, -2048, -2047, -1000, 0, 1000, 2046, 2047, 2048, 2600, 70000])
+    n = len(edges)
+    mult, shift = arith.quantize_multiplier(np.full(n, 1.0))
+    layers = [Dense(np.ones((1, n), dtype=np.int64), edges, QuantSpec(8, True, 0, (1.0,)),
+                    QuantSpec(8, True, 5, (1.0,)), Requant(mult, shift, 5, -128, 127, False))]
+    model = Model((1,), QuantSpec(8, True, 0, (1.0,)), layers, "edges").validate()
+    xs = np.array([[0], [1], [-1], [127], [-128]])
+    want = run(model, xs).reshape(len(xs), -1)
+    assert (want == 127).any() and (want == -128).any() and ((want > -128) & (want < 127)).any()
+    got, _, _ = simulate(model, 2, 4, xs)
+    assert np.array_equal(got, want)
+
+
 def test_binary_network():
     """XNOR-popcount layers (±1 inputs and weights) run on the integer array as ±1 products."""
     rng = np.random.default_rng(5)

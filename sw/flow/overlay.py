@@ -341,8 +341,9 @@ def fetch_cycles(cfg: OverlayConfig) -> int:
     return 1 if words == 1 else words + 1
 
 
-#: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round, clamp).
-REQUANT_STAGES = 5
+#: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round,
+#: saturate, zero point and clamp).
+REQUANT_STAGES = 6
 #: Per layer, besides reading the next descriptor (:func:`fetch_cycles`): the cycle that sees its last
 #: output and latching the descriptor.
 LAYER_OVERHEAD = 2
