@@ -96,7 +96,12 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)
         timer = Signal(range(self.divisor))
         bits = Signal(range(11))
-        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(bits == 0)]
+        # The line is a flip-flop of its own, written every cycle: the shift register's enable hangs off
+        # the handshake (the sender's valid), and as the pin's output register it made that logic and the
+        # route to the pin one path (an iCEBreaker overlay's critical path at 40 MHz). One cycle later.
+        line = Signal(init=1)
+        m.d.sync += line.eq(shreg[0])
+        m.d.comb += [self.tx.eq(line), self.i.ready.eq(bits == 0)]
         with m.If(bits == 0):
             with m.If(self.i.valid):
                 m.d.sync += [shreg.eq(Cat(0, self.i.payload, 1)), bits.eq(10), timer.eq(self.divisor - 1)]
