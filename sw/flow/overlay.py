@@ -557,8 +557,10 @@ OVERLAY_LC_PER_DSP_PAIR = 27
 
 #: Design clocks above which the planner registers the array's operands and column sums
 #: (OverlayConfig.array_regs), per family. Measured on the iCEBreaker's 8x8 4-bit board (64-32-10 MLP,
-#: docs/hardware.md): 30.4 MHz without, 33.5 with them (4559 -> 4883 LCs). Not yet measured on ECP5.
-ARRAY_REGS_ABOVE_HZ = {"ice40": 30e6}
+#: docs/hardware.md): 30.4 MHz without, 33.5 with them (4559 -> 4883 LCs). At 30 MHz without them a 16x4
+#: 4-bit board reached 29.96 MHz and TFC-w1a1 as 32x4 (±1: a 32-row adder tree) 28.6-29.8; with them
+#: TFC-w1a1 as 16x8 35.0 MHz. Not yet measured on ECP5.
+ARRAY_REGS_ABOVE_HZ = {"ice40": 28e6}
 #: Logic cells a registered bit costs (a flip-flop that rarely packs with a LUT of its own): the 8x8 board's
 #: 424 bits of operand, 3x and sum registers took 324 LCs.
 OVERLAY_LC_PER_REG_BIT = 0.75
