@@ -539,6 +539,10 @@ class OverlayEngine(wiring.Component):
         # requantizer read-out and write-back positions within the layer
         ch = Signal(range(cfg.act_depth * cfg.rows + 1))       # channel of the element entering the requantizer
         j = Signal(range(max(C, 2)))            # its column in the result slot
+        # Registered flags: the slot being read is the layer's (position's) last group, and j its last
+        # column (rg == groups - 1 and j == n_last - 1 or C - 1, as compares an 8x8 4-bit board's critical
+        # path at 40 MHz into the slot's release).
+        rg_last, j_last = Signal(name="rg_last"), Signal(name="j_last")
         rg = Signal(range(-(-cfg.act_depth * R // C) + 1))   # group of the slot being read out
         wb_lane = Signal(range(max(R, 2)))
         wb_word = Signal(range(cfg.act_depth + 1))
@@ -570,7 +574,9 @@ class OverlayEngine(wiring.Component):
                 if PW == 1:
                     m.d.sync += d.eq(prog_r.data)
                 m.d.comb += seq.start.eq(1)
-                m.d.sync += [fw.eq(0), done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0)]
+                m.d.sync += [fw.eq(0), done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0),
+                             rg_last.eq(seq.init.groups == 1),
+                             j_last.eq(Mux(seq.init.groups == 1, seq.init.n_last == 1, C == 1))]
                 if conv:
                     m.d.sync += wb_ch.eq(0)
                 with m.If(layer == 0):
@@ -696,25 +702,26 @@ class OverlayEngine(wiring.Component):
         radv = Signal()
         m.d.comb += radv.eq(~out_valid | out_ready)
         res_full = full.bit_select(rsel, 1)
-        last_j = Mux(rg == d.groups - 1, d.n_last - 1, C - 1)
         # The channel being taken, slot rsel column j: a balanced tree of 2:1 selects (an If chain over the
         # columns was the critical path of an 8x8 4-bit board at 40 MHz, eight logic levels deep).
         pad = lambda slot: slot + [slot[-1]] * ((1 << len(j)) - C)
         cur = Signal(acc_shape)
         m.d.comb += cur.eq(select_tree(pad(slots[0]) + pad(slots[1]), Cat(j, rsel)))
         take = res_full & radv
-        m.d.comb += [p_r.addr.eq(d.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & (j == last_j))]
+        m.d.comb += [p_r.addr.eq(d.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & j_last)]
         with m.If(self.ld_sel):
             m.d.comb += [p_r.addr.eq(self.ld_addr), p_r.en.eq(self.ld_re & (self.ld_space == 3))]
         with m.If(take):
             m.d.sync += ch.eq(ch + 1)
-            with m.If(j == last_j):
-                m.d.sync += [j.eq(0), rg.eq(rg + 1)]
+            with m.If(j_last):
+                next_last = Mux(rg_last, d.groups == 1, rg + 2 == d.groups)
+                m.d.sync += [j.eq(0), rg.eq(rg + 1), rg_last.eq(next_last),
+                             j_last.eq(Mux(next_last, d.n_last == 1, C == 1))]
                 if conv:                    # the position's last group: the next one starts at channel 0
-                    with m.If(rg == d.groups - 1):
+                    with m.If(rg_last):
                         m.d.sync += [rg.eq(0), ch.eq(0)]
             with m.Else():
-                m.d.sync += j.eq(j + 1)
+                m.d.sync += [j.eq(j + 1), j_last.eq(Mux(rg_last, j + 2 == d.n_last, j + 2 == C))]
         r1_valid, r1_val = Signal(), Signal(acc_shape)
         with m.If(radv):
             m.d.sync += [r1_valid.eq(take), r1_val.eq(cur)]
