@@ -96,15 +96,20 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)
         timer = Signal(range(self.divisor))
         bits = Signal(range(11))
-        # The line is a flip-flop of its own, written every cycle: the shift register's enable hangs off
-        # the handshake (the sender's valid), and as the pin's output register it made that logic and the
-        # route to the pin one path (an iCEBreaker overlay's critical path at 40 MHz). One cycle later.
+        # The sender's byte goes into a holding register and the line is a flip-flop of its own, written
+        # every cycle: the sender sees a ready that is a flip-flop, and its handshake logic, the
+        # shifter's enable and the route to the pin are separate paths (as one, they were an iCEBreaker
+        # overlay's critical path at 40 MHz). The next byte waits in the holding register while one is
+        # sent.
         line = Signal(init=1)
         m.d.sync += line.eq(shreg[0])
-        m.d.comb += [self.tx.eq(line), self.i.ready.eq(bits == 0)]
+        hold, full = Signal(8), Signal()
+        m.d.comb += [self.tx.eq(line), self.i.ready.eq(~full)]
+        with m.If(self.i.valid & ~full):
+            m.d.sync += [hold.eq(self.i.payload), full.eq(1)]
         with m.If(bits == 0):
-            with m.If(self.i.valid):
-                m.d.sync += [shreg.eq(Cat(0, self.i.payload, 1)), bits.eq(10), timer.eq(self.divisor - 1)]
+            with m.If(full):
+                m.d.sync += [shreg.eq(Cat(0, hold, 1)), bits.eq(10), timer.eq(self.divisor - 1), full.eq(0)]
         with m.Elif(timer == 0):
             m.d.sync += [shreg.eq(Cat(shreg[1:], 1)), bits.eq(bits - 1), timer.eq(self.divisor - 1)]
         with m.Else():
