@@ -549,6 +549,10 @@ OVERLAY_LC_BASE = 600
 #: generator, padding, the max-pool pass), fitted with the base above.
 OVERLAY_LC_CONV = 900
 OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 17, (4, 4): 44, (8, 8): 250}
+#: Per PE of an overlay whose every layer is ±1 x ±1 (decoded as 2-bit values, but each product is one
+#: of two values and the column sums are narrow): TFC-w1a1 as 16x8 with array_regs at 30 MHz, 3796 LCs
+#: on the board against 4488 estimated with the 2-bit figure (tests/test_overlay_plan.py tfc_w1a1).
+OVERLAY_LC_PER_BINARY_PE = 12
 #: Logic cells a pair of products saves when it is one packed multiply in an SB_MAC16
 #: (OverlayConfig.dsp_pairs): the 4-bit MLP's 8x8 board above, 4751 LCs with none, 4559 with 7 pairs
 #: (with shift-add products it was 50: 8x4 4007 -> 3653).
@@ -634,7 +638,9 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
               "link": rom_blocks(8, input_buffer or program.input_count * max_batch, family)
               + rom_blocks(cfg.out_bits, max(16, program.output_count * max_batch), family)
               + (rom_blocks(8, identity, family) if cfg.loadable else 0)}
-    logic = lc_system + OVERLAY_LC_BASE + cfg.macs * pe_logic(cfg.x_bits, cfg.w_bits)
+    binary = all(f[-1] for f in cfg.act_formats) and all(f[-1] for f in cfg.weight_formats)
+    logic = lc_system + OVERLAY_LC_BASE + cfg.macs * (OVERLAY_LC_PER_BINARY_PE if binary
+                                                      else pe_logic(cfg.x_bits, cfg.w_bits))
     logic -= cfg.dsp_pairs * OVERLAY_LC_PER_DSP_PAIR
     logic += array_reg_bits(cfg) * OVERLAY_LC_PER_REG_BIT
     logic += OVERLAY_LC_LOADABLE if cfg.loadable else 0
