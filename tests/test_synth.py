@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from lowbit.hw.selftest import Counter
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.flow.synth import implement, parse_nextpnr_report
+from lowbit.sw.flow.synth import failed_fmax, implement, parse_nextpnr_report
 
 
 def _write(tmp_path, component, name):
@@ -37,6 +37,14 @@ def test_an_unmet_timing_target_fails_unless_measuring(tmp_path):
     result = implement([src], "counter", "ice40-up5k", tmp_path / "b", clock_mhz=2000, pack=False,
                        progress=lambda m: None, timing_allow_fail=True)
     assert not result.timing_met and 12 < result.fmax_mhz < 2000
+
+
+def test_a_timing_failure_names_the_routed_fmax_not_the_placement_estimate():
+    log = ("Info: Max frequency for clock 'clk': 35.79 MHz (FAIL at 45.03 MHz)\n"
+           "Info: Routing..\n"
+           "ERROR: Max frequency for clock 'clk': 41.40 MHz (FAIL at 45.03 MHz)\n")
+    assert failed_fmax(log) == 41.40
+    assert failed_fmax("Info: Max frequency for clock 'clk': 50.00 MHz (PASS at 12.00 MHz)\n") is None
 
 
 @pytest.mark.slow

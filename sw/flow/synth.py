@@ -26,7 +26,7 @@ from ..errors import LowbitError
 from .toolchain import run_tool
 
 __all__ = ["Family", "FAMILIES", "ICE40", "ECP5", "family_of_utilization", "Device", "DEVICES", "device", "ImplementResult", "implement", "yosys_script", "parse_nextpnr_report",
-           "pack_bitstream", "PLACED_SUFFIX", "BITSTREAM_SUFFIX"]
+           "failed_fmax", "pack_bitstream", "PLACED_SUFFIX", "BITSTREAM_SUFFIX"]
 
 
 @dataclass(frozen=True)
@@ -249,6 +249,13 @@ def _check_fits(cells: dict, dev: Device) -> dict:
 _FMAX_RE = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+)\s+MHz")
 
 
+def failed_fmax(log_text: str) -> float | None:
+    """The Fmax (MHz) of a nextpnr run that missed its target: the last "FAIL" figure in its log, the
+    routed design's (nextpnr reports an estimate after placement too, often several MHz lower)."""
+    found = re.findall(r"Max frequency for clock\s+'[^']+':\s+([\d.]+)\s+MHz \(FAIL at", log_text)
+    return float(found[-1]) if found else None
+
+
 def parse_nextpnr_report(report_path: Path, log_text: str = "") -> tuple[dict, dict]:
     """Utilisation ``{resource: {"used", "available"}}`` and achieved Fmax per clock (MHz) from
     nextpnr's ``--report`` JSON (falling back to the log's "Max frequency" lines for Fmax)."""
@@ -352,10 +359,10 @@ def implement(verilog_files, top: str, device_name, outdir, clock_mhz: float = 1
             raise LowbitError(f"the design does not fit: placement needs {m.group(1)} {m.group(2)}"
                               + (f" but {dev.name} has {have}" if have else f" on {dev.name}"),
                               "use fewer PEs (--rows/--cols), fewer bits, or a bigger device") from None
-        m = re.search(r"Max frequency for clock\s+'[^']+':\s+([\d.]+)\s+MHz \(FAIL at", log)
-        if m:
+        fmax = failed_fmax(log)
+        if fmax is not None:
             # The caller's output folder, which held the log, is removed: the figure is the message.
-            raise timing_error(float(m.group(1)), clock_mhz) from None
+            raise timing_error(fmax, clock_mhz) from None
         raise
     seconds["nextpnr"] = round(time.monotonic() - t0, 2)
     util, fmax = parse_nextpnr_report(report, proc.stdout + proc.stderr)
