@@ -168,7 +168,8 @@ def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) ->
                          "dsp_products": 2 * cfg.dsp_pairs,
                          "port_bits": cfg.port_bits, "cycles": plan.cycles, "estimate": plan.estimate,
                          "kinds": [p.kind for p in plan.program.layers],
-                         "roofline_fraction": [round(p.roofline_fraction, 3) for p in plan.program.layers]})
+                         "roofline_fraction": [round(p.roofline_fraction, 3) for p in plan.program.layers],
+                         "bounds": [p.bound for p in plan.program.layers]})
     return rows
 
 

@@ -41,6 +41,7 @@ def test_bench_json_rows(cli):
     overlay = {(r["name"], r["device"]): r for r in json.loads(out)["overlay"]}
     tfc1 = overlay[("tfc-w1a1", "ice40-up5k")]
     assert tfc1["fits"] and tfc1["pes"] >= 64 and len(tfc1["roofline_fraction"]) == 4
+    assert tfc1["bounds"][1:] == ["outputs"] * 3        # 128 ±1 PEs on 64 inputs: the requantizer binds
     assert all(0 < f <= 1 for r in overlay.values() if r["fits"] for f in r["roofline_fraction"])
     assert not overlay[("tfc-w4a4", "ice40-up5k")]["fits"] and "block RAMs of 30" in overlay[("tfc-w4a4", "ice40-up5k")]["error"]
 

@@ -50,6 +50,11 @@ def test_tfc_w1a1_is_refused_as_dataflow_and_planned_as_an_overlay():
     for arr, built in (((16, 8), 3796), ((32, 4), 3722)):
         est = plan_overlay(model, UP5K, arrays=arr, max_batch=2, clock_hz=30e6).estimate["ICESTORM_LC"]
         assert built < est < built + 200
+    # Each layer names its binding roof: on 128 PEs the 784-input layer is bound by the array and the weight
+    # port, the 64-input ones by the requantizer (one output a cycle, 64 cycles against a roof of 32).
+    layers = plan_overlay(model, UP5K, arrays=(32, 4), max_batch=2).program.layers
+    assert [p.bound for p in layers][1:] == ["outputs"] * 3 and layers[0].bound in ("compute", "weights")
+    assert layers[1].output_roof == 64 and layers[1].roof_cycles == 32 and layers[1].cycles > 64
 
 
 def test_an_overlay_that_does_not_fit_is_refused_before_synthesis_naming_the_sizes():

@@ -50,7 +50,7 @@ def run(args):
     lines.append("")
     lines.append(f"{'overlay (planned)':<18} {'device':<11} {'array':<8} {'PEs':>4} {'DSP':>4} {'port':>5} {'cycles':>7}  roofline per layer")
     lines += [f"{r['name']:<18} {r['device']:<11} {r['array'][0]}x{r['array'][1]:<6} {r['pes']:>4} {r['dsp_products']:>4} {r['port_bits']:>5} "
-              f"{r['cycles']:>7}  {' '.join(f'{f:.0%}' for f in r['roofline_fraction'])}"
+              f"{r['cycles']:>7}  {' '.join(f'{f:.0%} {b}' for f, b in zip(r['roofline_fraction'], r['bounds']))}"
               if r["fits"] else f"{r['name']:<18} {r['device']:<11} does not fit: {r['error']}" for r in orows]
     if args.synth or args.synth_only:
         with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:

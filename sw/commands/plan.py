@@ -38,7 +38,8 @@ def run(args):
                  f"{r['cycles_per_inference']} cycles per inference ({r['cycles_source']}) -> "
                  f"{r['compute_inferences_per_s']} inferences/s computed at {r['clock_mhz']:g} MHz; the link "
                  f"carries {r['link']['inferences_per_s']}: the {r['bound']} binds",
-                 "per layer: " + ", ".join(f"{l['cycles']} cycles ({l['roofline_fraction']:.0%} of roofline)"
+                 "per layer: " + ", ".join(f"{l['cycles']} cycles ({l['roofline_fraction']:.0%} of roofline"
+                                          + (f", {l['bound']}-bound)" if "bound" in l else ")")
                                           for l in r["layers"])]
     else:
         lines = [f"does not fit: {r['reason']}"]

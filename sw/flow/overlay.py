@@ -60,10 +60,27 @@ class LayerPlan:
     positions: int = 1   # output positions (Conv2d, MaxPool)
     in_words: int = 0    # activation words of its input and its output
     out_words: int = 0
+    compute_roof: float = 0.0    # MACs over PEs
+    weight_roof: float = 0.0     # weight bits over the weight port's width
 
     @property
     def roofline_fraction(self) -> float:
         return self.roof_cycles / self.cycles
+
+    @property
+    def output_roof(self) -> int:
+        """Cycles of the requantizer, one output a cycle (not part of ``roof_cycles``, which is the
+        array's and the weight port's; a layer of few inputs on many PEs is bound by it)."""
+        return self.n * self.positions
+
+    @property
+    def bound(self) -> str:
+        """The largest of the layer's roofs: ``"compute"``, ``"weights"``, ``"outputs"`` (the
+        requantizer), or ``"reads"`` for a MaxPool pass (one activation word a cycle)."""
+        if self.kind == "maxpool2d":
+            return "reads"
+        roofs = {"compute": self.compute_roof, "weights": self.weight_roof, "outputs": self.output_roof}
+        return max(roofs, key=roofs.get)
 
 
 @dataclass(frozen=True)
@@ -444,10 +461,11 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         descriptors.append(desc)
         wheres.append(where)
         positions = oh * ow
-        roof = max(positions * k * n / (R * C), k * n * bits / P)
+        compute_roof, weight_roof = positions * k * n / (R * C), k * n * bits / P
         cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions)
         plans.append(LayerPlan(st.index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
-                               positions * k * n, cyc, roof, layer.kind, positions, *st.act_words(R)))
+                               positions * k * n, cyc, max(compute_roof, weight_roof), layer.kind, positions,
+                               *st.act_words(R), compute_roof, weight_roof))
     if len(weights) > cfg.weight_depth:
         raise LowbitError(f"the weights need {len(weights)} words of {P} bits ({len(weights) * P // 8} bytes), the "
                           f"overlay's weight memory holds {cfg.weight_depth} ({cfg.weight_depth * P // 8} bytes)",
@@ -741,7 +759,8 @@ def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
             "layers": [{"layer": p.index, "kind": p.kind, "positions": p.positions, "k": p.k, "n": p.n,
                         "weight_bits": p.weight_bits, "ratio": p.ratio,
                         "cycles": p.cycles, "roof_cycles": round(p.roof_cycles, 1),
-                        "roofline_fraction": round(p.roofline_fraction, 4)} for p in prog.layers]}
+                        "roofline_fraction": round(p.roofline_fraction, 4),
+                        "output_roof_cycles": p.output_roof, "bound": p.bound} for p in prog.layers]}
 
 
 # -- loading a model into a built overlay ------------------------------------------------------------
