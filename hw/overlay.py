@@ -59,10 +59,12 @@ THRESHOLD_BITS = 32
 #: Widest value on ``o`` (a descriptor's values never exceed ``OverlayConfig.out_bits``).
 OUT_BITS = 32
 SHIFT_BITS = arith.MAX_SHIFT.bit_length()
+#: Signed width of a descriptor's zero point and clamp bounds.
+CLAMP_FIELD_BITS = 10
 #: The requantizer saturates the rounded value to this signed width before adding the zero point and
-#: clamping: the descriptor's zero point and bounds are 10-bit, so a value past ``±2**(SAT_BITS-1)``
-#: clamps as the saturated one does.
-SAT_BITS = 12
+#: clamping: with zero point and bounds in ``±2**(CLAMP_FIELD_BITS-1)``, any value past
+#: ``±2**(SAT_BITS-1)`` clamps as the saturated one does.
+SAT_BITS = CLAMP_FIELD_BITS + 2
 #: The layer program is stored in words of this width (block RAM); a descriptor takes
 #: :attr:`OverlayConfig.program_word_count` of them, read one per cycle when a layer starts.
 PROGRAM_WORD_BITS = 32
@@ -239,9 +241,9 @@ def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
         "w_base": unsigned(bits(cfg.weight_depth)),
         "p_base": unsigned(bits(cfg.param_depth)),
         "mode": unsigned(2),
-        "zero_point": signed(10),
-        "lo": signed(10),
-        "hi": signed(10),
+        "zero_point": signed(CLAMP_FIELD_BITS),
+        "lo": signed(CLAMP_FIELD_BITS),
+        "hi": signed(CLAMP_FIELD_BITS),
         "n_thr": unsigned(bits(cfg.max_thresholds)),
         "out_lo": signed(10),
         "out_step": signed(4),
@@ -753,8 +755,8 @@ class OverlayEngine(wiring.Component):
         with m.If(radv):
             m.d.sync += [r4_valid.eq(r3_valid), r4_round.eq((r3_prod + r3_half) >> r3_shift),
                          r4_y.eq(Mux(d.mode == MODES["thresholds"], d.out_lo + d.out_step * r3_count, r3_total))]
-        # stage 5: the rounded value saturated to SAT_BITS (exact: the zero point and the clamp bounds are
-        # 10-bit, so every value past them clamps the same; no long carry chain after the shift's)
+        # stage 5: the rounded value saturated to SAT_BITS (exact: every value past it clamps the same; no
+        # long carry chain after the shift's)
         r5_valid, r5_sat = Signal(), Signal(signed(SAT_BITS))
         r5_y = Signal(signed(cfg.out_bits))
         top = r4_round[SAT_BITS - 1:]

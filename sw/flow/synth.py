@@ -252,8 +252,8 @@ _FMAX_RE = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+)\s+MHz")
 def failed_fmax(log_text: str) -> float | None:
     """The Fmax (MHz) of a nextpnr run that missed its target: the last "FAIL" figure in its log, the
     routed design's (nextpnr reports an estimate after placement too, often several MHz lower)."""
-    found = re.findall(r"Max frequency for clock\s+'[^']+':\s+([\d.]+)\s+MHz \(FAIL at", log_text)
-    return float(found[-1]) if found else None
+    found = re.findall(_FMAX_RE.pattern + r" \(FAIL at", log_text)
+    return float(found[-1][1]) if found else None
 
 
 def parse_nextpnr_report(report_path: Path, log_text: str = "") -> tuple[dict, dict]:
