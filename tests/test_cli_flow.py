@@ -43,7 +43,7 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     assert code == 0, err
     report = json.loads(out)
     for key in ("board", "device", "fmax_mhz", "clock_mhz", "timing_met", "cycles_per_inference",
-                "inferences_per_s", "utilization"):
+                "inferences_per_s", "utilization", "architecture_reason"):
         assert key in report
     assert report["timing_met"] and report["utilization"]["ICESTORM_LC"]["used"] <= 5280
     # The digits MLP fits the dataflow pipeline, which is faster than an overlay for it; the report says so

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lowbit.sw.errors import LowbitError
-from lowbit.sw.flow.build import choose_architecture
+from lowbit.sw.flow.build import DATAFLOW_FMAX_HZ, architecture_reason, choose_architecture
 from lowbit.sw.flow.overlay import plan_overlay
 from lowbit.sw.flow.synth import device
 from lowbit.sw.ir.intref import run
@@ -35,6 +35,34 @@ def tfc_w1a1(seed=0, ks=(784, 64, 64, 64, 10)):
 def test_the_digits_mlp_stays_dataflow():
     arch, folding, plan = choose_architecture(mlp([64, 32, 10], 4), UP5K)
     assert arch == "dataflow" and folding is not None
+
+
+def test_above_the_clock_dataflow_builds_reach_auto_picks_the_overlay():
+    # The digits MLP's dataflow design takes fewer cycles, but its boards meet 20-28 MHz (DATAFLOW_FMAX_HZ):
+    # at a faster clock the overlay, pipelined for it, is the one that can meet timing.
+    model = mlp([64, 32, 10], 4)
+    assert choose_architecture(model, UP5K, clock_hz=12e6)[0] == "dataflow"
+    assert choose_architecture(model, UP5K, clock_hz=DATAFLOW_FMAX_HZ["ice40"])[0] == "dataflow"
+    for clock, regs in ((25e6, False), (40.5e6, True)):
+        arch, folding, plan = choose_architecture(model, UP5K, clock_hz=clock)
+        assert arch == "overlay" and plan.config.array_regs is regs
+    assert choose_architecture(model, UP5K, "dataflow", clock_hz=40.5e6)[0] == "dataflow"
+    # ECP5 has no measured limit: the cycles decide
+    assert choose_architecture(model, device("ecp5-85f"), clock_hz=100e6)[0] == "dataflow"
+    assert "lowest Fmax measured for dataflow" in architecture_reason("overlay", "auto", 40.5e6, "ice40", True)
+    assert architecture_reason("dataflow", "auto", 12e6, "ice40", True).startswith("both fit")
+    assert architecture_reason("overlay", "auto", 12e6, "ice40", False).startswith("the only")
+    assert architecture_reason("overlay", "array", 12e6, "ice40", False) == "--array"
+    assert architecture_reason("dataflow", "auto", 40.5e6, "ice40", False, True).startswith("--reweightable")
+
+
+def test_plan_says_why_it_chose_the_architecture(tmp_path, cli):
+    path = tmp_path / "mlp4.lbm"
+    mlp([64, 32, 10], 4).save(path)
+    fast = json.loads(cli("plan", str(path), "--board", "icebreaker", "--clock-mhz", "40.5", "--json")[1])
+    slow = json.loads(cli("plan", str(path), "--board", "icebreaker", "--json")[1])
+    assert fast["architecture"] == "overlay" and "40.5 MHz clock" in fast["architecture_reason"]
+    assert slow["architecture"] == "dataflow" and "fewer cycles" in slow["architecture_reason"]
 
 
 def test_tfc_w1a1_is_refused_as_dataflow_and_planned_as_an_overlay():

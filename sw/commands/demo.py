@@ -56,7 +56,8 @@ def run(args):
     lut = family_of_utilization(report["utilization"]).logic_resource
     result = {
         "model": args.model, "bits": args.bits, "board": args.board, "n": int(len(xte)), "arrays": report["arrays"],
-        "architecture": report["architecture"], "pes": report["pes"],
+        "architecture": report["architecture"], "architecture_reason": report["architecture_reason"],
+        "pes": report["pes"],
         "dsp_used": report["utilization"].get(family_of_utilization(report["utilization"]).dsp_resource, {}).get("used", 0),
         "float_accuracy": float_acc, "reference_accuracy": ref_acc, "hardware_accuracy": hw_acc,
         "mismatches": mismatches, "bit_exact": mismatches == 0,
@@ -72,8 +73,8 @@ def run(args):
     (out / "demo.json").write_text(json.dumps(result, indent=1))
     text = "\n".join([
         f"digits {args.model}, {args.bits}-bit, on {args.board} (simulated board, {len(xte)} test images)",
-        f"  architecture: {report['architecture']} ({report['pes']} PEs; lowbit build chose the one that fits and "
-        f"takes fewer cycles)",
+        f"  architecture: {report['architecture']} ({report['pes']} PEs; lowbit build chose it: "
+        f"{report['architecture_reason']})",
         f"  accuracy: float {float_acc:.2%}   integer reference {ref_acc:.2%}   hardware {hw_acc:.2%}",
         f"  bit-exact agreement with the reference: {'yes' if mismatches == 0 else f'NO, {mismatches} differ'}",
         f"  {report['cycles_per_inference']} cycles/inference, PE utilisation {report['utilization_pe']:.1%}, "

@@ -33,7 +33,8 @@ def run(args):
                    array=args.array_shape)
     if r["fits"]:
         est = r["estimate"]
-        lines = [f"{args.board} ({r['device']}): {r['architecture']}, {r['pes']} PEs, arrays {r['arrays']}",
+        lines = [f"{args.board} ({r['device']}): {r['architecture']} ({r['architecture_reason']}), {r['pes']} PEs, "
+                 f"arrays {r['arrays']}",
                  f"estimate {est} of {r['capacity']}",
                  f"{r['cycles_per_inference']} cycles per inference ({r['cycles_source']}) -> "
                  f"{r['compute_inferences_per_s']} inferences/s computed at {r['clock_mhz']:g} MHz; the link "

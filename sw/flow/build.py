@@ -30,7 +30,8 @@ from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
 __all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "plan_build", "choose_architecture",
-           "requant_dsp_tiles", "default_requant_dsp", "link_rate", "summary_text"]
+           "architecture_reason", "DATAFLOW_FMAX_HZ", "requant_dsp_tiles", "default_requant_dsp", "link_rate",
+           "summary_text"]
 
 def layer_shapes(model: Model) -> list[LayerShape]:
     shapes, shape = [], tuple(model.input_shape)
@@ -204,9 +205,13 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     if loadable and arch == "dataflow":
         raise LowbitError("--loadable and --also build an overlay; a dataflow build runs only its own model",
                           "build with --arch overlay (or auto)")
+    requested = "loadable" if loadable else "array" if array is not None else arch
     arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, mult=mult,
                                               reweightable=reweightable, max_batch=max_batch, also=also,
                                               loadable=loadable, array=array, clock_hz=clk_hz)
+    reason = architecture_reason(arch, requested, clk_hz, dev.family, folding is not None and plan is not None,
+                                 reweightable or mult != "lut")
+    progress(f"architecture: {arch} ({reason})")
     if arch == "overlay":
         arrays = plan.program.arrays
         cfg = plan.config
@@ -307,7 +312,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
             "bitstream": result.bitstream.name, "seconds": round(time.monotonic() - t_start, 1),
         }
         report.update(overlay_report(plan, clk_hz) if arch == "overlay" else
-                      dataflow_report(model, arrays, clk_hz))
+                      dataflow_report(model, arrays, clk_hz), architecture_reason=reason)
         # What a host sees is the slower of the two: the array's rate or what the UART carries.
         link_ips = report["link"]["inferences_per_s"]
         report["inferences_per_s"] = min(report["compute_inferences_per_s"], link_ips)
@@ -375,8 +380,36 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
         return "dataflow", folding, None
     if folding is None:
         return "overlay", None, plan
+    if clock_hz is not None and clock_hz > DATAFLOW_FMAX_HZ.get(dev.family, math.inf):
+        return "overlay", folding, plan
     dataflow_cycles = predict_cycles(layer_shapes(model), [(f.rows, f.cols) for f in folding.layers])
     return ("overlay", folding, plan) if plan.cycles < dataflow_cycles else ("dataflow", folding, plan)
+
+
+#: Whole-board Fmax of dataflow builds is measured at 20.0 to 28.5 MHz on iCE40 UP5K (docs/hardware.md): the
+#: requantizer and argmax of every layer engine, unpipelined. Above the lowest of them, ``auto`` picks an
+#: overlay that fits, whose array is pipelined for the clock (:func:`~lowbit.sw.flow.overlay.array_regs_for`;
+#: its boards met 30 to 40.5 MHz), instead of a dataflow design that would fail timing after place-and-route.
+#: Not measured on ECP5.
+DATAFLOW_FMAX_HZ = {"ice40": 20e6}
+
+
+def architecture_reason(arch: str, requested: str, clock_hz: float | None, family: str, fits_other: bool,
+                        dataflow_only: bool = False) -> str:
+    """Why :func:`choose_architecture` chose ``arch`` (report.json's ``architecture_reason``): ``requested``
+    is ``auto``, an ``--arch`` value, ``array`` or ``loadable``; ``fits_other`` whether the other
+    architecture fits too; ``dataflow_only`` for options only dataflow builds have (``--reweightable``,
+    ``--mult dsp``)."""
+    if requested != "auto":
+        return {"array": "--array", "loadable": "--loadable or --also"}.get(requested, f"--arch {requested}")
+    if dataflow_only:
+        return "--reweightable and --mult dsp are dataflow builds"
+    if not fits_other:
+        return "the only architecture that fits the device by the estimate"
+    if arch == "overlay" and clock_hz is not None and clock_hz > DATAFLOW_FMAX_HZ.get(family, math.inf):
+        return (f"the {clock_hz / 1e6:g} MHz clock is above {DATAFLOW_FMAX_HZ[family] / 1e6:g} MHz, the lowest "
+                f"Fmax measured for dataflow builds on {family}")
+    return "both fit; it takes fewer cycles per inference by the estimate"
 
 
 def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFAULT_BAUD, max_batch: int = 8,
@@ -396,8 +429,11 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
     out = {"board": board, "device": dev.name, "clock_mhz": clk_hz / 1e6, "pll": pll is not None}
     try:
         loadable = loadable or bool(also)
+        requested = "loadable" if loadable else "array" if array is not None else arch
         arch, folding, plan = choose_architecture(model, dev, "overlay" if loadable else arch, max_batch=max_batch,
                                                   also=also, loadable=loadable, array=array, clock_hz=clk_hz)
+        out["architecture_reason"] = architecture_reason(arch, requested, clk_hz, dev.family,
+                                                         folding is not None and plan is not None)
     except LowbitError as exc:
         out.update(fits=False, reason=exc.message, architecture=None, pes=0, estimate=None,
                    cycles_per_inference=None)
