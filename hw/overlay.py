@@ -66,7 +66,7 @@ CLAMP_FIELD_BITS = 10
 #: ``±2**(SAT_BITS-1)`` clamps as the saturated one does.
 SAT_BITS = CLAMP_FIELD_BITS + 2
 #: The layer program is stored in words of this width (block RAM); a descriptor takes
-#: :attr:`OverlayConfig.program_word_count` of them, read one per cycle when a layer starts.
+#: :attr:`OverlayConfig.program_word_count` of them, read one per cycle while the layer before runs.
 PROGRAM_WORD_BITS = 32
 #: Width of the memory-select field of the load port.
 SPACE_BITS = 2
@@ -525,14 +525,26 @@ class OverlayEngine(wiring.Component):
 
         d = Signal(desc_shape)                 # the running layer's descriptor
         layer = Signal(range(max(cfg.max_layers, 2)))
-        prog_base = Signal(range(max(cfg.program_depth, 2)))   # layer * PW
-        fw = Signal(range(PW + 2))             # program word being fetched
         in_bank = Signal()
-        m.d.comb += [prog_r.addr.eq(prog_base + fw), prog_r.en.eq(1)]
+        # The next layer's descriptor is read while this one runs: from the cycle after a layer is
+        # latched, its successor's PW words are read one a cycle (the first PW - 1 kept in `pre`, the last
+        # held on the read port), so the next layer starts one cycle after this one's last output
+        # (the descriptor ready by then: `pf == PW`).
+        next_base = Signal(range(max(cfg.program_depth, 2)))   # the next layer's first program word
+        pf = Signal(range(PW + 1))              # its program words read so far
+        pre = [Signal(PB, name=f"pre{i}") for i in range(PW - 1)]
+        m.d.comb += [prog_r.addr.eq(next_base + Mux(pf == PW, PW - 1, pf)), prog_r.en.eq(1)]
+        with m.If(pf != PW):
+            m.d.sync += pf.eq(pf + 1)
+        for i in range(PW - 1):
+            with m.If(pf == i + 1):
+                m.d.sync += pre[i].eq(prog_r.data)
+        fetched = Signal(desc_shape)
+        m.d.comb += fetched.eq(Cat(*pre, prog_r.data))
 
         # -- sequencer: the step nest and its addresses ----------------------------------------------
         m.submodules.seq = seq = Sequencer(cfg)
-        m.d.comb += [seq.desc.eq(d), seq.init.eq(desc_shape(prog_r.data) if PW == 1 else d)]
+        m.d.comb += [seq.desc.eq(d), seq.init.eq(fetched)]
         advance = Signal()
         issue = Signal()                        # this cycle reads memories for the front end
         done_n = Signal(range(cfg.act_depth * cfg.rows + 1))   # outputs of this layer written back / sent
@@ -561,22 +573,13 @@ class OverlayEngine(wiring.Component):
         ld_asm = Signal(data.ArrayLayout(unsigned(A), R))
 
         with m.FSM(name="seq"):
-            with m.State("FETCH"):
-                if PW == 1:
-                    m.next = "LATCH"            # the word arrives next cycle, and LATCH takes it
-                else:
-                    # PW words, one read a cycle; each arrives the cycle after its read.
-                    m.d.sync += fw.eq(fw + 1)
-                    for i in range(PW):
-                        with m.If(fw == i + 1):
-                            m.d.sync += d.as_value().word_select(i, PB).eq(prog_r.data)
-                    with m.If(fw == PW):
-                        m.next = "LATCH"
+            with m.State("FETCH"):              # after reset: the first descriptor
+                with m.If(pf == PW):
+                    m.next = "LATCH"
             with m.State("LATCH"):
-                if PW == 1:
-                    m.d.sync += d.eq(prog_r.data)
                 m.d.comb += seq.start.eq(1)
-                m.d.sync += [fw.eq(0), done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0),
+                m.d.sync += [d.eq(fetched), pf.eq(0), next_base.eq(Mux(fetched.last, 0, next_base + PW)),
+                             done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0),
                              rg_last.eq(seq.init.groups == 1),
                              j_last.eq(Mux(seq.init.groups == 1, seq.init.n_last == 1, C == 1))]
                 if conv:
@@ -611,13 +614,9 @@ class OverlayEngine(wiring.Component):
                 with m.If(advance & seq.final):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(done_n == (d.outs if conv else d.n)):
-                    m.d.sync += in_bank.eq(~in_bank)
-                    with m.If(d.last):
-                        m.d.sync += [layer.eq(0), prog_base.eq(0)]
-                    with m.Else():
-                        m.d.sync += [layer.eq(layer + 1), prog_base.eq(prog_base + PW)]
-                    m.next = "FETCH"
+                with m.If((done_n == (d.outs if conv else d.n)) & (pf == PW)):
+                    m.d.sync += [in_bank.eq(~in_bank), layer.eq(Mux(d.last, 0, layer + 1))]
+                    m.next = "LATCH"
 
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
         m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + seq.act_addr), act_r.en.eq(advance),

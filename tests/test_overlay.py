@@ -382,6 +382,28 @@ def test_conv_cycle_model_equals_simulation(rows, cols):
     assert [p.kind for p in prog.layers] == ["conv2d", "maxpool2d", "dense"]
 
 
+@pytest.mark.parametrize("loadable", [False, True])
+def test_the_next_descriptor_is_read_while_a_layer_runs(loadable):
+    """The next layer starts the cycle after this one's last output is latched: its descriptor was read
+    while this one ran. A loadable conv overlay's descriptor takes several 32-bit words; a one-window
+    MaxPool pass is shorter than reading them, and waits: the cycle model counts both."""
+    from lowbit.sw.flow.overlay import LAYER_OVERHEAD, fetch_cycles
+    rng = np.random.default_rng(5)
+    model = random_cnn(rng, (2, 2, 3), [("conv", 2, 1, 1, 0), ("pool", 2, 2)], QuantSpec(4, False, 3, (1.0,)), 3)
+    xs = rng.integers(0, 16, (2, 12))
+    got, prog, ends = simulate(model, 4, 2, xs, loadable=loadable)
+    assert np.array_equal(got, run(model, xs.reshape(2, 2, 2, 3)).reshape(2, -1))
+    n_out = prog.output_count
+    assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
+    cfg = config_for(model, 4, 2, loadable=loadable)
+    pool = prog.layers[1]
+    assert pool.kind == "maxpool2d" and pool.kc == 4
+    if loadable:
+        assert cfg.program_word_count > 5 and pool.cycles == fetch_cycles(cfg) + LAYER_OVERHEAD
+    else:
+        assert cfg.program_word_count == 1 and pool.cycles == 4 + 1 + LAYER_OVERHEAD
+
+
 def test_a_model_ending_in_a_pool_is_refused():
     model = Model((4, 4, 1), QuantSpec(4, False), [MaxPool2d((2, 2))], "pool").validate()
     with pytest.raises(LowbitError, match=r"layer 0 \(maxpool2d\) is the model's last"):

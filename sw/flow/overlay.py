@@ -314,10 +314,12 @@ def array_latency(cfg: OverlayConfig) -> int:
 
 
 def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
-                 pool: bool = False) -> int:
+                 pool: bool = False, lead: int = 0) -> int:
     """Cycles one layer occupies the overlay (output never stalled): from its first step to its last
-    output, plus :data:`LAYER_OVERHEAD` (noticing the layer is done, fetching and latching the next
-    descriptor). The schedule, cycle by cycle, of :class:`~lowbit.hw.overlay.OverlayEngine`:
+    output, plus :data:`LAYER_OVERHEAD` (noticing the layer is done and latching the next descriptor).
+    The next descriptor is read while the layer runs (:func:`fetch_cycles` from the cycle after this one
+    was latched; ``lead`` cycles of input load came before the first step), so only a layer shorter than
+    that waits for it. The schedule, cycle by cycle, of :class:`~lowbit.hw.overlay.OverlayEngine`:
 
     * steps issue one per cycle, ``kc * ratio`` per group; a group's last step reaches the
       accumulators ``1 + array latency`` cycles after it issues and fills result slot ``g % 2``,
@@ -329,8 +331,9 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
     * a MaxPool pass reads one word a cycle and writes each window's maximum the cycle after its last
       word arrives.
     """
+    ready = fetch_cycles(cfg) - lead        # the next descriptor read, counted from the first step
     if pool:
-        return positions * groups * kc + 1 + LAYER_OVERHEAD + fetch_cycles(cfg)
+        return max(positions * groups * kc + 1, ready) + LAYER_OVERHEAD
     step_cycles = kc * ratio
     to_acc = 1 + array_latency(cfg)
     slot_free = [0, 0]
@@ -347,22 +350,21 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
         take_free = slot_free[g % 2] = start + ncols
         t = last_step + 1 + stall
     last_output = start + ncols - 1 + REQUANT_STAGES
-    return last_output + 1 + LAYER_OVERHEAD + fetch_cycles(cfg)
+    return max(last_output + 1, ready) + LAYER_OVERHEAD
 
 
 def fetch_cycles(cfg: OverlayConfig) -> int:
-    """Cycles from a layer's end to its successor's descriptor arriving, besides latching it: one read
-    of a whole-descriptor word, or ``program_word_count`` reads of 32-bit words (a loadable overlay)
-    and the cycle the last one arrives."""
-    words = cfg.program_word_count
-    return 1 if words == 1 else words + 1
+    """Cycles from a layer being latched to its successor's descriptor being ready: one read a program
+    word (one whole-descriptor word, or ``program_word_count`` 32-bit words in a loadable overlay), each
+    arriving the cycle after its read."""
+    return cfg.program_word_count
 
 
 #: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round,
 #: saturate, zero point and clamp).
 REQUANT_STAGES = 6
-#: Per layer, besides reading the next descriptor (:func:`fetch_cycles`): the cycle that sees its last
-#: output and latching the descriptor.
+#: Per layer: the cycle that sees its last output and the one that latches the next descriptor (read
+#: while the layer ran, :func:`fetch_cycles`).
 LAYER_OVERHEAD = 2
 
 
@@ -416,7 +418,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
             # groups are a pixel's words, steps the window's taps, each a word apart (cc_n = 1)
             desc.update(kc=kc, groups=cw, cc_n=1, step_kx=cw, step_ky=(st.w - st.kw + 1) * cw,
                         grp_step=1, outs=oh * ow * cw, k_last=R)
-            cyc = layer_cycles(cfg, kc, cw, 1, 0, oh * ow, pool=True)
+            cyc = layer_cycles(cfg, kc, cw, 1, 0, oh * ow, pool=True, lead=desc["k"] if li == 0 else 0)
             plans.append(LayerPlan(st.index, kc * st.cin, st.cin, kc, cw, 1, 0, 0, 0, 0, 0, cyc, oh * ow * cw * kc,
                                    "maxpool2d", oh * ow, *st.act_words(R)))
             descriptors.append(desc)
@@ -462,7 +464,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         wheres.append(where)
         positions = oh * ow
         compute_roof, weight_roof = positions * k * n / (R * C), k * n * bits / P
-        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions)
+        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions, lead=desc["k"] if li == 0 else 0)
         plans.append(LayerPlan(st.index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
                                positions * k * n, cyc, max(compute_roof, weight_roof), layer.kind, positions,
                                *st.act_words(R), compute_roof, weight_roof))
