@@ -70,7 +70,7 @@ SAT_BITS = CLAMP_FIELD_BITS + 2
 PROGRAM_WORD_BITS = 32
 #: Width of the memory-select field of the load port.
 SPACE_BITS = 2
-#: The weight and parameter memories stay in block RAM even when small: on a UP5K logic is what runs
+#: The weight, parameter and activation memories stay in block RAM even when small: on a UP5K logic is what runs
 #: out (an 8x8 4-bit overlay's 40 x 256-bit weight ROM took ~700 LUTs when Yosys chose logic), and the
 #: planner counts them as block RAMs.
 BLOCK_RAM = {"ram_style": "block"}
@@ -483,8 +483,10 @@ class OverlayEngine(wiring.Component):
         PW, PB = cfg.program_word_count, cfg.program_word_bits
         m.submodules.prog = prog = Memory(
             shape=unsigned(PB), depth=cfg.program_depth, init=program_words(cfg, self.program),
-            attrs={} if cfg.loadable else {"ram_style": "logic"})
-        m.submodules.act = act = Memory(shape=unsigned(R * A), depth=2 * cfg.act_depth, init=[])
+            attrs=BLOCK_RAM if cfg.loadable else {"ram_style": "logic"})
+        # Block RAM even when shallow (Yosys put a 32x1 array's 4 words of 128 bits in 512 flip-flops, about
+        # 1200 logic cells the planner counts as block RAMs, and its write enable was that board's critical path).
+        m.submodules.act = act = Memory(shape=unsigned(R * A), depth=2 * cfg.act_depth, init=[], attrs=BLOCK_RAM)
         spram = cfg.weight_store == "spram"
         if spram:
             # One address for reads and writes: SB_SPRAM256KA blocks on an iCE40 UltraPlus.

@@ -561,3 +561,19 @@ def test_padding_beyond_the_address_range_is_refused():
     cfg = OverlayConfig(**{**config_for(model, 4, 4).__dict__, "act_depth": 36})      # the 6x6 output's words
     with pytest.raises(LowbitError, match=r"layer 0 \(conv2d 25x2\): its padded input spans 100 activation words"):
         compile_program(model, cfg)
+
+
+@pytest.mark.parametrize("loadable", [False, True])
+def test_the_memories_the_planner_counts_as_block_ram_are_block_ram(loadable):
+    """The planner counts the activation, weight and parameter memories (and a loadable program) as block
+    RAMs; Yosys put a 32x1 array's shallow activation memory (4 words of 128 bits) into flip-flops, 1200
+    logic cells the estimate did not have. Only a fixed program stays in logic (folded per field)."""
+    import re
+    from amaranth.back import rtlil
+    model = mlp([64, 32, 10], 4)
+    cfg = config_for(model, 32, 1, loadable=loadable)
+    prog = compile_program(model, cfg)
+    text = rtlil.convert(OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params))
+    styles = dict((name, style) for style, name in
+                  re.findall(r'attribute \\ram_style "(\w+)"\s+memory width \d+ size \d+ \\(\w+)', text))
+    assert styles == {"act": "block", "wmem": "block", "pmem": "block", "prog": "block" if loadable else "logic"}
