@@ -298,6 +298,7 @@ def test_bench_synth_only(cli, monkeypatch, text):
     selected = []
     monkeypatch.setattr(command, "cycle_rows", lambda progress: [])
     monkeypatch.setattr(command, "reference_rows", lambda: [])
+    monkeypatch.setattr(command, "overlay_rows", lambda progress: [])       # planning every row took ~1 s a call
     monkeypatch.setattr(command, "synth_rows", lambda tmp, progress, only: selected.append(only) or [])
     code, _, err = cli("bench", f"--synth-only={text}", "--json")
     if selected:
