@@ -56,6 +56,18 @@ def test_above_the_clock_dataflow_builds_reach_auto_picks_the_overlay():
     assert architecture_reason("dataflow", "auto", 40.5e6, "ice40", False, True).startswith("--reweightable")
 
 
+def test_above_36_mhz_the_planner_keeps_the_adder_trees_shallow():
+    # A 32x1 4-bit board at 40.5 MHz reached 36.84 MHz, its 32-row adder tree the critical path
+    from lowbit.sw.flow.overlay import max_rows_for
+    assert max_rows_for("ice40", 30e6) is None and max_rows_for("ice40", 40.5e6) == 16
+    assert max_rows_for("ecp5", 100e6) is None and max_rows_for("ice40", None) is None
+    model = mlp([64, 32, 10], 4)
+    assert plan_overlay(model, UP5K, max_batch=2, clock_hz=30e6).config.rows == 32
+    assert plan_overlay(model, UP5K, max_batch=2, clock_hz=40.5e6).config.rows <= 16
+    assert plan_overlay(model, UP5K, arrays=(32, 1), max_batch=2, clock_hz=40.5e6).config.rows == 32
+    assert plan_overlay(tfc_w1a1(), UP5K, max_batch=2, clock_hz=30e6).config.rows == 32
+
+
 def test_plan_says_why_it_chose_the_architecture(tmp_path, cli):
     path = tmp_path / "mlp4.lbm"
     mlp([64, 32, 10], 4).save(path)

@@ -590,6 +590,20 @@ ARRAY_REGS_ABOVE_HZ = {"ice40": 28e6}
 OVERLAY_LC_PER_REG_BIT = 0.75
 
 
+#: Design clocks above which the planner takes arrays of at most so many rows, per family: the column's
+#: adder tree is one cycle from the products' registers to the sums' (array_regs), log2(rows) carry chains
+#: deep. Whole iCEBreaker boards: 32 rows reached 36.84 MHz (4-bit, 32x1 at 40.5) and 37.24 (±1, 32x4 at
+#: 30); 16 rows 40.71 (2-bit, 16x8) and 8 rows 41.77 (4-bit, 8x8) at 40.5 (docs/hardware.md).
+MAX_ROWS_ABOVE_HZ = {"ice40": (36e6, 16)}
+
+
+def max_rows_for(family: str, clock_hz: float | None) -> int | None:
+    """The most rows the planner gives an overlay clocked at ``clock_hz`` (None: no limit;
+    :data:`MAX_ROWS_ABOVE_HZ`)."""
+    above, rows = MAX_ROWS_ABOVE_HZ.get(family, (math.inf, None))
+    return rows if clock_hz is not None and clock_hz > above else None
+
+
 def array_regs_for(family: str, clock_hz: float | None) -> bool:
     """Whether an overlay clocked at ``clock_hz`` gets :attr:`OverlayConfig.array_regs`
     (:data:`ARRAY_REGS_ABOVE_HZ`)."""
@@ -664,6 +678,8 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     logic -= cfg.dsp_pairs * OVERLAY_LC_PER_DSP_PAIR
     logic += array_reg_bits(cfg) * OVERLAY_LC_PER_REG_BIT
     logic += OVERLAY_LC_LOADABLE if cfg.loadable else 0
+    # the next descriptor's words, read while a layer runs, all but the last kept in registers (hw/overlay.py)
+    logic += (cfg.program_word_count - 1) * cfg.program_word_bits * OVERLAY_LC_PER_REG_BIT
     logic += OVERLAY_LC_CONV if cfg.conv else 0
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
@@ -700,7 +716,8 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
     margin for the estimate's error): synthesis counts the logic exactly and refuses before placement.
     ``also``: more models the overlay must be able to load (its formats, memories and input buffer are
     sized for each; implies ``loadable``). Above :data:`ARRAY_REGS_ABOVE_HZ` (``clock_hz``, the design
-    clock) the array's operands and sums are registered (:func:`array_regs_for`).
+    clock) the array's operands and sums are registered (:func:`array_regs_for`); above
+    :data:`MAX_ROWS_ABOVE_HZ` the planner's arrays have fewer rows (:func:`max_rows_for`).
 
     A loadable overlay on a device with SPRAM (iCE40 UltraPlus: four 16K x 16 blocks) keeps its weights
     there, all 16K words of a 64-bit port, so any model whose weights fit 1 Mbit can be loaded later;
@@ -715,7 +732,12 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
     best, reasons = None, []
     shapes = [arrays] if arrays else CANDIDATE_ARRAYS
     ports = (SPRAM_BITS * sprams,) if sprams else CANDIDATE_PORTS
+    most_rows = None if arrays else max_rows_for(dev.family, clock_hz)
     for (rows, cols), port in ((a, p) for a in shapes for p in ports):
+        if most_rows is not None and rows > most_rows:
+            reasons.append((3, 0, rows * cols, f"{rows}x{cols}: more than {most_rows} rows do not meet timing above "
+                                               f"{MAX_ROWS_ABOVE_HZ[dev.family][0] / 1e6:g} MHz"))
+            continue
         try:
             store = {"weight_store": "spram", "weight_depth": SPRAM_WORDS} if sprams else {}
             cfg = config_for(model, rows, cols, also=also, port_bits=port, loadable=loadable,
