@@ -382,10 +382,15 @@ class HostLink(wiring.Component):
         m.d.comb += self.net_i.payload.eq(rp.data[:self.code_shape.width])   # a code is the byte's low bits
 
         # network outputs decoupled from the UART
-        m.submodules.outq = outq = SyncFIFOBuffered(width=self.out_shape.width, depth=out_depth)
+        # The network's ready is a flip-flop, "room for one more" as of the cycle before (one entry more
+        # than out_depth keeps it exact): the FIFO's level compare into the overlay's requantizer enable
+        # was an 8x8 4-bit board's critical path at 40.5 MHz.
+        m.submodules.outq = outq = SyncFIFOBuffered(width=self.out_shape.width, depth=out_depth + 1)
         out_left = Signal(range(out_depth + 1) if load is None else 16)
-        m.d.comb += [outq.w_data.eq(self.net_o.payload), outq.w_en.eq(self.net_o.valid),
-                     self.net_o.ready.eq(outq.w_rdy)]
+        room = Signal(name="out_room")
+        m.d.sync += room.eq(outq.level < out_depth)
+        m.d.comb += [outq.w_data.eq(self.net_o.payload), outq.w_en.eq(self.net_o.valid & room),
+                     self.net_o.ready.eq(room)]
         # The next value to send, read out of the FIFO ahead whenever this register is empty: the FIFO's
         # read enable then depends on one flip-flop, not on the transmitter's state (on a UP5K that was
         # the 8x8 4-bit board's 35 MHz critical path).
@@ -393,7 +398,7 @@ class HostLink(wiring.Component):
         m.d.comb += outq.r_en.eq(~next_valid)
         with m.If(~next_valid & outq.r_rdy):
             m.d.sync += [next_v.eq(outq.r_data), next_valid.eq(1)]
-        with m.If(self.net_o.valid & outq.w_rdy & (out_left != 0)):
+        with m.If(self.net_o.valid & room & (out_left != 0)):
             m.d.sync += out_left.eq(out_left - 1)
             with m.If(out_left == 1):
                 m.d.sync += counting.eq(0)
@@ -418,6 +423,19 @@ class HostLink(wiring.Component):
         # The response kind as flags, set with kind: the byte to send is then chosen without compares.
         is_infer, is_ident, is_counters = Signal(name="is_infer"), Signal(name="is_ident"), Signal(name="is_counters")
         m.d.sync += [crc_go.eq(0), body_end.eq(idx == plen)]
+        # The next body byte, chosen a cycle ahead from registers: every byte BODY sends follows a cycle that
+        # sends nothing (crc_go after a byte, `settle` after the next value is loaded), in which the
+        # registers it is chosen from hold their new values. (The choice in the cycle it was sent, into the
+        # UART's holding register, was the 8x8 4-bit board's critical path at 40.5 MHz.)
+        body_byte, settle = Signal(8, name="body_byte"), Signal(name="settle")
+        m.d.sync += settle.eq(0)
+        if load is None:
+            ident_byte = ident_rom.word_select(idx[:max(1, (len(ident_bytes) - 1).bit_length())], 8)
+        else:
+            # The identity memory answers the address of this byte (module docstring).
+            ident_byte = Mux(idx == loader["head_len"] + 1, self.loaded, loader["ident_r"].data)
+        m.d.sync += body_byte.eq(Mux(is_infer, Mux(need_argmax, best_i, vshift[:8]),
+                                     Mux(is_ident, ident_byte, Mux(is_counters, counters[:8], err))))
         with m.If(crc_go):
             m.d.sync += tx_crc.eq(crc16_step(tx_crc, crc_byte))
         with m.FSM(name="tx"):
@@ -479,33 +497,22 @@ class HostLink(wiring.Component):
                 # After each byte the transmitter takes, one cycle with nothing sent, so body_end (idx ==
                 # plen a cycle late, off the UART's path) has seen the new idx. A cycle in a byte's ten
                 # bit times.
-                with m.If(crc_go):
+                with m.If(crc_go | settle):
                     pass
                 with m.Elif(body_end):
                     m.next = "CRC0"
                 with m.Elif(is_infer):
                     self._infer_bytes(m, tx, crc_add, idx, (next_v, next_valid), value, vshift, vbyte, vcount, best,
-                                      best_i, need_argmax, compare, n_out_v, nbytes_v)
+                                      best_i, need_argmax, compare, n_out_v, nbytes_v, body_byte, settle)
                 with m.Else():
-                    payload = Signal(8)
-                    with m.If(is_ident):
-                        if load is None:
-                            m.d.comb += payload.eq(ident_rom.word_select(idx[:max(1, (len(ident_bytes) - 1).bit_length())], 8))
-                        else:
-                            # The identity memory answers the address of this byte (module docstring).
-                            m.d.comb += payload.eq(Mux(idx == loader["head_len"] + 1, self.loaded,
-                                                       loader["ident_r"].data))
-                            with m.If(tx.ready):
-                                m.d.comb += loader["ident_idx"].eq(idx + 1)
-                    with m.Elif(is_counters):
-                        m.d.comb += payload.eq(counters[:8])        # shifted a byte on (below)
+                    if load is not None:
                         with m.If(tx.ready):
-                            m.d.sync += counters.eq(counters >> 8)
-                    with m.Else():
-                        m.d.comb += payload.eq(err)
-                    m.d.comb += [tx.valid.eq(1), tx.payload.eq(payload)]
+                            m.d.comb += loader["ident_idx"].eq(idx + 1)
+                    with m.If(is_counters & tx.ready):
+                        m.d.sync += counters.eq(counters >> 8)
+                    m.d.comb += [tx.valid.eq(1), tx.payload.eq(body_byte)]
                     with m.If(tx.ready):
-                        m.d.sync += [*crc_add(payload), idx.eq(idx + 1)]
+                        m.d.sync += [*crc_add(body_byte), idx.eq(idx + 1)]
             with m.State("CRC0"):
                 m.d.comb += [busy.eq(1), tx.valid.eq(~crc_go), tx.payload.eq(tx_crc[:8])]
                 with m.If(tx.ready & ~crc_go):
@@ -524,26 +531,25 @@ class HostLink(wiring.Component):
         return m
 
     def _infer_bytes(self, m, tx, crc_add, idx, prefetched, value, vshift, vbyte, vcount, best, best_i, need_argmax,
-                     compare, n_out, nbytes):
-        # Either emit the pending argmax byte, or a byte of the current value, or load the next value.
+                     compare, n_out, nbytes, body_byte, settle):
+        # Either emit the pending argmax byte (frames.INFER_FIELDS: one byte, ARGMAX_BYTES), or a byte of the
+        # current value (sign-extended to whole bytes, shifted a byte on after each: little-endian), or load
+        # the next value; body_byte is the argmax or vshift's low byte, chosen the cycle before.
         with m.If(need_argmax):
-            argmax = Signal(8)          # frames.INFER_FIELDS: the argmax is one byte (ARGMAX_BYTES)
-            m.d.comb += [argmax.eq(best_i), tx.valid.eq(1), tx.payload.eq(argmax)]
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(body_byte)]
             with m.If(tx.ready):
-                m.d.sync += [*crc_add(argmax), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
+                m.d.sync += [*crc_add(body_byte), idx.eq(idx + 1), need_argmax.eq(0), vcount.eq(0)]
         with m.Elif(vbyte != 0):
-            # The value sign-extended to whole bytes, shifted a byte on after each: little-endian.
-            cur = vshift[:8]
-            m.d.comb += [tx.valid.eq(1), tx.payload.eq(cur)]
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(body_byte)]
             with m.If(tx.ready):
-                m.d.sync += [*crc_add(cur), idx.eq(idx + 1), vbyte.eq(vbyte - 1), vshift.eq(vshift >> 8)]
+                m.d.sync += [*crc_add(body_byte), idx.eq(idx + 1), vbyte.eq(vbyte - 1), vshift.eq(vshift >> 8)]
                 with m.If((vbyte == 1) & (vcount == n_out)):
                     m.d.sync += need_argmax.eq(1)
         with m.Else():
             next_v, next_valid = prefetched
             with m.If(next_valid):
                 m.d.sync += [value.eq(next_v), vshift.eq(next_v), vbyte.eq(nbytes), next_valid.eq(0),
-                             vcount.eq(vcount + 1), compare.eq(1)]
+                             vcount.eq(vcount + 1), compare.eq(1), settle.eq(1)]
 
     # -- loadable link (an overlay's) ---------------------------------------------------------------
 
