@@ -204,7 +204,10 @@ class HostLink(wiring.Component):
             m.next = "HUNT"
 
         timed_out = Signal()
-        m.d.comb += timed_out.eq((idle_timer == self.timeout) & ~busy)
+        # at_timeout == (idle_timer == timeout), kept as a register computed from the timer's next value
+        # (the compare into the receiver's failure path was an 8x8 4-bit board's critical path at 40.5 MHz).
+        at_timeout = Signal(name="at_timeout", init=self.timeout == 0)
+        m.d.comb += timed_out.eq(at_timeout & ~busy)
         if load is not None:
             # INFER: inputs counted as they arrive; LOAD: the space, address, and whole words; COMMIT: its fields.
             in_cnt = Signal(range(buffer_bytes + 1))
@@ -328,9 +331,9 @@ class HostLink(wiring.Component):
                     fail(frames.TIMEOUT)
         # The silence timer runs inside a frame and restarts with every byte.
         with m.If(rx_fsm.ongoing("HUNT") | got):
-            m.d.sync += idle_timer.eq(0)
+            m.d.sync += [idle_timer.eq(0), at_timeout.eq(self.timeout == 0)]
         with m.Elif(~busy & (idle_timer != self.timeout)):
-            m.d.sync += idle_timer.eq(idle_timer + 1)
+            m.d.sync += [idle_timer.eq(idle_timer + 1), at_timeout.eq(idle_timer == self.timeout - 1)]
         # The transmitter takes a request the cycle after the receiver makes it: decoding a frame's last
         # byte (CRC, opcode, length) and the loads the request sets off are then separate paths. Together
         # they were a whole-board critical path on a UP5K (rx byte -> start -> the response length and
