@@ -540,10 +540,15 @@ class HostLink(wiring.Component):
         # The argmax compares a value the cycle after it is loaded (value number vcount - 1), not as it
         # leaves the output FIFO: on a UP5K the FIFO read -> compare -> enable was a 30 MHz critical path.
         # Its first byte goes out in that cycle at the earliest, so the argmax byte always sees the result.
+        # The compare's result is registered and taken the cycle after (the compare into best's enable was
+        # an 8x8 4-bit board's critical path at 40.5 MHz); the next value is loaded 4 cycles after this one
+        # at the earliest, and the argmax byte is chosen later still.
+        took, greater = Signal(name="argmax_take"), Signal(name="argmax_greater")
+        m.d.sync += took.eq(compare)
         with m.If(compare):
-            m.d.sync += compare.eq(0)
-            with m.If((vcount == 1) | (value > best)):
-                m.d.sync += [best.eq(value), best_i.eq(vcount - 1)]
+            m.d.sync += [compare.eq(0), greater.eq((vcount == 1) | (value > best))]
+        with m.If(took & greater):
+            m.d.sync += [best.eq(value), best_i.eq(vcount - 1)]
         return m
 
     def _infer_bytes(self, m, tx, crc_add, idx, prefetched, value, vshift, vbyte, vcount, best, best_i, need_argmax,
