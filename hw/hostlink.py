@@ -156,6 +156,9 @@ class HostLink(wiring.Component):
                             "ld_rdata": In(8), "loaded": Out(1, init=int(load.initial is not None)),
                             "busy": Out(1)})
         super().__init__(members)
+        # "A response is being sent" as a register, and the transmitter's state it equals (named here so
+        # that sim/formal_hostlink.py can assert they are equal).
+        self._busy, self._busy_fsm = Signal(name="busy_r"), Signal(name="busy_fsm")
 
     def elaborate(self, platform):
         m = Module()
@@ -182,7 +185,7 @@ class HostLink(wiring.Component):
         rp = inbuf.read_port()
         rx = self.rx_byte
         byte = rx.payload
-        busy = Signal()                     # a response is being sent: incoming bytes are ignored
+        busy, busy_fsm = self._busy, self._busy_fsm     # a response is being sent: bytes are ignored
         if load is not None:
             m.d.comb += self.busy.eq(busy)
         m.d.comb += rx.ready.eq(1)
@@ -454,9 +457,9 @@ class HostLink(wiring.Component):
                                      Mux(is_ident, ident_byte, Mux(is_counters, counters[:8], err))))
         with m.If(crc_go):
             m.d.sync += tx_crc.eq(crc16_step(tx_crc, crc_byte))
-        with m.FSM(name="tx"):
+        with m.FSM(name="tx") as tx_fsm:
             with m.State("IDLE"):
-                m.d.comb += busy.eq(tx_start)
+                m.d.comb += busy_fsm.eq(tx_start)
                 with m.If(tx_start):
                     m.d.sync += [kind.eq(tx_kind), err.eq(tx_err), idx.eq(0), tx_crc.eq(0xFFFF),
                                  is_infer.eq(tx_kind == (frames.INFER | frames.RESPONSE)),
@@ -497,19 +500,19 @@ class HostLink(wiring.Component):
                                   (tx_kind != (frames.COMMIT | frames.RESPONSE))):
                             m.next = "SYNC"
             if load is not None:
-                self._loader_states(m, busy, loader, kind, err, plen)
+                self._loader_states(m, busy_fsm, loader, kind, err, plen)
             with m.State("SYNC"):
-                m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(frames.SYNC)]
+                m.d.comb += [busy_fsm.eq(1), tx.valid.eq(1), tx.payload.eq(frames.SYNC)]
                 with m.If(tx.ready):
                     m.next = "OPC"
             for state, nxt, val in (("OPC", "LEN0", kind), ("LEN0", "LEN1", plen[:8]), ("LEN1", "BODY", plen[8:])):
                 with m.State(state):
-                    m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(val)]
+                    m.d.comb += [busy_fsm.eq(1), tx.valid.eq(1), tx.payload.eq(val)]
                     with m.If(tx.ready):
                         m.d.sync += crc_add(val)
                         m.next = nxt
             with m.State("BODY"):
-                m.d.comb += busy.eq(1)
+                m.d.comb += busy_fsm.eq(1)
                 # After each byte the transmitter takes, one cycle with nothing sent, so body_end (idx ==
                 # plen a cycle late, off the UART's path) has seen the new idx. A cycle in a byte's ten
                 # bit times.
@@ -530,13 +533,22 @@ class HostLink(wiring.Component):
                     with m.If(tx.ready):
                         m.d.sync += [*crc_add(body_byte), idx.eq(idx + 1)]
             with m.State("CRC0"):
-                m.d.comb += [busy.eq(1), tx.valid.eq(~crc_go), tx.payload.eq(tx_crc[:8])]
+                m.d.comb += [busy_fsm.eq(1), tx.valid.eq(~crc_go), tx.payload.eq(tx_crc[:8])]
                 with m.If(tx.ready & ~crc_go):
                     m.next = "CRC1"
             with m.State("CRC1"):
-                m.d.comb += [busy.eq(1), tx.valid.eq(1), tx.payload.eq(tx_crc[8:])]
+                m.d.comb += [busy_fsm.eq(1), tx.valid.eq(1), tx.payload.eq(tx_crc[8:])]
                 with m.If(tx.ready):
                     m.next = "IDLE"
+        # busy_fsm is the transmitter out of IDLE or a request waiting for it. busy is the same as a
+        # flip-flop (from busy_fsm, the receiver's choice of what to do with a byte was an 8x8 4-bit board's
+        # critical path at 40.5 MHz): a request is made only when the link is not busy, and the one way
+        # back to IDLE is CRC1 sending its byte, when no request can be waiting.
+        with m.If(busy):
+            with m.If(tx_fsm.ongoing("CRC1") & tx.ready):
+                m.d.sync += busy.eq(0)
+        with m.Else():
+            m.d.sync += busy.eq(start)
         # The argmax compares a value the cycle after it is loaded (value number vcount - 1), not as it
         # leaves the output FIFO: on a UP5K the FIFO read -> compare -> enable was a 30 MHz critical path.
         # Its first byte goes out in that cycle at the earliest, so the argmax byte always sees the result.
@@ -676,7 +688,7 @@ class HostLink(wiring.Component):
                     ck_space=Signal(2), ck_word=Signal(range(max(load.depths) + 1)), ck_lane=Signal(load.lane_bits),
                     ck_crc=Signal(32))
 
-    def _loader_states(self, m, busy, x, kind, err, plen):
+    def _loader_states(self, m, busy_fsm, x, kind, err, plen):
         r = self._load_regs
         wb = self._word_bytes(r["ld_space"])
         with m.State("COPY"):
@@ -684,7 +696,7 @@ class HostLink(wiring.Component):
             # written into its byte lane of its word.
             rp = x["rp"]
             nb = x["length"] - frames.LOAD_HEAD_BYTES
-            m.d.comb += [busy.eq(1), rp.addr.eq(x["copy_i"]), rp.en.eq(1)]
+            m.d.comb += [busy_fsm.eq(1), rp.addr.eq(x["copy_i"]), rp.en.eq(1)]
             m.d.sync += x["copy_v"].eq(x["copy_i"] < nb)
             with m.If(x["copy_i"] < nb):
                 m.d.sync += x["copy_i"].eq(x["copy_i"] + 1)
@@ -708,7 +720,7 @@ class HostLink(wiring.Component):
         # The word being checked stays addressed (the memories hold their read data meanwhile).
         with m.State("CK_ISSUE"):
             # Every loaded word, read back in space order, each little-endian through CRC-32.
-            m.d.comb += busy.eq(1)
+            m.d.comb += busy_fsm.eq(1)
             with m.If(x["ck_word"] == cur_len):
                 m.d.sync += [x["ck_word"].eq(0), x["ck_space"].eq(x["ck_space"] + 1)]
                 with m.If(x["ck_space"] == 3):
@@ -719,14 +731,14 @@ class HostLink(wiring.Component):
                 m.next = "CK_BYTES"
         with m.State("CK_BYTES"):
             byte = Mux(x["ck_space"] == 0, x["ident_r"].data, self.ld_rdata)
-            m.d.comb += [busy.eq(1), x["ident_r"].addr.eq(x["ck_word"]), self.ld_space.eq(x["ck_space"]),
+            m.d.comb += [busy_fsm.eq(1), x["ident_r"].addr.eq(x["ck_word"]), self.ld_space.eq(x["ck_space"]),
                          self.ld_lane.eq(x["ck_lane"])]
             m.d.sync += [x["ck_crc"].eq(crc32_step(x["ck_crc"], byte)), x["ck_lane"].eq(x["ck_lane"] + 1)]
             with m.If(x["ck_lane"] == ck_wb - 1):
                 m.d.sync += [x["ck_word"].eq(x["ck_word"] + 1), x["ck_lane"].eq(0)]
                 m.next = "CK_ISSUE"
         with m.State("CK_DONE"):
-            m.d.comb += busy.eq(1)
+            m.d.comb += busy_fsm.eq(1)
             with m.If((x["ck_crc"] ^ 0xFFFFFFFF) == commit["checksum"]):
                 m.d.sync += [self.loaded.eq(1), r["n_in"].eq(commit["input_count"]),
                              r["n_out"].eq(commit["output_count"]), x["nbytes"].eq(commit["output_bytes"]),

@@ -21,6 +21,7 @@ class _Mutant(wiring.Component):
         self.bug = bug
         self.inner = small_hostlink()
         super().__init__(dict(self.inner.signature.members))
+        self._busy, self._busy_fsm = self.inner._busy, self.inner._busy_fsm
 
     def elaborate(self, platform):
         m = Module()
@@ -58,6 +59,25 @@ def test_the_depths_reach_whole_exchanges(tmp_path):
 @pytest.mark.parametrize("bug,lockstep", [("unstable", False), ("valid_on_ready", True)])
 def test_mutants_fail_the_specs(tmp_path, bug, lockstep):
     assert not check_formal(HostLinkHandshakeSpec(lambda: _Mutant(bug), lockstep=lockstep), tmp_path, depth=14).passed
+
+
+def _busy_mutant():
+    """The handler with its busy register cleared while the transmitter still sends (after the first
+    byte of a response): the receiver would take bytes meant to be ignored."""
+    link = small_hostlink()
+    elaborate = link.elaborate
+
+    def broken(platform):
+        m = elaborate(platform)
+        with m.If(link.tx_byte.valid):
+            m.d.sync += link._busy.eq(0)
+        return m
+    link.elaborate = broken
+    return link
+
+
+def test_a_busy_register_out_of_step_with_the_transmitter_fails_the_spec(tmp_path):
+    assert not check_formal(HostLinkHandshakeSpec(_busy_mutant), tmp_path, depth=14).passed
 
 
 @pytest.mark.slow
