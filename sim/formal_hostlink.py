@@ -8,8 +8,9 @@ unchanged, until taken), any ``mac_cycles`` and any back-pressure on both of its
 
 * **stable while stalled** on ``tx_byte`` and ``net_i``: a beat offered and not taken stays offered
   with the same payload;
-* **the busy register is the transmitter's state**: the flip-flop the receiver reads equals "out of
-  IDLE, or a request waiting" as the transmitter's FSM defines it;
+* **the busy and in-body registers are the transmitter's state**: the flip-flop the receiver reads
+  equals "out of IDLE, or a request waiting" as the transmitter's FSM defines it, and the one that
+  enables the body bytes equals "in BODY";
 * with ``lockstep=True``, **valid never depends on ready** on ``tx_byte``: a second copy sees the same
   inputs except ``tx_byte.ready`` flipped in one solver-chosen cycle, and offers the same ``valid``
   up to that cycle.
@@ -69,7 +70,7 @@ class HostLinkHandshakeSpec(Elaboratable):
         tx_ready = _drive(m, copies)
         m.d.comb += a.tx_byte.ready.eq(tx_ready)
         for c in copies:
-            m.d.comb += Assert(c._busy == c._busy_fsm)
+            m.d.comb += [Assert(c._busy == c._busy_fsm), Assert(c._in_body == c._in_body_fsm)]
         for port in (a.tx_byte, a.net_i):
             bits = Value.cast(port.payload).as_unsigned()
             stalled, held = Signal(), Signal(len(bits))

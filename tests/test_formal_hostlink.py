@@ -22,6 +22,7 @@ class _Mutant(wiring.Component):
         self.inner = small_hostlink()
         super().__init__(dict(self.inner.signature.members))
         self._busy, self._busy_fsm = self.inner._busy, self.inner._busy_fsm
+        self._in_body, self._in_body_fsm = self.inner._in_body, self.inner._in_body_fsm
 
     def elaborate(self, platform):
         m = Module()
@@ -61,23 +62,27 @@ def test_mutants_fail_the_specs(tmp_path, bug, lockstep):
     assert not check_formal(HostLinkHandshakeSpec(lambda: _Mutant(bug), lockstep=lockstep), tmp_path, depth=14).passed
 
 
-def _busy_mutant():
-    """The handler with its busy register cleared while the transmitter still sends (after the first
-    byte of a response): the receiver would take bytes meant to be ignored."""
-    link = small_hostlink()
-    elaborate = link.elaborate
+def _cleared_while_sending(register):
+    """The handler with one of its state registers (``_busy``, ``_in_body``) cleared whenever a response
+    byte is offered: busy would let the receiver take bytes meant to be ignored, in_body would stop a
+    response halfway."""
+    def make():
+        link = small_hostlink()
+        elaborate = link.elaborate
 
-    def broken(platform):
-        m = elaborate(platform)
-        with m.If(link.tx_byte.valid):
-            m.d.sync += link._busy.eq(0)
-        return m
-    link.elaborate = broken
-    return link
+        def broken(platform):
+            m = elaborate(platform)
+            with m.If(link.tx_byte.valid):
+                m.d.sync += getattr(link, register).eq(0)
+            return m
+        link.elaborate = broken
+        return link
+    return make
 
 
-def test_a_busy_register_out_of_step_with_the_transmitter_fails_the_spec(tmp_path):
-    assert not check_formal(HostLinkHandshakeSpec(_busy_mutant), tmp_path, depth=14).passed
+@pytest.mark.parametrize("register", ["_busy", "_in_body"])
+def test_a_state_register_out_of_step_with_the_transmitter_fails_the_spec(tmp_path, register):
+    assert not check_formal(HostLinkHandshakeSpec(_cleared_while_sending(register)), tmp_path, depth=14).passed
 
 
 @pytest.mark.slow
