@@ -2,8 +2,8 @@
 
 import pytest
 
-from lowbit.sw.data.synthetic import random_dense_model
-from lowbit.sw.flow.build import layer_shapes, measure_cycles
+from lowbit.sw.data.synthetic import random_cnn, random_dense_model
+from lowbit.sw.flow.build import dataflow_cycles, layer_shapes, measure_cycles, plan_build
 from lowbit.sw.flow.fold import predict_cycles
 from lowbit.sw.ir.model import Model
 
@@ -51,3 +51,30 @@ def test_steady_state_utilisation_of_a_large_dense_layer_is_at_least_97_percent(
     k, n, (r, c) = 256, 64, (8, 8)
     cycles = measure_cycles(random_dense_model(k, n), [(r, c)])["cycles_per_inference"]
     assert k * n / (r * c * cycles) >= 0.97
+
+
+@pytest.mark.parametrize("shape,channels,bits,arrays", [
+    ((8, 8, 1), (4,), 2, [(2, 2), (4, 1)]),              # the Dense engine, not the buffers, binds
+    ((8, 8, 1), (4,), 4, [(9, 4), (8, 2)]),
+    ((10, 10, 2), (4, 8), 2, [(4, 2), (8, 4), (4, 1)]),   # two conv + pool stages
+])
+def test_the_dataflow_figure_for_a_cnn_is_a_lower_bound_of_simulation(shape, channels, bits, arrays):
+    model = random_cnn(shape, channels, bits=bits, seed=1)
+    bound, exact = dataflow_cycles(model, arrays)
+    measured = measure_cycles(model, arrays)["cycles_per_inference"]
+    assert not exact
+    assert 0.75 * measured <= bound <= measured
+
+
+def test_a_dense_chain_figure_is_exact():
+    model = random_dense_model(48, 24)
+    assert dataflow_cycles(model, [(4, 4)]) == (predict_cycles(layer_shapes(model), [(4, 4)]), True)
+
+
+def test_planning_a_cnn_both_architectures_fit_chooses_and_says_the_figure_is_a_bound():
+    # Both fit the UP5K: auto compares the overlay's exact cycles with the dataflow's lower bound (this
+    # used to raise "predict_cycles models Dense layers only" out of lowbit plan and lowbit build).
+    r = plan_build(random_cnn((8, 8, 1), (8,), bits=4, seed=1), "icebreaker")
+    assert r["fits"] and r["architecture"] == "dataflow" and r["cycles_per_inference"] == 576
+    assert r["architecture_reason"].startswith("both fit")
+    assert "lower bound" in r["cycles_source"]

@@ -22,14 +22,14 @@ import numpy as np
 from ..errors import LowbitError
 from .fold import COST_MODELS, LayerShape, fold
 from .synth import DSP_MIN_PRODUCT_BITS, timing_error
-from ..ir.model import Conv2d, Dense, Model
+from ..ir.model import Conv2d, Dense, MaxPool2d, Model
 from ..outputs import atomic_dir
 from .overlay import overlay_report, products_leave_dsps
 from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH_OFFSET, TIMEOUT_BYTES, make_core,
                      overlay_fields)
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
-__all__ = ["layer_shapes", "fold_model", "measure_cycles", "build", "plan_build", "choose_architecture",
+__all__ = ["layer_shapes", "dataflow_cycles", "fold_model", "measure_cycles", "build", "plan_build", "choose_architecture",
            "architecture_reason", "DATAFLOW_FMAX_HZ", "requant_dsp_tiles", "default_requant_dsp", "link_rate",
            "summary_text"]
 
@@ -46,6 +46,29 @@ def layer_shapes(model: Model) -> list[LayerShape]:
             in_q = layer.out_q or in_q
         shape = out
     return shapes
+
+
+def dataflow_cycles(model: Model, arrays) -> tuple[int, bool]:
+    """``(cycles, exact)``: steady-state cycles per inference of the dataflow design with these arrays,
+    before any simulation. A chain of Dense engines: :func:`~lowbit.sw.flow.fold.predict_cycles`, exact
+    (``tests/test_cycles.py``). With Conv2d or MaxPool2d: a lower bound, not exact — the slowest stage in
+    isolation, where an im2col or pooling buffer (:class:`lowbit.hw.network.Replay`) loads its input map
+    and then replays its sequence, one code a cycle each, never both at once; how the stages' stalls
+    interact is left to :func:`measure_cycles`, which ``build`` runs."""
+    from .fold import LayerFold, predict_cycles
+    shapes = layer_shapes(model)
+    if all(s.positions == 1 for s in shapes) and not any(isinstance(x, MaxPool2d) for x in model.layers):
+        return predict_cycles(shapes, arrays), True
+    worst = max(LayerFold(s, r, c, 0, 0).cycles for s, (r, c) in zip(shapes, arrays))
+    shape = tuple(model.input_shape)
+    for layer in model.layers:
+        out = layer.out_shape(shape)
+        if isinstance(layer, Conv2d):        # load the map, then positions x K taps
+            worst = max(worst, int(np.prod(shape)) + out[0] * out[1] * layer.k)
+        elif isinstance(layer, MaxPool2d):   # load the map, then every window's codes
+            worst = max(worst, int(np.prod(shape)) + int(np.prod(out)) * layer.kernel[0] * layer.kernel[1])
+        shape = out
+    return worst, False
 
 
 def fold_model(model: Model, dev, mult: str = "lut"):
@@ -346,7 +369,6 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
     neither fits, with both reasons. ``array = (rows, cols)``: an overlay of that array (its logic
     estimate is not a refusal; synthesis checks the real count before placement). ``clock_hz``: the design
     clock, which decides whether the overlay's array is pipelined further (``array_regs_for``)."""
-    from .fold import predict_cycles
     from .overlay import plan_overlay
     if arch not in ("auto",) + ARCHITECTURES:
         raise LowbitError(f"--arch {arch!r} is not one of auto, {', '.join(ARCHITECTURES)}")
@@ -382,8 +404,10 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
         return "overlay", None, plan
     if clock_hz is not None and clock_hz > DATAFLOW_FMAX_HZ.get(dev.family, math.inf):
         return "overlay", folding, plan
-    dataflow_cycles = predict_cycles(layer_shapes(model), [(f.rows, f.cols) for f in folding.layers])
-    return ("overlay", folding, plan) if plan.cycles < dataflow_cycles else ("dataflow", folding, plan)
+    # With Conv2d or MaxPool2d the dataflow figure is a lower bound: the overlay, whose cycle model is
+    # exact, is chosen only when it is faster than that bound.
+    cycles, _ = dataflow_cycles(model, [(f.rows, f.cols) for f in folding.layers])
+    return ("overlay", folding, plan) if plan.cycles < cycles else ("dataflow", folding, plan)
 
 
 #: Whole-board Fmax of dataflow builds is measured at 20.0 to 28.5 MHz on iCE40 UP5K (docs/hardware.md): the
@@ -420,7 +444,6 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
     reason, where build would refuse."""
     from ...boards.targets import board_clock, board_device, platform_class
     from ...hw.accel import identity_for
-    from .fold import predict_cycles
     from .record import image_for_build
     from .record import load_build
     platform = platform_class(board)()
@@ -444,9 +467,10 @@ def plan_build(model: Model, board: str, *, arch: str = "auto", baud: int = DEFA
         out.update(overlay_report(plan, clk_hz), estimate=plan.estimate, cycles_source="cycle model")
     elif arch == "dataflow":
         arrays = [(f.rows, f.cols) for f in folding.layers]
-        cycles = predict_cycles(layer_shapes(model), arrays)
+        cycles, exact = dataflow_cycles(model, arrays)
         out.update(dataflow_report(model, arrays, clk_hz), estimate=folding.as_dict()["estimate"],
-                   cycles_source="fold.predict_cycles (Dense pipelines; Conv2d stages not modelled)")
+                   cycles_source="fold.predict_cycles (Dense pipelines)" if exact else
+                   "a lower bound: the slowest Conv2d/MaxPool2d/Dense stage alone (lowbit build measures it)")
     if arch is not None:
         link = link_rate(identity_for(model, arrays, max_batch), baud, max_batch)
         compute = round(clk_hz / cycles, 1)
