@@ -232,6 +232,36 @@ class HostLink(wiring.Component):
                                    ld_addr=ld_addr, wbc=wbc, words=words, commit=commit, n_in=n_in_v,
                                    n_out=n_out_v, record_bytes=record_bytes, over=over)
 
+        # LEN1 decides on the length as its high byte arrives. Its decisions start at registers: the
+        # opcode's kind, set as the opcode arrives, and the low byte's compares against each constant the
+        # length is checked against, set as that byte arrives; LEN1 compares only the high byte (16-bit
+        # compares on the live byte, through the failure's code into the transmitter's request, were the
+        # 40.5 MHz critical path of 4-bit 8x8 and 16x2 and 2-bit 16x8 boards). Same decisions, same cycles.
+        op_flags = {"short": (Signal(name="op_short"),
+                              lambda b: (b == frames.IDENTIFY) | (b == frames.COUNTERS)),
+                    "infer": (Signal(name="op_infer"), lambda b: b == frames.INFER)}
+        if load is not None:
+            op_flags.update(load=(Signal(name="op_load"), lambda b: b == frames.LOAD),
+                            commit=(Signal(name="op_commit"), lambda b: b == frames.COMMIT))
+        consts = [("==", 0)]
+        if load is None:
+            consts += [("==", b * n_in) for b in range(1, max_batch + 1)]
+        else:
+            consts += [("<=", buffer_bytes), ("<=", frames.LOAD_HEAD_BYTES),
+                       ("<=", frames.LOAD_HEAD_BYTES + load.capacity["chunk_bytes"]), ("==", frames.COMMIT_BYTES)]
+        cmp = {"==": lambda a, c: a == c, "<=": lambda a, c: a <= c}
+        len_flags = {(cmp[op], c): Signal(name=f"len_lo_{'eq' if op == '==' else 'le'}_{c}") for op, c in consts}
+
+        def len_is(op, c):
+            """The received length (low byte in length[:8], high byte `byte` arriving) ``op`` c."""
+            lo = len_flags[(cmp[op], c)]
+            hi_c = c >> 8
+            if hi_c > 0xFF:
+                return Const(op == "<=", 1)
+            if op == "==" or hi_c == 0:
+                return lo & (byte == hi_c)
+            return (byte < hi_c) | ((byte == hi_c) & lo)
+
         # Payload bytes still to come after this one: a down-counter, so the last byte is a zero test, not
         # count == length - 1 (a subtract and a compare, a UP5K board's 33 MHz critical path).
         rem = Signal(16)
@@ -242,13 +272,15 @@ class HostLink(wiring.Component):
                     m.next = "OPC"
             with m.State("OPC"):
                 with m.If(got):
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), opcode.eq(byte)]
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), opcode.eq(byte)] + [
+                        flag.eq(byte_is(byte)) for flag, byte_is in op_flags.values()]
                     m.next = "LEN0"
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
             with m.State("LEN0"):
                 with m.If(got):
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), length[:8].eq(byte)]
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), length[:8].eq(byte)] + [
+                        flag.eq(op(byte, c & 0xFF)) for (op, c), flag in len_flags.items()]
                     m.next = "LEN1"
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
@@ -256,36 +288,36 @@ class HostLink(wiring.Component):
                 with m.If(got):
                     full_len = Cat(length[:8], byte)
                     m.d.sync += [crc.eq(crc16_step(crc, byte)), length.eq(full_len), count.eq(0), rem.eq(full_len - 1)]
-                    with m.If((opcode == frames.IDENTIFY) | (opcode == frames.COUNTERS)):
-                        with m.If(full_len == 0):
+                    with m.If(op_flags["short"][0]):
+                        with m.If(len_is("==", 0)):
                             m.next = "CRC0"
                         with m.Else():
                             fail(frames.BAD_LENGTH)
-                    with m.Elif(opcode == frames.INFER):
+                    with m.Elif(op_flags["infer"][0]):
                         if load is None:
                             ok = Const(0, 1)
                             for b in range(1, max_batch + 1):
-                                with m.If(full_len == b * n_in):
+                                with m.If(len_is("==", b * n_in)):
                                     m.d.sync += batch.eq(b)
-                                ok = ok | (full_len == b * n_in)
+                                ok = ok | len_is("==", b * n_in)
                         else:
                             # Whole inputs are counted as they arrive (n_in is a register).
-                            ok = (full_len != 0) & (full_len <= buffer_bytes)
+                            ok = ~len_is("==", 0) & len_is("<=", buffer_bytes)
                             m.d.sync += [batch.eq(0), in_cnt.eq(0), plen_acc.eq(0), outl_acc.eq(0)]
                         with m.If(ok):
                             m.next = "PAYLOAD"
                         with m.Else():
                             fail(frames.BAD_LENGTH)
                     if load is not None:
-                        with m.Elif(opcode == frames.LOAD):
-                            with m.If((full_len > frames.LOAD_HEAD_BYTES) &
-                                      (full_len <= frames.LOAD_HEAD_BYTES + load.capacity["chunk_bytes"])):
+                        with m.Elif(op_flags["load"][0]):
+                            with m.If(~len_is("<=", frames.LOAD_HEAD_BYTES) &
+                                      len_is("<=", frames.LOAD_HEAD_BYTES + load.capacity["chunk_bytes"])):
                                 m.d.sync += [wbc.eq(0), words.eq(0), over.eq(0), ld_addr.eq(0)]
                                 m.next = "PAYLOAD"
                             with m.Else():
                                 fail(frames.BAD_LENGTH)
-                        with m.Elif(opcode == frames.COMMIT):
-                            with m.If(full_len == frames.COMMIT_BYTES):
+                        with m.Elif(op_flags["commit"][0]):
+                            with m.If(len_is("==", frames.COMMIT_BYTES)):
                                 m.d.sync += [over.eq(0)] + [reg.eq(0) for reg in commit.values()]
                                 m.next = "PAYLOAD"
                             with m.Else():
