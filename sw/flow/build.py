@@ -410,12 +410,13 @@ def choose_architecture(model: Model, dev, arch: str = "auto", *, mult: str = "l
     return ("overlay", folding, plan) if plan.cycles < cycles else ("dataflow", folding, plan)
 
 
-#: Whole-board Fmax of dataflow builds is measured at 20.0 to 28.5 MHz on iCE40 UP5K (docs/hardware.md): the
-#: requantizer and argmax of every layer engine, unpipelined. Above the lowest of them, ``auto`` picks an
-#: overlay that fits, whose array is pipelined for the clock (:func:`~lowbit.sw.flow.overlay.array_regs_for`;
-#: its boards met 30 to 40.5 MHz), instead of a dataflow design that would fail timing after place-and-route.
-#: Not measured on ECP5.
-DATAFLOW_FMAX_HZ = {"ice40": 20e6}
+#: Whole-board Fmax of dataflow builds on iCE40 UP5K, measured on the boards the README's table lists after the
+#: host link's timing work (docs/hardware.md): 26.57 MHz (the binary MLP, a 64-row popcount), 31.66 (the
+#: digits MLP at a 30 MHz clock), 36.3 (the digits CNN); before it, 20.0 to 28.5. Above the lowest, ``auto``
+#: picks an overlay that fits, whose array is pipelined for the clock
+#: (:func:`~lowbit.sw.flow.overlay.array_regs_for`; its boards met 30 to 40.5 MHz), instead of a dataflow
+#: design that might fail timing after place-and-route. Not measured on ECP5.
+DATAFLOW_FMAX_HZ = {"ice40": 26e6}
 
 
 def architecture_reason(arch: str, requested: str, clock_hz: float | None, family: str, fits_other: bool,
