@@ -237,12 +237,10 @@ class HostLink(wiring.Component):
         # length is checked against, set as that byte arrives; LEN1 compares only the high byte (16-bit
         # compares on the live byte, through the failure's code into the transmitter's request, were the
         # 40.5 MHz critical path of 4-bit 8x8 and 16x2 and 2-bit 16x8 boards). Same decisions, same cycles.
-        op_flags = {"short": (Signal(name="op_short"),
-                              lambda b: (b == frames.IDENTIFY) | (b == frames.COUNTERS)),
-                    "infer": (Signal(name="op_infer"), lambda b: b == frames.INFER)}
+        op_codes = {"short": (frames.IDENTIFY, frames.COUNTERS), "infer": (frames.INFER,)}
         if load is not None:
-            op_flags.update(load=(Signal(name="op_load"), lambda b: b == frames.LOAD),
-                            commit=(Signal(name="op_commit"), lambda b: b == frames.COMMIT))
+            op_codes.update(load=(frames.LOAD,), commit=(frames.COMMIT,))
+        op = {kind: Signal(name=f"op_{kind}") for kind in op_codes}
         consts = [("==", 0)]
         if load is None:
             consts += [("==", b * n_in) for b in range(1, max_batch + 1)]
@@ -250,15 +248,15 @@ class HostLink(wiring.Component):
             consts += [("<=", buffer_bytes), ("<=", frames.LOAD_HEAD_BYTES),
                        ("<=", frames.LOAD_HEAD_BYTES + load.capacity["chunk_bytes"]), ("==", frames.COMMIT_BYTES)]
         cmp = {"==": lambda a, c: a == c, "<=": lambda a, c: a <= c}
-        len_flags = {(cmp[op], c): Signal(name=f"len_lo_{'eq' if op == '==' else 'le'}_{c}") for op, c in consts}
+        len_flags = {(rel, c): Signal(name=f"len_lo_{'eq' if rel == '==' else 'le'}_{c}") for rel, c in consts}
 
-        def len_is(op, c):
-            """The received length (low byte in length[:8], high byte `byte` arriving) ``op`` c."""
-            lo = len_flags[(cmp[op], c)]
+        def len_is(rel, c):
+            """The received length (low byte in length[:8], high byte `byte` arriving) ``rel`` c."""
+            lo = len_flags[(rel, c)]
             hi_c = c >> 8
             if hi_c > 0xFF:
-                return Const(op == "<=", 1)
-            if op == "==" or hi_c == 0:
+                return Const(rel == "<=", 1)
+            if rel == "==" or hi_c == 0:
                 return lo & (byte == hi_c)
             return (byte < hi_c) | ((byte == hi_c) & lo)
 
@@ -273,14 +271,14 @@ class HostLink(wiring.Component):
             with m.State("OPC"):
                 with m.If(got):
                     m.d.sync += [crc.eq(crc16_step(crc, byte)), opcode.eq(byte)] + [
-                        flag.eq(byte_is(byte)) for flag, byte_is in op_flags.values()]
+                        op[kind].eq(byte.matches(*codes)) for kind, codes in op_codes.items()]
                     m.next = "LEN0"
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
             with m.State("LEN0"):
                 with m.If(got):
                     m.d.sync += [crc.eq(crc16_step(crc, byte)), length[:8].eq(byte)] + [
-                        flag.eq(op(byte, c & 0xFF)) for (op, c), flag in len_flags.items()]
+                        flag.eq(cmp[rel](byte, c & 0xFF)) for (rel, c), flag in len_flags.items()]
                     m.next = "LEN1"
                 with m.Elif(timed_out):
                     fail(frames.TIMEOUT)
@@ -288,12 +286,12 @@ class HostLink(wiring.Component):
                 with m.If(got):
                     full_len = Cat(length[:8], byte)
                     m.d.sync += [crc.eq(crc16_step(crc, byte)), length.eq(full_len), count.eq(0), rem.eq(full_len - 1)]
-                    with m.If(op_flags["short"][0]):
+                    with m.If(op["short"]):
                         with m.If(len_is("==", 0)):
                             m.next = "CRC0"
                         with m.Else():
                             fail(frames.BAD_LENGTH)
-                    with m.Elif(op_flags["infer"][0]):
+                    with m.Elif(op["infer"]):
                         if load is None:
                             ok = Const(0, 1)
                             for b in range(1, max_batch + 1):
@@ -309,14 +307,14 @@ class HostLink(wiring.Component):
                         with m.Else():
                             fail(frames.BAD_LENGTH)
                     if load is not None:
-                        with m.Elif(op_flags["load"][0]):
+                        with m.Elif(op["load"]):
                             with m.If(~len_is("<=", frames.LOAD_HEAD_BYTES) &
                                       len_is("<=", frames.LOAD_HEAD_BYTES + load.capacity["chunk_bytes"])):
                                 m.d.sync += [wbc.eq(0), words.eq(0), over.eq(0), ld_addr.eq(0)]
                                 m.next = "PAYLOAD"
                             with m.Else():
                                 fail(frames.BAD_LENGTH)
-                        with m.Elif(op_flags["commit"][0]):
+                        with m.Elif(op["commit"]):
                             with m.If(len_is("==", frames.COMMIT_BYTES)):
                                 m.d.sync += [over.eq(0)] + [reg.eq(0) for reg in commit.values()]
                                 m.next = "PAYLOAD"
