@@ -29,9 +29,9 @@ from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH
                      overlay_fields)
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
-__all__ = ["layer_shapes", "dataflow_cycles", "fold_model", "measure_cycles", "build", "plan_build", "choose_architecture",
-           "architecture_reason", "DATAFLOW_FMAX_HZ", "requant_dsp_tiles", "default_requant_dsp", "link_rate",
-           "summary_text"]
+__all__ = ["layer_shapes", "dataflow_cycles", "fold_model", "measure_cycles", "build", "plan_build",
+           "choose_architecture", "architecture_reason", "DATAFLOW_FMAX_HZ", "requant_dsp_tiles",
+           "default_requant_dsp", "link_rate", "summary_text"]
 
 def layer_shapes(model: Model) -> list[LayerShape]:
     shapes, shape = [], tuple(model.input_shape)
