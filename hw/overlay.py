@@ -5,8 +5,10 @@ that fixed cost per layer leaves few PEs. The overlay has one array, one requant
 and a sequencer that executes a **layer program** (one descriptor per layer, :func:`descriptor_layout`):
 
 * **activation memory**: two banks of ``act_depth`` words, each word one K-chunk of ``R`` codes at
-  ``act_bits`` per lane. Layer ``l`` reads bank ``l % 2`` and writes the other (ping-pong); the input
-  vector is loaded into bank 0.
+  ``act_bits`` per lane. Layer ``l`` reads bank ``l % 2`` and writes the other (ping-pong). Layer 0
+  reads the **input memory** (``in_depth`` > 0): two halves of one input each, which the input stream
+  fills while the layers run (a half is free once layer 0 has read it); without it the input is loaded
+  into bank 0 before layer 0 runs.
 * **weight memory**: ``weight_depth`` words of ``port_bits`` (64: the four SPRAMs of a UP5K side by
   side). A layer's weights are a sequence of *array words*, one per (group, chunk) step, each
   ``R * C * w`` bits at the layer's own weight width ``w`` and spread over ``ratio = ceil(R*C*w / port_bits)``
@@ -88,7 +90,9 @@ class OverlayConfig:
     registers the array's decoded operands where they enter it and its column sums where they leave the
     adder tree (:attr:`ArrayConfig.input_reg`, :attr:`ArrayConfig.sum_reg`): the memory read and decoders,
     the multiplies, the adder tree and the accumulators are then separate cycles; every layer takes two
-    cycles more.
+    cycles more. ``in_depth`` > 0 gives the overlay an input memory of two halves of ``in_depth`` words
+    (one input each, as layer 0 reads it): the next input is loaded while the layers run; with 0 an
+    input is loaded into bank 0 between inferences.
     """
 
     rows: int = 8
@@ -112,11 +116,13 @@ class OverlayConfig:
     conv: bool = False
     dsp_pairs: int = 0
     array_regs: bool = False
+    in_depth: int = 0
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
                              ("port_bits", 8, 512), ("act_depth", 1, 1 << 16), ("weight_depth", 1, 1 << 20),
                              ("param_depth", 1, 1 << 16), ("max_layers", 1, 256), ("max_thresholds", 0, 15),
+                             ("in_depth", 0, 1 << 16),
                              ("acc_bits", 4, 31), ("mult_bits", 1, arith.MULT_BITS)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -487,6 +493,12 @@ class OverlayEngine(wiring.Component):
         # Block RAM even when shallow (Yosys put a 32x1 array's 4 words of 128 bits in 512 flip-flops, about
         # 1200 logic cells the planner counts as block RAMs, and its write enable was that board's critical path).
         m.submodules.act = act = Memory(shape=unsigned(R * A), depth=2 * cfg.act_depth, init=[], attrs=BLOCK_RAM)
+        preload = cfg.in_depth > 0
+        if preload:
+            # The input memory: two halves of one input each, written from `i` while the layers run (its
+            # own write port: the activation memory's is the write-back's).
+            m.submodules.inm = inm = Memory(shape=unsigned(R * A), depth=2 * cfg.in_depth, init=[], attrs=BLOCK_RAM)
+            in_w, in_r = inm.write_port(), inm.read_port()
         spram = cfg.weight_store == "spram"
         if spram:
             # One address for reads and writes: SB_SPRAM256KA blocks on an iCE40 UltraPlus.
@@ -573,6 +585,47 @@ class OverlayEngine(wiring.Component):
         ld_lane = Signal(range(max(R, 2)))
         ld_word = Signal(range(cfg.act_depth + 1))
         ld_asm = Signal(data.ArrayLayout(unsigned(A), R))
+        if preload:
+            # The half being written and the half layer 0 reads; which hold an input; the input's length
+            # (and channels a pixel), the first layer's, latched with it.
+            wr_half, rd_half, in_full = Signal(), Signal(), Signal(2)
+            in_known, in_k = Signal(), Signal.like(ld_k)
+            in_cin = Signal.like(ld_c) if conv else None
+            first_layer = Signal()              # the running layer reads the input memory
+            release = Signal()                  # layer 0 read its input for the last time
+
+        def take_input(k, cin, base):
+            """The code on ``i`` into the word being assembled (a word holds one pixel's ``cin`` channels
+            (conv), or ``R`` codes of a vector), a closed word written at ``base`` + its index; returns
+            whether it is the input's last (of ``k``)."""
+            closing = (ld_lane == R - 1) | ((ld_c == cin - 1) if conv else (ld_k == k - 1))
+            port = in_w if preload else act_w
+            m.d.sync += [ld_asm[r].eq(Mux(ld_lane == r, self.i.payload, ld_asm[r])) for r in range(R)]
+            m.d.comb += [port.addr.eq(base + ld_word), port.en.eq(closing),
+                         port.data.eq(Cat(*(Mux(ld_lane == r, self.i.payload, ld_asm[r]) for r in range(R))))]
+            m.d.sync += ld_k.eq(ld_k + 1)
+            if conv:
+                m.d.sync += ld_c.eq(Mux(ld_c == cin - 1, 0, ld_c + 1))
+            with m.If(closing):
+                m.d.sync += [ld_lane.eq(0), ld_word.eq(ld_word + 1)]
+            with m.Else():
+                m.d.sync += ld_lane.eq(ld_lane + 1)
+            return ld_k == k - 1
+
+        if preload:
+            # The loader: an input into the free half, then the other; layer 0 frees a half once it has
+            # read it for the last time.
+            room = in_known & ~in_full.bit_select(wr_half, 1)
+            filled = Signal()
+            m.d.comb += self.i.ready.eq(room)
+            with m.If(self.i.valid & room):
+                with m.If(take_input(in_k, in_cin, Mux(wr_half, cfg.in_depth, 0))):
+                    m.d.comb += filled.eq(1)
+                    m.d.sync += [ld_k.eq(0), ld_word.eq(0), wr_half.eq(~wr_half)]
+            m.d.sync += in_full.eq((in_full | Cat(filled & ~wr_half, filled & wr_half))
+                                   & ~Cat(release & ~rd_half, release & rd_half))
+            with m.If(release):
+                m.d.sync += rd_half.eq(~rd_half)
 
         with m.FSM(name="seq"):
             with m.State("FETCH"):              # after reset: the first descriptor
@@ -586,35 +639,40 @@ class OverlayEngine(wiring.Component):
                              j_last.eq(Mux(seq.init.groups == 1, seq.init.n_last == 1, C == 1))]
                 if conv:
                     m.d.sync += wb_ch.eq(0)
+                if preload:
+                    m.d.sync += first_layer.eq(layer == 0)
                 with m.If(layer == 0):
-                    m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0), in_bank.eq(0)]
-                    if conv:
-                        m.d.sync += ld_c.eq(0)
-                    m.next = "LOAD"
+                    m.d.sync += in_bank.eq(0)
+                    if preload:
+                        m.d.sync += [in_known.eq(1), in_k.eq(fetched.k)]
+                        if conv:
+                            m.d.sync += in_cin.eq(fetched.cin)
+                        with m.If(in_full.bit_select(rd_half, 1)):
+                            m.next = "RUN"
+                        with m.Else():
+                            m.next = "LOAD"
+                    else:
+                        m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0)]
+                        if conv:
+                            m.d.sync += ld_c.eq(0)
+                        m.next = "LOAD"
                 with m.Else():
                     m.next = "RUN"
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(1)
-                # A word holds one pixel's channels (conv), or R codes of a vector.
-                closing = (ld_lane == R - 1) | ((ld_c == d.cin - 1) if conv else (ld_k == d.k - 1))
-                with m.If(self.i.valid):
-                    m.d.sync += [ld_asm[r].eq(Mux(ld_lane == r, self.i.payload, ld_asm[r])) for r in range(R)]
-                    m.d.comb += [act_w.addr.eq(ld_word), act_w.en.eq(closing),
-                                 act_w.data.eq(Cat(*(Mux(ld_lane == r, self.i.payload, ld_asm[r])
-                                                     for r in range(R))))]
-                    m.d.sync += ld_k.eq(ld_k + 1)
-                    if conv:
-                        m.d.sync += ld_c.eq(Mux(ld_c == d.cin - 1, 0, ld_c + 1))
-                    with m.If(closing):
-                        m.d.sync += [ld_lane.eq(0), ld_word.eq(ld_word + 1)]
-                    with m.Else():
-                        m.d.sync += ld_lane.eq(ld_lane + 1)
-                    with m.If(ld_k == d.k - 1):
+            with m.State("LOAD"):               # the input being loaded (preload: being waited for)
+                if preload:
+                    with m.If(in_full.bit_select(rd_half, 1)):
                         m.next = "RUN"
+                else:
+                    m.d.comb += self.i.ready.eq(1)
+                    with m.If(self.i.valid):
+                        with m.If(take_input(d.k, d.cin if conv else None, 0)):
+                            m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [issue.eq(advance), seq.step.eq(advance)]
                 with m.If(advance & seq.final):
                     m.next = "DRAIN"
+                    if preload:
+                        m.d.comb += release.eq(first_layer)
             with m.State("DRAIN"):
                 with m.If((done_n == (d.outs if conv else d.n)) & (pf == PW)):
                     m.d.sync += [in_bank.eq(~in_bank), layer.eq(Mux(d.last, 0, layer + 1))]
@@ -623,16 +681,20 @@ class OverlayEngine(wiring.Component):
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
         m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + seq.act_addr), act_r.en.eq(advance),
                      w_r.addr.eq(seq.w_addr), w_r.en.eq(advance & (~d.pool if conv else 1))]
+        if preload:
+            m.d.comb += [in_r.addr.eq(Mux(rd_half, cfg.in_depth, 0) + seq.act_addr), in_r.en.eq(advance)]
         with m.If(self.ld_sel):
             for space, rp in reads.items():
                 m.d.comb += [rp.addr.eq(self.ld_addr), rp.en.eq(self.ld_re & (self.ld_space == space))]
 
         s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5, "pad": 1,
-                                       "last_cc": 1}))
+                                       "last_cc": 1, "inp": 1}))
         with m.If(advance):
             m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (seq.sub == d.ratio - 1) & (~d.pool if conv else 1)),
                          s1.first.eq(seq.first), s1.last.eq(seq.last), s1.sub.eq(seq.sub), s1.pad.eq(seq.pad),
-                         s1.last_cc.eq(seq.last_cc)]
+                         s1.last_cc.eq(seq.last_cc), s1.inp.eq(first_layer if preload else 0)]
+        # the step's activation word: from the input memory for layer 0 (preload), else from the bank
+        act_data = Mux(s1.inp, in_r.data, act_r.data) if preload else act_r.data
         asm = [Signal(P, name=f"wasm{i}") for i in range(RM)]
         with m.If(advance & s1.fetch):
             for i in range(RM):
@@ -648,7 +710,7 @@ class OverlayEngine(wiring.Component):
         acfg = cfg.array_config
         m.submodules.array = array = MacArray(acfg)
         for r in range(R):
-            lane = act_r.data[r * A:(r + 1) * A]
+            lane = act_data[r * A:(r + 1) * A]
             value = Const(0, signed(cfg.x_bits))
             for f, (bits, is_signed, binary) in enumerate(cfg.act_formats):
                 if binary:
@@ -799,7 +861,7 @@ class OverlayEngine(wiring.Component):
         # -- MaxPool (conv): the lane-wise max of a window's words, written once the window is read ---
         if conv:
             pmax = Signal(R * A)
-            word_in = act_r.data
+            word_in = act_data
             lanes = []
             for r in range(R):
                 a, b = pmax[r * A:(r + 1) * A], word_in[r * A:(r + 1) * A]
@@ -819,7 +881,10 @@ class OverlayEngine(wiring.Component):
         # What a testbench watches to check the address sequences against the compiler's layout
         # (tests/test_overlay.py): memory reads issued by the front end and by the requantizer, and the
         # activation words written back.
-        self.probes = {"issue": issue, "act_addr": act_r.addr, "w_addr": w_r.addr,
+        self.probes = {"issue": issue, "act_addr": Mux(first_layer, in_r.addr, act_r.addr) if preload else act_r.addr,
+                       "from_input": first_layer if preload else Const(0),
+                       "in_en": in_w.en if preload else Const(0), "in_addr": in_w.addr if preload else Const(0),
+                       "w_addr": w_r.addr,
                        "take": take, "p_addr": p_r.addr, "wb_en": act_w.en, "wb_addr": act_w.addr,
                        "pool": d.pool if conv else Const(0)}
         return m

@@ -222,15 +222,20 @@ def mlp(ks, bits=4, seed=0):
     ([9, 9, 9], 2, 8, 4), ([33, 17, 6], 8, 2, 4), ([5, 30, 7], 4, 8, 4), ([64, 16, 10], 16, 4, 4),
     ([40, 24, 10], 8, 8, 2), ([40, 24, 10], 8, 8, 8), ([30, 10], 16, 4, 1)])
 @pytest.mark.parametrize("loadable", [False, True])
-def test_cycle_model_equals_simulation(ks, rows, cols, bits, loadable):
+@pytest.mark.parametrize("buffered", [True, False])
+def test_cycle_model_equals_simulation(ks, rows, cols, bits, loadable, buffered):
     """Back-to-back inferences: the period between their last outputs is inference_cycles (a loadable
-    overlay reads each descriptor in 32-bit words)."""
+    overlay reads each descriptor in 32-bit words; with the input memory the next input loads while the
+    layers run, so the period is the layers' cycles or, for a model of few, short layers and many inputs
+    ([30, 10] on 16 x 4), the input's)."""
     model = mlp(ks, bits)
-    xs = np.random.default_rng(1).integers(0, 1 << bits, (2, ks[0]))
-    got, prog, ends = simulate(model, rows, cols, xs, loadable=loadable)
-    assert np.array_equal(got, run(model, xs).reshape(2, -1))
+    xs = np.random.default_rng(1).integers(0, 1 << bits, (3, ks[0]))
+    got, prog, ends = simulate(model, rows, cols, xs, loadable=loadable, **({} if buffered else {"in_depth": 0}))
+    assert np.array_equal(got, run(model, xs).reshape(3, -1))
     n_out = prog.output_count
-    assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
+    assert ends[2 * n_out - 1] - ends[n_out - 1] == ends[3 * n_out - 1] - ends[2 * n_out - 1] == inference_cycles(prog)
+    layers = sum(p.cycles for p in prog.layers)
+    assert inference_cycles(prog) == (max(layers, ks[0]) if buffered else layers + ks[0])
 
 
 @pytest.mark.parametrize("ks,rows,cols,bits,pairs", [([16, 8, 3], 4, 2, 4, 0), ([40, 24, 10], 8, 8, 4, 7),
@@ -245,7 +250,7 @@ def test_array_registers_take_two_cycles_more_a_layer(ks, rows, cols, bits, pair
     n_out = prog.output_count
     assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
     plain = compile_program(model, config_for(model, rows, cols, dsp_pairs=pairs))
-    assert inference_cycles(prog) == inference_cycles(plain) + 2 * len(prog.layers)
+    assert sum(p.cycles for p in prog.layers) == sum(p.cycles for p in plain.layers) + 2 * len(prog.layers)
 
 
 def test_dense_layers_meet_the_weight_bandwidth_roof():
@@ -426,17 +431,22 @@ def test_binary_weights_on_multibit_inputs():
     assert np.array_equal(got, run(model, xs).reshape(3, -1))
 
 
-def expected_addresses(prog):
-    """The address sequences the compiler's layout implies (a Python model of the sequencer), per
-    inference: front-end reads (activation word, weight port word; None for a MaxPool, which reads no
-    weights) in issue order; parameter records in requantizer order; activation words written (the
-    input into bank 0, then each layer's outputs). A padding tap reads the bank's first word."""
+def expected_addresses(prog, inference=0):
+    """The address sequences the compiler's layout implies (a Python model of the sequencer) for the
+    ``inference``-th input: front-end reads (memory, word, weight port word; None for a MaxPool, which
+    reads no weights) in issue order, the memory "in" (the input memory) or "act"; parameter records in
+    requantizer order; activation words written (the input into bank 0 without an input memory, then
+    each layer's outputs); input memory words written (its halves in turn). A padding tap reads the
+    first word."""
     cfg = prog.config
     reads, params = [], []
     first = prog.descriptors[0]
-    writes = list(range(first.get("in_h", 1) * first.get("in_w", 1) * -(-first.get("cin", first["k"]) // cfg.rows)))
+    inputs = list(range(first.get("in_h", 1) * first.get("in_w", 1) * -(-first.get("cin", first["k"]) // cfg.rows)))
+    half = (inference % 2) * cfg.in_depth
+    in_writes = [half + a for a in inputs] if cfg.in_depth else []
+    writes = [] if cfg.in_depth else inputs
     for li, d in enumerate(prog.descriptors):
-        bank = (li % 2) * cfg.act_depth
+        mem, bank = ("in", half) if li == 0 and cfg.in_depth else ("act", (li % 2) * cfg.act_depth)
         h, w, cw = d.get("in_h", 1), d.get("in_w", 1), d.get("cc_n", d["kc"])
         kh, kw, oh, ow = (d.get(f, 1) for f in ("kh", "kw", "oh", "ow"))
         sh, sw, ph, pw = (d.get(f, v) for f, v in (("sh", 1), ("sw", 1), ("ph", 0), ("pw", 0)))
@@ -453,18 +463,25 @@ def expected_addresses(prog):
                         iy, ix = oy * sh - ph + ky, ox * sw - pw + kx
                         act = bank + ((iy * w + ix) * words + c if 0 <= iy < h and 0 <= ix < w else 0)
                         for s in range(d["ratio"]):
-                            reads.append((act, None if pool else d["w_base"] + (g * d["kc"] + step) * d["ratio"] + s))
+                            w_addr = None if pool else d["w_base"] + (g * d["kc"] + step) * d["ratio"] + s
+                            reads.append((mem, act, w_addr))
                 if not pool:
                     params += [d["p_base"] + ch for ch in range(d["n"])]
         if not d["last"]:
-            out_bank = cfg.act_depth - bank
+            out_bank = cfg.act_depth * (1 - li % 2)
             writes += [out_bank + i for i in range(oh * ow * -(-d["n"] // cfg.rows))]
-    return reads, params, writes
+    return reads, params, writes, in_writes
+
+
+def expected_runs(prog, count):
+    """:func:`expected_addresses` of ``count`` inferences, each sequence joined."""
+    runs = [expected_addresses(prog, j) for j in range(count)]
+    return [sum((r[i] for r in runs), []) for i in range(4)]
 
 
 def watch_addresses(dut, prog, xs):
     """The addresses the engine drives over two back-to-back inferences, stalls on the output."""
-    seen = {"reads": [], "params": [], "writes": []}
+    seen = {"reads": [], "params": [], "writes": [], "in_writes": []}
     total = prog.output_count * len(xs)
 
     async def feed(ctx):
@@ -476,11 +493,13 @@ def watch_addresses(dut, prog, xs):
     async def watch(ctx):
         p = dut.probes
         got = 0
-        async for _, _, issue, act, w, take, pa, wb, wba, ov, ordy, pool in ctx.tick().sample(
+        async for _, _, issue, act, w, take, pa, wb, wba, ov, ordy, pool, inp, ie, ia in ctx.tick().sample(
                 p["issue"], p["act_addr"], p["w_addr"], p["take"], p["p_addr"], p["wb_en"], p["wb_addr"],
-                dut.o.valid, dut.o.ready, p["pool"]):
+                dut.o.valid, dut.o.ready, p["pool"], p["from_input"], p["in_en"], p["in_addr"]):
             if issue:
-                seen["reads"].append((act, None if pool else w))
+                seen["reads"].append(("in" if inp else "act", act, None if pool else w))
+            if ie:
+                seen["in_writes"].append(ia)
             if take:
                 seen["params"].append(pa)
             if wb:
@@ -495,20 +514,20 @@ def watch_addresses(dut, prog, xs):
 
 @pytest.mark.parametrize("ks,rows,cols,bits", [([20, 12, 5], 4, 2, 4), ([5, 30, 7], 4, 8, 4),
                                                ([40, 24, 10], 8, 8, 2), ([9, 9, 9], 2, 8, 8)])
-def test_sequencer_addresses_follow_the_layout(ks, rows, cols, bits):
+@pytest.mark.parametrize("buffered", [True, False])
+def test_sequencer_addresses_follow_the_layout(ks, rows, cols, bits, buffered):
     """Every memory address the sequencer and the requantizer drive, cycle by cycle, against the Python
-    model of the layout (two back-to-back inferences, stalls on the output)."""
+    model of the layout (two back-to-back inferences, stalls on the output), with the input memory and
+    without (the input loaded into bank 0)."""
     model = mlp(ks, bits)
-    cfg = config_for(model, rows, cols)
+    cfg = config_for(model, rows, cols, **({} if buffered else {"in_depth": 0}))
     prog = compile_program(model, cfg)
     dut = OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params)
     xs = np.random.default_rng(2).integers(0, 1 << bits, (2, ks[0]))
     seen = watch_addresses(dut, prog, xs)
-    reads, params, writes = expected_addresses(prog)
-    assert seen["reads"] == reads * 2
-    assert seen["params"] == params * 2
-    assert seen["writes"] == writes * 2
-    assert max(w for _, w in reads) < len(prog.weights) <= cfg.weight_depth
+    reads, params, writes, in_writes = expected_runs(prog, 2)
+    assert (seen["reads"], seen["params"], seen["writes"], seen["in_writes"]) == (reads, params, writes, in_writes)
+    assert max(w for _, _, w in reads) < len(prog.weights) <= cfg.weight_depth
     assert max(params) < len(prog.params) <= cfg.param_depth
 
 
@@ -528,11 +547,10 @@ def test_window_addresses_follow_the_layout(plan, size, rows, cols):
     dut = OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params)
     xs = rng.integers(0, 16, (2, int(np.prod(size))))
     seen = watch_addresses(dut, prog, xs)
-    reads, params, writes = expected_addresses(prog)
-    assert seen["reads"] == reads * 2
-    assert seen["params"] == params * 2
-    assert seen["writes"] == writes * 2
-    assert max(a for a, _ in reads) < 2 * cfg.act_depth
+    reads, params, writes, in_writes = expected_runs(prog, 2)
+    assert (seen["reads"], seen["params"], seen["writes"], seen["in_writes"]) == (reads, params, writes, in_writes)
+    assert max(a for m, a, _ in reads if m == "act") < 2 * cfg.act_depth
+    assert max(a for m, a, _ in reads if m == "in") < 2 * cfg.in_depth
 
 
 def test_dead_channels_of_a_ptq_model_fit_the_accumulators():
@@ -576,4 +594,5 @@ def test_the_memories_the_planner_counts_as_block_ram_are_block_ram(loadable):
     text = rtlil.convert(OverlayEngine(cfg, prog.descriptors, prog.weights, prog.params))
     styles = dict((name, style) for style, name in
                   re.findall(r'attribute \\ram_style "(\w+)"\s+memory width \d+ size \d+ \\(\w+)', text))
-    assert styles == {"act": "block", "wmem": "block", "pmem": "block", "prog": "block" if loadable else "logic"}
+    assert styles == {"act": "block", "inm": "block", "wmem": "block", "pmem": "block",
+                      "prog": "block" if loadable else "logic"}

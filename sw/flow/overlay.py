@@ -104,6 +104,8 @@ class OverlayProgram:
                 "params": {"records": len(self.params), "depth": cfg.param_depth, "record_bits": cfg.param_bits},
                 "activations": {"words_per_bank": max(max(p.in_words, p.out_words) for p in self.layers),
                                 "depth": cfg.act_depth, "word_bits": cfg.rows * cfg.act_bits, "banks": 2},
+                "inputs": {"words": self.layers[0].in_words if cfg.in_depth else 0, "depth": cfg.in_depth,
+                           "word_bits": cfg.rows * cfg.act_bits, "halves": 2 if cfg.in_depth else 0},
                 "program": {"layers": len(self.descriptors), "depth": cfg.max_layers}}
 
 
@@ -247,7 +249,8 @@ def _folded_bias(layer, in_q) -> np.ndarray:
 
 def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> OverlayConfig:
     """An overlay of ``rows x cols`` that runs ``model``: its activation and weight formats, widths and
-    memory sizes just large enough (``fields`` override any :class:`OverlayConfig` field). With ``also``
+    memory sizes just large enough, with an input memory (``in_depth``: the next input loads while the
+    layers run; ``fields`` override any :class:`OverlayConfig` field, ``in_depth=0`` turns it off). With ``also``
     (more models), large enough for each of them too, so they can be loaded into the built overlay."""
     if also:
         configs = [config_for(m, rows, cols, **fields) for m in (model, *also)]
@@ -257,7 +260,7 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
         merged["act_bits"] = max(b for b, _, _ in merged["act_formats"])
         merged["weight_bits"] = max(b for b, _ in merged["weight_formats"])
         for name in ("acc_bits", "mult_bits", "max_thresholds", "act_depth", "max_layers", "weight_depth",
-                     "param_depth", "conv"):
+                     "param_depth", "conv", "in_depth"):
             merged[name] = max(getattr(c, name) for c in configs)
         return OverlayConfig(**{**configs[0].__dict__, **merged, **fields})
     steps = _steps(model)
@@ -281,8 +284,11 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
                 weight_formats=tuple(weight_formats), acc_bits=max(8, acc_bits),
                 mult_bits=max([16] + [m.bit_length() for m in mults]),
                 max_thresholds=max([0] + thresholds), act_depth=max(words),
-                max_layers=max(1, len(steps)), conv=any(st.spatial for st in steps))
+                max_layers=max(1, len(steps)), conv=any(st.spatial for st in steps),
+                in_depth=steps[0].act_words(rows)[0])
     probe = OverlayConfig(**{**base, **fields})
+    if probe.loadable:          # any input a bank holds: models loaded later may have larger inputs
+        base["in_depth"] = probe.act_depth
     words = sum(_layer_words(probe, st) for st in steps if not st.pool)
     base.update(weight_depth=max(1, words), param_depth=max(1, sum(layer.n for _, layer, _ in layers)))
     return OverlayConfig(**{**base, **fields})
@@ -369,9 +375,11 @@ LAYER_OVERHEAD = 2
 
 
 def inference_cycles(program: OverlayProgram) -> int:
-    """Cycles per inference, back to back, inputs one code per cycle: loading the input, then each
-    layer (:func:`layer_cycles`)."""
-    return program.input_count + sum(p.cycles for p in program.layers)
+    """Cycles per inference, back to back, inputs one code per cycle: each layer (:func:`layer_cycles`)
+    after loading the input, or with an input memory (``in_depth``), while the next input loads: the
+    layers, or the input's codes if there are more of those."""
+    layers = sum(p.cycles for p in program.layers)
+    return max(layers, program.input_count) if program.config.in_depth else program.input_count + layers
 
 
 def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
@@ -402,10 +410,14 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
             if need > cfg.act_depth:
                 raise LowbitError(f"{where}: its {what} needs {need} activation words of {R} codes, a bank holds "
                                   f"{cfg.act_depth}", "build the overlay with a deeper activation memory")
+        if li == 0 and cfg.in_depth and st.act_words(R)[0] > cfg.in_depth:
+            raise LowbitError(f"{where}: its input needs {st.act_words(R)[0]} words of {R} codes, the overlay's input "
+                              f"memory holds {cfg.in_depth}", "build the overlay for this model")
         padded = st.padded_words(R)
         if padded > 2 * cfg.act_depth:          # what the address registers span (hw/overlay.py _addr_bits)
             raise LowbitError(f"{where}: its padded input spans {padded} activation words, the overlay's window "
                               f"addresses {2 * cfg.act_depth}", "use less padding, or a deeper activation memory")
+        lead = st.h * st.w * st.cin if li == 0 and not cfg.in_depth else 0
         desc = {"k": st.h * st.w * st.cin, "k_last": st.cin - (cw - 1) * R, "act_fmt": cfg.act_formats.index(afmt),
                 "w_fmt": 0, "ratio": 1, "w_base": 0, "p_base": 0, "mode": 0, "zero_point": 0, "lo": 0, "hi": 0,
                 "n_thr": 0, "out_lo": 0, "out_step": 1, "out_binary": 0, "last": int(li == len(steps) - 1),
@@ -418,7 +430,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
             # groups are a pixel's words, steps the window's taps, each a word apart (cc_n = 1)
             desc.update(kc=kc, groups=cw, cc_n=1, step_kx=cw, step_ky=(st.w - st.kw + 1) * cw,
                         grp_step=1, outs=oh * ow * cw, k_last=R)
-            cyc = layer_cycles(cfg, kc, cw, 1, 0, oh * ow, pool=True, lead=desc["k"] if li == 0 else 0)
+            cyc = layer_cycles(cfg, kc, cw, 1, 0, oh * ow, pool=True, lead=lead)
             plans.append(LayerPlan(st.index, kc * st.cin, st.cin, kc, cw, 1, 0, 0, 0, 0, 0, cyc, oh * ow * cw * kc,
                                    "maxpool2d", oh * ow, *st.act_words(R)))
             descriptors.append(desc)
@@ -464,7 +476,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         wheres.append(where)
         positions = oh * ow
         compute_roof, weight_roof = positions * k * n / (R * C), k * n * bits / P
-        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions, lead=desc["k"] if li == 0 else 0)
+        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions, lead=lead)
         plans.append(LayerPlan(st.index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
                                positions * k * n, cyc, max(compute_roof, weight_roof), layer.kind, positions,
                                *st.act_words(R), compute_roof, weight_roof))
@@ -568,6 +580,9 @@ OVERLAY_LC_BASE = 600
 #: Logic cells an overlay built for Conv2d / MaxPool2d adds (OverlayConfig.conv: the window address
 #: generator, padding, the max-pool pass), fitted with the base above.
 OVERLAY_LC_CONV = 900
+#: Logic cells of the input memory's loader (OverlayConfig.in_depth: its counters, halves and address),
+#: besides a LUT a bit of the activation word, where layer 0's word is chosen from it.
+OVERLAY_LC_INPUT_MEMORY = 30
 OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 17, (4, 4): 44, (8, 8): 250}
 #: Per PE of an overlay whose every layer is ±1 x ±1 (decoded as 2-bit values, but each product is one
 #: of two values and the column sums are narrow): TFC-w1a1 as 16x8 with array_regs at 30 MHz, 3796 LCs
@@ -668,7 +683,8 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
               "params": rom_blocks(cfg.param_bits, cfg.param_depth, family),
               # a fixed overlay's program is a ROM in logic (hw/overlay.py: ram_style "logic")
               "program": rom_blocks(PROGRAM_WORD_BITS, cfg.program_depth, family) if cfg.loadable else 0,
-              "activations": rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.act_depth, family),
+              "activations": rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.act_depth, family)
+              + (rom_blocks(cfg.rows * cfg.act_bits, 2 * cfg.in_depth, family) if cfg.in_depth else 0),
               "link": rom_blocks(8, input_buffer or program.input_count * max_batch, family)
               + rom_blocks(cfg.out_bits, max(16, program.output_count * max_batch), family)
               + (rom_blocks(8, identity, family) if cfg.loadable else 0)}
@@ -681,6 +697,8 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     # the next descriptor's words, read while a layer runs, all but the last kept in registers (hw/overlay.py)
     logic += (cfg.program_word_count - 1) * cfg.program_word_bits * OVERLAY_LC_PER_REG_BIT
     logic += OVERLAY_LC_CONV if cfg.conv else 0
+    # the input memory's loader, and layer 0's word chosen from it
+    logic += OVERLAY_LC_INPUT_MEMORY + cfg.rows * cfg.act_bits if cfg.in_depth else 0
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
 
@@ -721,7 +739,8 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
 
     A loadable overlay on a device with SPRAM (iCE40 UltraPlus: four 16K x 16 blocks) keeps its weights
     there, all 16K words of a 64-bit port, so any model whose weights fit 1 Mbit can be loaded later;
-    elsewhere they are block RAM sized for the models."""
+    elsewhere they are block RAM sized for the models. Each overlay gets an input memory (the next input
+    loads while the layers run) unless that is what does not fit."""
     loadable = loadable or bool(also)
     buffer = input_buffer_for((model, *also), max_batch)
     sprams = dev.capacity.get(SPRAM_RESOURCE, 0) if loadable else 0
@@ -755,6 +774,11 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
             reasons.append((2, 0, rows * cols, f"{rows}x{cols}: {exc}"))
             continue
         est = overlay_estimate(cfg, prog, dev.family, cost.lc_system, max_batch, buffer)
+        if (est["logic"] > logic_cap or est["brams"] > bram_cap) and cfg.in_depth:
+            # without the input memory: inputs load between inferences
+            cfg = dataclasses.replace(cfg, in_depth=0)
+            prog = compile_program(model, cfg)
+            est = overlay_estimate(cfg, prog, dev.family, cost.lc_system, max_batch, buffer)
         if est["logic"] > logic_cap or est["brams"] > bram_cap:
             reasons.append((1, est["brams"], rows * cols, f"{rows}x{cols}: estimate {est['logic']} {cost.logic_resource} of {logic_cap} usable, "
                            f"{est['brams']} block RAMs of {bram_cap} (weights {est['blocks']['weights']}, "
@@ -778,7 +802,7 @@ def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
     cfg, prog = plan.config, plan.program
     return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
             "dsp_products": 2 * cfg.dsp_pairs, "array_regs": cfg.array_regs,
-            "loadable": cfg.loadable, "weight_store": cfg.weight_store,
+            "loadable": cfg.loadable, "weight_store": cfg.weight_store, "input_preload": cfg.in_depth > 0,
             "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
             "layers": [{"layer": p.index, "kind": p.kind, "positions": p.positions, "k": p.k, "n": p.n,
                         "weight_bits": p.weight_bits, "ratio": p.ratio,
