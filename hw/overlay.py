@@ -580,6 +580,40 @@ class OverlayEngine(wiring.Component):
             wb_ch = Signal(range(cfg.act_depth * cfg.rows + 1))
             ld_c = Signal(range(cfg.act_depth * cfg.rows + 1))
 
+        # The back end (requantizer, write-back) runs the layer `b` describes: `d`'s, except while the last
+        # layer's outputs drain (`b_last`) with the front end already on layer 0 of the next inference,
+        # whose input is in the input memory; the back end then keeps the last layer's fields (constants of
+        # a fixed program, registers of a loadable one). Its channels taken, `b_all` holds the requantizer
+        # off the next layer's result slots until then.
+        back = ("p_base", "mode", "zero_point", "lo", "hi", "n_thr", "out_lo", "out_step", "out_binary", "n",
+                "n_last", "groups") + (("outs", "wb_n") if conv else ())
+        b_last, b_all = Signal(), Signal()
+        tk = Signal.like(done_n)                # channels of the layer taken
+        if preload and cfg.loadable:
+            lastd = Signal(data.StructLayout({f: desc_shape[f].shape for f in back}))
+            last_of = lambda f: lastd[f]
+        elif preload:
+            final = self.program[-1] if self.program else {}
+            last_of = lambda f: Const(final.get(f, 0), desc_shape[f].shape)
+        b = SimpleNamespace(**{f: Mux(b_last, last_of(f), d[f]) if preload else d[f] for f in back},
+                            last=b_last | d.last)
+        b_total = b.outs if conv else b.n
+        b_done = Signal()
+        m.d.comb += b_done.eq(done_n == b_total)
+
+        def back_start(desc):
+            """The back end at the start of layer ``desc`` (its counters and last-group flags)."""
+            m.d.sync += [done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0), tk.eq(0),
+                         b_all.eq(0), rg_last.eq(desc.groups == 1),
+                         j_last.eq(Mux(desc.groups == 1, desc.n_last == 1, C == 1))]
+            if conv:
+                m.d.sync += wb_ch.eq(0)
+
+        if preload:
+            with m.If(b_last & b_done):         # the last layer's outputs are out: on to layer 0
+                m.d.sync += b_last.eq(0)
+                back_start(d)
+
         # input load
         ld_k = Signal(range(cfg.act_depth * cfg.rows + 1))
         ld_lane = Signal(range(max(R, 2)))
@@ -633,12 +667,14 @@ class OverlayEngine(wiring.Component):
                     m.next = "LATCH"
             with m.State("LATCH"):
                 m.d.comb += seq.start.eq(1)
-                m.d.sync += [d.eq(fetched), pf.eq(0), next_base.eq(Mux(fetched.last, 0, next_base + PW)),
-                             done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0),
-                             rg_last.eq(seq.init.groups == 1),
-                             j_last.eq(Mux(seq.init.groups == 1, seq.init.n_last == 1, C == 1))]
-                if conv:
-                    m.d.sync += wb_ch.eq(0)
+                m.d.sync += [d.eq(fetched), pf.eq(0), next_base.eq(Mux(fetched.last, 0, next_base + PW))]
+                with m.If(b_done):
+                    back_start(seq.init)
+                if preload:                     # the last layer still draining (DRAIN let it latch early)
+                    with m.Else():
+                        m.d.sync += b_last.eq(1)
+                        if cfg.loadable:
+                            m.d.sync += [lastd[f].eq(d[f]) for f in back]
                 if preload:
                     m.d.sync += first_layer.eq(layer == 0)
                 with m.If(layer == 0):
@@ -674,7 +710,9 @@ class OverlayEngine(wiring.Component):
                     if preload:
                         m.d.comb += release.eq(first_layer)
             with m.State("DRAIN"):
-                with m.If((done_n == (d.outs if conv else d.n)) & (pf == PW)):
+                # the next layer waits for this one's outputs, but layer 0 (not a pool) only for its descriptor
+                early = (d.last & ~fetched.pool if conv else d.last) if preload else 0
+                with m.If((b_done | early) & ~b_last & (pf == PW)):
                     m.d.sync += [in_bank.eq(~in_bank), layer.eq(Mux(d.last, 0, layer + 1))]
                     m.next = "LATCH"
 
@@ -772,21 +810,23 @@ class OverlayEngine(wiring.Component):
         pad = lambda slot: slot + [slot[-1]] * ((1 << len(j)) - C)
         cur = Signal(acc_shape)
         m.d.comb += cur.eq(select_tree(pad(slots[0]) + pad(slots[1]), Cat(j, rsel)))
-        take = res_full & radv
-        m.d.comb += [p_r.addr.eq(d.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & j_last)]
+        take = res_full & radv & ~b_all
+        m.d.comb += [p_r.addr.eq(b.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & j_last)]
         with m.If(self.ld_sel):
             m.d.comb += [p_r.addr.eq(self.ld_addr), p_r.en.eq(self.ld_re & (self.ld_space == 3))]
         with m.If(take):
-            m.d.sync += ch.eq(ch + 1)
+            m.d.sync += [ch.eq(ch + 1), tk.eq(tk + 1)]
+            with m.If(tk == b_total - 1):
+                m.d.sync += b_all.eq(1)
             with m.If(j_last):
-                next_last = Mux(rg_last, d.groups == 1, rg + 2 == d.groups)
+                next_last = Mux(rg_last, b.groups == 1, rg + 2 == b.groups)
                 m.d.sync += [j.eq(0), rg.eq(rg + 1), rg_last.eq(next_last),
-                             j_last.eq(Mux(next_last, d.n_last == 1, C == 1))]
+                             j_last.eq(Mux(next_last, b.n_last == 1, C == 1))]
                 if conv:                    # the position's last group: the next one starts at channel 0
                     with m.If(rg_last):
                         m.d.sync += [rg.eq(0), ch.eq(0)]
             with m.Else():
-                m.d.sync += [j.eq(j + 1), j_last.eq(Mux(rg_last, j + 2 == d.n_last, j + 2 == C))]
+                m.d.sync += [j.eq(j + 1), j_last.eq(Mux(rg_last, j + 2 == b.n_last, j + 2 == C))]
         r1_valid, r1_val = Signal(), Signal(acc_shape)
         with m.If(radv):
             m.d.sync += [r1_valid.eq(take), r1_val.eq(cur)]
@@ -807,7 +847,7 @@ class OverlayEngine(wiring.Component):
         r3_half = Signal(prod_bits + 1)
         r3_count = Signal(range(max(cfg.max_thresholds + 1, 2)))
         r3_total = Signal(signed(cfg.acc_bits + 1))
-        reached = [(r2_total >= r2_thr[i]) & (i < d.n_thr) for i in range(cfg.max_thresholds)]
+        reached = [(r2_total >= r2_thr[i]) & (i < b.n_thr) for i in range(cfg.max_thresholds)]
         with m.If(radv):
             m.d.sync += [r3_valid.eq(r2_valid), r3_prod.eq(r2_total * r2_mult), r3_shift.eq(r2_shift),
                          r3_half.eq(Mux(r2_shift == 0, 0, Const(1, prod_bits + 1) << (r2_shift - 1)[:SHIFT_BITS])),
@@ -817,7 +857,7 @@ class OverlayEngine(wiring.Component):
         r4_y = Signal(signed(cfg.out_bits))
         with m.If(radv):
             m.d.sync += [r4_valid.eq(r3_valid), r4_round.eq((r3_prod + r3_half) >> r3_shift),
-                         r4_y.eq(Mux(d.mode == MODES["thresholds"], d.out_lo + d.out_step * r3_count, r3_total))]
+                         r4_y.eq(Mux(b.mode == MODES["thresholds"], b.out_lo + b.out_step * r3_count, r3_total))]
         # stage 5: the rounded value saturated to SAT_BITS (exact: every value past it clamps the same; no
         # long carry chain after the shift's)
         r5_valid, r5_sat = Signal(), Signal(signed(SAT_BITS))
@@ -830,27 +870,27 @@ class OverlayEngine(wiring.Component):
             m.d.sync += [r5_valid.eq(r4_valid), r5_sat.eq(sat), r5_y.eq(r4_y)]
         # stage 6: zero point and clamp (requant), or the value of stage 4
         yq = Signal(signed(SAT_BITS + 1))
-        m.d.comb += yq.eq(r5_sat + d.zero_point)
-        clamped = Mux(yq < d.lo, d.lo, Mux(yq > d.hi, d.hi, yq))
+        m.d.comb += yq.eq(r5_sat + b.zero_point)
+        clamped = Mux(yq < b.lo, b.lo, Mux(yq > b.hi, b.hi, yq))
         with m.If(radv):
-            m.d.sync += [out_valid.eq(r5_valid), out_y.eq(Mux(d.mode == MODES["requant"], clamped, r5_y))]
+            m.d.sync += [out_valid.eq(r5_valid), out_y.eq(Mux(b.mode == MODES["requant"], clamped, r5_y))]
 
         # -- outputs: the last layer's leave through `o`; the others are packed into the other bank --
         m.d.comb += out_fire.eq(out_valid & out_ready)
         with m.If(out_fire):
             m.d.sync += done_n.eq(done_n + 1)
         wb_asm = Signal(data.ArrayLayout(unsigned(A), R))
-        code = Mux(d.out_binary, out_y > 0, out_y[:A])
-        with m.If(d.last):
+        code = Mux(b.out_binary, out_y > 0, out_y[:A])
+        with m.If(b.last):
             m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.eq(out_y), out_ready.eq(self.o.ready)]
         with m.Else():
             m.d.comb += out_ready.eq(1)
             with m.If(out_fire):
                 if conv:                    # a word holds one pixel's channels
-                    closing = (wb_lane == R - 1) | (wb_ch == d.wb_n - 1)
-                    m.d.sync += wb_ch.eq(Mux(wb_ch == d.wb_n - 1, 0, wb_ch + 1))
+                    closing = (wb_lane == R - 1) | (wb_ch == b.wb_n - 1)
+                    m.d.sync += wb_ch.eq(Mux(wb_ch == b.wb_n - 1, 0, wb_ch + 1))
                 else:
-                    closing = (wb_lane == R - 1) | (done_n == d.n - 1)
+                    closing = (wb_lane == R - 1) | (done_n == b.n - 1)
                 m.d.sync += [wb_asm[r].eq(Mux(wb_lane == r, code, wb_asm[r])) for r in range(R)]
                 m.d.comb += [act_w.addr.eq(Mux(in_bank, 0, cfg.act_depth) + wb_word), act_w.en.eq(closing),
                              act_w.data.eq(Cat(*(Mux(wb_lane == r, code, wb_asm[r]) for r in range(R))))]

@@ -33,6 +33,7 @@ from ..ir import arith
 from ..ir.model import Conv2d, Dense, Flatten, MaxPool2d, Model, Requant, Thresholds
 
 __all__ = ["parse_array", "LayerPlan", "OverlayProgram", "OverlayPlan", "config_for", "compile_program", "layer_cycles",
+           "layer_schedule",
            "inference_cycles", "array_latency", "plan_overlay", "overlay_estimate", "overlay_report", "LoadImage",
            "load_image", "input_buffer_for"]
 
@@ -325,7 +326,8 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
     output, plus :data:`LAYER_OVERHEAD` (noticing the layer is done and latching the next descriptor).
     The next descriptor is read while the layer runs (:func:`fetch_cycles` from the cycle after this one
     was latched; ``lead`` cycles of input load came before the first step), so only a layer shorter than
-    that waits for it. The schedule, cycle by cycle, of :class:`~lowbit.hw.overlay.OverlayEngine`:
+    that waits for it. The schedule, cycle by cycle, of :class:`~lowbit.hw.overlay.OverlayEngine`
+    (:func:`layer_schedule`):
 
     * steps issue one per cycle, ``kc * ratio`` per group; a group's last step reaches the
       accumulators ``1 + array latency`` cycles after it issues and fills result slot ``g % 2``,
@@ -337,26 +339,57 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
     * a MaxPool pass reads one word a cycle and writes each window's maximum the cycle after its last
       word arrives.
     """
+    return layer_schedule(cfg, kc, groups, ratio, n_last, positions, pool, lead)["cycles"]
+
+
+def layer_schedule(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
+                   pool: bool = False, lead: int = 0, entry: dict | None = None) -> dict:
+    """:func:`layer_cycles` in detail, cycles counted from the layer's first step: ``cycles`` (the next
+    layer's first step once this one's outputs are out), ``early`` (the next inference's layer 0 may
+    start before that, as soon as this last layer's steps are issued: it reads the input memory, and
+    the requantizer finishes this layer first), ``final`` (the cycle of the last step), ``last_output``,
+    and ``exit``: what a layer starting at ``early`` finds (``entry`` of it). ``entry``, when this layer
+    starts while the one before drains: ``back_free`` (the first cycle the requantizer may take a slot),
+    ``slots`` (the cycles the slots its groups 0 and 1 fill become free) and ``freezes`` (``(cycle,
+    length)``: the array stopped for the previous layer's last groups, waiting for a slot)."""
+    entry = entry or {"back_free": 0, "slots": (0, 0), "freezes": ()}
     ready = fetch_cycles(cfg) - lead        # the next descriptor read, counted from the first step
     if pool:
-        return max(positions * groups * kc + 1, ready) + LAYER_OVERHEAD
+        cycles = max(positions * groups * kc + 1, ready) + LAYER_OVERHEAD
+        return {"cycles": cycles, "early": cycles, "final": positions * groups * kc - 1, "last_output": cycles - 3,
+                "exit": None}
     step_cycles = kc * ratio
     to_acc = 1 + array_latency(cfg)
-    slot_free = [0, 0]
-    take_free = 0
-    t = 0                          # cycle of the group's first step
+    slot_free = list(entry["slots"])
+    take_free = entry["back_free"]
+    freezes = list(entry["freezes"])        # (real cycle, length): the array stopped
+    t = sum(n for _, n in freezes)          # they come before this layer's first group arrives
     start = ncols = 0
-    for g in range(groups * positions):
+    count = groups * positions
+    for g in range(count):
         last_step = t + step_cycles - 1
-        arrive = last_step + to_acc
+        arrive = last_step + to_acc         # real cycles: every earlier stop is in `t`
         filled = max(arrive, slot_free[g % 2])
         stall = filled - arrive
+        if stall:
+            freezes.append((arrive, stall))
         start = max(filled + 1, take_free)
         ncols = n_last if g % groups == groups - 1 else cfg.cols
         take_free = slot_free[g % 2] = start + ncols
         t = last_step + 1 + stall
     last_output = start + ncols - 1 + REQUANT_STAGES
-    return max(last_output + 1, ready) + LAYER_OVERHEAD
+    final = count * step_cycles - 1         # the last issue: every step, and the stops before it
+    for at, n in freezes:
+        if at <= final:
+            final += n
+    early = max(final + 1, ready) + LAYER_OVERHEAD
+    # into a layer starting at `early`: the requantizer free the cycle after it sees the last output,
+    # the slots in the order that layer's groups use them, the stops still running
+    carried = tuple((max(at, early) - early, at + n - max(at, early)) for at, n in freezes if at + n > early)
+    exit_ = {"back_free": last_output + 2 - early, "freezes": carried,
+             "slots": (slot_free[count % 2] - early, slot_free[(count + 1) % 2] - early)}
+    return {"cycles": max(last_output + 1, ready) + LAYER_OVERHEAD, "early": early, "final": final,
+            "last_output": last_output, "exit": exit_}
 
 
 def fetch_cycles(cfg: OverlayConfig) -> int:
@@ -489,8 +522,30 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
                           "use fewer output channels, or build the overlay with a deeper parameter memory")
     for desc, where in zip(descriptors, wheres):
         _checked(layout, desc, where)
+    if cfg.in_depth and not steps[0].pool:
+        plans = _across_inferences(cfg, plans)
     return OverlayProgram(cfg, descriptors, weights, params, plans, int(np.prod(model.input_shape)),
                           int(np.prod(model.output_shape)))
+
+
+def _across_inferences(cfg: OverlayConfig, plans: list) -> list:
+    """With an input memory the next inference's layer 0 (not a pool) starts as soon as the last layer's
+    steps are issued (:func:`layer_schedule` ``early``), while its outputs drain: the last layer's cycles
+    end there, and layer 0's count what the drain leaves it (back to back: the last layer's exit is layer
+    0's entry; a one-layer model is its own predecessor, iterated to its steady state)."""
+    def schedule(p, entry=None):
+        return layer_schedule(cfg, p.kc, p.groups, p.ratio, p.n - (p.groups - 1) * cfg.cols, p.positions,
+                              entry=entry)
+    first, last = plans[0], plans[-1]
+    entry = None
+    for _ in range(16):
+        entry, previous = schedule(last, entry if len(plans) == 1 else None)["exit"], entry
+        if len(plans) > 1 or entry == previous:
+            break
+    head, tail = schedule(first, entry), schedule(last, entry if len(plans) == 1 else None)
+    if len(plans) == 1:
+        return [dataclasses.replace(first, cycles=tail["early"])]
+    return [dataclasses.replace(first, cycles=head["cycles"]), *plans[1:-1], dataclasses.replace(last, cycles=tail["early"])]
 
 
 def _checked(layout, desc: dict, where: str) -> None:
