@@ -21,6 +21,9 @@ Per layer the array runs output-stationary, like a :class:`~lowbit.hw.dense.Dens
 accumulates; one step takes ``ratio`` cycles, the weight memory's bandwidth (the roofline of a batch-1
 Dense layer). After ``KC`` steps the ``C`` sums go to the requantizer, which runs while the next group
 accumulates and writes one code per cycle back into the other bank, or, for the last layer, out of ``o``.
+A layer starts once the one before has written its outputs; only the next inference's layer 0, whose
+input is in the input memory, starts as soon as the last layer's steps are issued, while the requantizer
+(the *back end*) finishes the last layer with that layer's fields.
 
 Operands are decoded per layer (formats chosen when the overlay is built: :class:`OverlayConfig`):
 signed activation codes as they are, unsigned ``b``-bit codes ``u`` as ``u - 2**(b-1)`` (the MSB flipped,

@@ -545,7 +545,8 @@ def _across_inferences(cfg: OverlayConfig, plans: list) -> list:
     head, tail = schedule(first, entry), schedule(last, entry if len(plans) == 1 else None)
     if len(plans) == 1:
         return [dataclasses.replace(first, cycles=tail["early"])]
-    return [dataclasses.replace(first, cycles=head["cycles"]), *plans[1:-1], dataclasses.replace(last, cycles=tail["early"])]
+    return [dataclasses.replace(first, cycles=head["cycles"]), *plans[1:-1],
+            dataclasses.replace(last, cycles=tail["early"])]
 
 
 def _checked(layout, desc: dict, where: str) -> None:
