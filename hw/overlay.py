@@ -73,6 +73,9 @@ SAT_BITS = CLAMP_FIELD_BITS + 2
 #: The layer program is stored in words of this width (block RAM); a descriptor takes
 #: :attr:`OverlayConfig.program_word_count` of them, read one per cycle while the layer before runs.
 PROGRAM_WORD_BITS = 32
+#: The descriptor fields the back end (requantizer, write-back) reads; ``outs`` and ``wb_n`` with conv.
+BACK_FIELDS = ("p_base", "mode", "zero_point", "lo", "hi", "n_thr", "out_lo", "out_step", "out_binary", "n",
+               "n_last", "groups", "outs", "wb_n")
 #: Width of the memory-select field of the load port.
 SPACE_BITS = 2
 #: The weight, parameter and activation memories stay in block RAM even when small: on a UP5K logic is what runs
@@ -588,8 +591,7 @@ class OverlayEngine(wiring.Component):
         # whose input is in the input memory; the back end then keeps the last layer's fields (constants of
         # a fixed program, registers of a loadable one). Its channels taken, `b_all` holds the requantizer
         # off the next layer's result slots until then.
-        back = ("p_base", "mode", "zero_point", "lo", "hi", "n_thr", "out_lo", "out_step", "out_binary", "n",
-                "n_last", "groups") + (("outs", "wb_n") if conv else ())
+        back = tuple(f for f in BACK_FIELDS if conv or f not in ("outs", "wb_n"))
         b_last, b_all = Signal(), Signal()
         tk = Signal.like(done_n)                # channels of the layer taken
         if preload and cfg.loadable:

@@ -10,6 +10,7 @@ import pytest
 
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.flow.build import DATAFLOW_FMAX_HZ, architecture_reason, choose_architecture
+from lowbit.sw.flow.fold import COST_MODELS
 from lowbit.sw.flow.overlay import plan_overlay
 from lowbit.sw.flow.synth import device
 from lowbit.sw.ir.intref import run
@@ -94,10 +95,12 @@ def test_tfc_w1a1_is_refused_as_dataflow_and_planned_as_an_overlay():
     # ±1 x ±1 PEs are costed as such (OVERLAY_LC_PER_BINARY_PE): measured boards at 30 MHz with the array
     # registered, 16x8 3796 LCs and 32x4 3722 (docs/hardware.md; built before the input memory, so without
     # its part of the estimate); the estimate stays above them, within 200
-    from lowbit.sw.flow.overlay import OVERLAY_LC_INPUT_MEMORY
+    import dataclasses
+    from lowbit.sw.flow.overlay import compile_program, overlay_estimate
     for arr, built in (((16, 8), 3796), ((32, 4), 3722)):
-        est = plan_overlay(model, UP5K, arrays=arr, max_batch=2, clock_hz=30e6).estimate["ICESTORM_LC"]
-        assert built < est - OVERLAY_LC_INPUT_MEMORY - arr[0] < built + 200
+        cfg = dataclasses.replace(plan_overlay(model, UP5K, arrays=arr, max_batch=2, clock_hz=30e6).config, in_depth=0)
+        est = overlay_estimate(cfg, compile_program(model, cfg), "ice40", COST_MODELS["ice40"].lc_system, 2)["logic"]
+        assert built < est < built + 200
     # Each layer names its binding roof: on 128 PEs the 784-input layer is bound by the array and the weight
     # port, the 64-input ones by the requantizer (one output a cycle, 64 cycles against a roof of 32).
     layers = plan_overlay(model, UP5K, arrays=(32, 4), max_batch=2).program.layers
@@ -105,18 +108,19 @@ def test_tfc_w1a1_is_refused_as_dataflow_and_planned_as_an_overlay():
     assert layers[1].output_roof == 64 and layers[1].roof_cycles == 32 and layers[1].cycles > 64
 
 
-@pytest.mark.parametrize("bits,array", [(1, [16, 2]), (2, [16, 1]), (4, [8, 1])])
-def test_every_tfc_layer_on_the_loadable_overlay_is_within_90_percent_of_its_roofline(bits, array):
-    """FINN's TFC (784-64-64-64-10) at W1A1, W2A2, W4A4 on the planner's loadable iCEBreaker overlay (weights
-    in SPRAM): every Dense layer takes at most 1/0.9 of max(compute roof, weight-bandwidth roof) by the cycle
-    model (equal to simulation, tests/test_overlay.py). The small last layer gets there because its
-    requantizer drains while the next inference's first layer runs (its input in the input memory)."""
+@pytest.mark.parametrize("bits,array", [(1, (16, 2)), (2, (16, 1)), (4, (8, 1))])
+def test_every_tfc_layer_on_a_loadable_overlay_is_within_90_percent_of_its_roofline(bits, array):
+    """FINN's TFC (784-64-64-64-10) at W1A1, W2A2, W4A4 on a loadable iCEBreaker overlay with an input memory
+    (weights in SPRAM; `--array`: the planner's own choices for W1A1 and W2A2 leave the input memory out,
+    over its 85 % budget by the estimate): every Dense layer takes at most 1/0.9 of max(compute roof,
+    weight-bandwidth roof) by the cycle model (equal to simulation, tests/test_overlay.py). The small last
+    layer gets there because its requantizer drains while the next inference's first layer runs."""
     import dataclasses
     from lowbit.sw.data.synthetic import random_mlp
     from lowbit.sw.flow.overlay import compile_program
     model = random_mlp((784, 64, 64, 64, 10), bits, seed=1)
-    plan = plan_overlay(model, UP5K, max_batch=2, loadable=True)
-    assert [plan.config.rows, plan.config.cols] == array and plan.config.weight_store == "spram"
+    plan = plan_overlay(model, UP5K, arrays=array, max_batch=2, loadable=True, logic_check=False)
+    assert plan.config.in_depth and plan.config.weight_store == "spram"
     fractions = [p.roofline_fraction for p in plan.program.layers]
     assert len(fractions) == 4 and min(fractions) >= 0.9, fractions
     # without the input memory every layer drains before the next starts: the last one falls short

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hw.overlay import BIAS_FIELD_BITS, MODES, OverlayConfig, descriptor_layout, param_layout
+from ...hw.overlay import BACK_FIELDS, BIAS_FIELD_BITS, MODES, OverlayConfig, descriptor_layout, param_layout
 from ...hw.spram import SPRAM_BITS, SPRAM_WORDS
 from ..errors import LowbitError
 from ..ir import arith
@@ -638,7 +638,11 @@ OVERLAY_LC_BASE = 600
 OVERLAY_LC_CONV = 900
 #: Logic cells of the input memory's loader (OverlayConfig.in_depth: its counters, halves and address),
 #: besides a LUT a bit of the activation word, where layer 0's word is chosen from it.
-OVERLAY_LC_INPUT_MEMORY = 30
+OVERLAY_LC_INPUT_MEMORY = 45
+#: Logic cells per bit of the descriptor fields the back end keeps for the last layer while the next
+#: inference's layer 0 starts (hw/overlay.py `back`): a fixed program selects between constants and the
+#: running descriptor, a loadable one keeps them in registers too (a flip-flop rarely packed, and the select).
+OVERLAY_LC_PER_BACK_BIT = {False: 0.5, True: 1.75}
 OVERLAY_LC_PER_PE = {(1, 1): 6, (2, 2): 17, (4, 4): 44, (8, 8): 250}
 #: Per PE of an overlay whose every layer is ±1 x ±1 (decoded as 2-bit values, but each product is one
 #: of two values and the column sums are narrow): TFC-w1a1 as 16x8 with array_regs at 30 MHz, 3796 LCs
@@ -716,6 +720,12 @@ CANDIDATE_ARRAYS = [(r, c) for r in (1, 2, 4, 8, 16, 32) for c in (1, 2, 4, 8, 1
 CANDIDATE_PORTS = (64, 128, 256, 512)
 
 
+def back_field_bits(cfg: OverlayConfig) -> int:
+    """Bits of the descriptor fields the back end reads (:data:`lowbit.hw.overlay.BACK_FIELDS`)."""
+    layout = descriptor_layout(cfg)
+    return sum(layout[f].shape.width for f in BACK_FIELDS if f in layout.members)
+
+
 def pe_logic(x_bits: int, w_bits: int) -> float:
     if (x_bits, w_bits) in OVERLAY_LC_PER_PE:
         return OVERLAY_LC_PER_PE[(x_bits, w_bits)]
@@ -753,8 +763,12 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     # the next descriptor's words, read while a layer runs, all but the last kept in registers (hw/overlay.py)
     logic += (cfg.program_word_count - 1) * cfg.program_word_bits * OVERLAY_LC_PER_REG_BIT
     logic += OVERLAY_LC_CONV if cfg.conv else 0
-    # the input memory's loader, and layer 0's word chosen from it
-    logic += OVERLAY_LC_INPUT_MEMORY + cfg.rows * cfg.act_bits if cfg.in_depth else 0
+    # the input memory's loader, and layer 0's word chosen from it; the back end's fields of the last layer,
+    # kept while layer 0 of the next inference starts (registers and a select in a loadable overlay, a
+    # select with constants in a fixed one)
+    if cfg.in_depth:
+        logic += OVERLAY_LC_INPUT_MEMORY + cfg.rows * cfg.act_bits
+        logic += back_field_bits(cfg) * OVERLAY_LC_PER_BACK_BIT[cfg.loadable]
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
 
