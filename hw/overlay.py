@@ -593,7 +593,8 @@ class OverlayEngine(wiring.Component):
         # off the next layer's result slots until then.
         back = tuple(f for f in BACK_FIELDS if conv or f not in ("outs", "wb_n"))
         b_last, b_all = Signal(), Signal()
-        tk = Signal.like(done_n)                # channels of the layer taken
+        # channels of the layer taken (a Dense layer's `ch`; a Conv2d layer's `ch` restarts each position)
+        tk = Signal.like(done_n) if conv else ch
         if preload and cfg.loadable:
             lastd = Signal(data.StructLayout({f: desc_shape[f].shape for f in back}))
             last_of = lambda f: lastd[f]
@@ -608,11 +609,10 @@ class OverlayEngine(wiring.Component):
 
         def back_start(desc):
             """The back end at the start of layer ``desc`` (its counters and last-group flags)."""
-            m.d.sync += [done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0), tk.eq(0),
-                         b_all.eq(0), rg_last.eq(desc.groups == 1),
-                         j_last.eq(Mux(desc.groups == 1, desc.n_last == 1, C == 1))]
+            m.d.sync += [done_n.eq(0), ch.eq(0), j.eq(0), rg.eq(0), wb_lane.eq(0), wb_word.eq(0), b_all.eq(0),
+                         rg_last.eq(desc.groups == 1), j_last.eq(Mux(desc.groups == 1, desc.n_last == 1, C == 1))]
             if conv:
-                m.d.sync += wb_ch.eq(0)
+                m.d.sync += [wb_ch.eq(0), tk.eq(0)]
 
         if preload:
             with m.If(b_last & b_done):         # the last layer's outputs are out: on to layer 0
@@ -632,6 +632,7 @@ class OverlayEngine(wiring.Component):
             in_cin = Signal.like(ld_c) if conv else None
             first_layer = Signal()              # the running layer reads the input memory
             release = Signal()                  # layer 0 read its input for the last time
+            in_ready = in_full.bit_select(rd_half, 1)      # layer 0's input is in its half
 
         def take_input(k, cin, base):
             """The code on ``i`` into the word being assembled (a word holds one pixel's ``cin`` channels
@@ -680,7 +681,6 @@ class OverlayEngine(wiring.Component):
                         m.d.sync += b_last.eq(1)
                         if cfg.loadable:
                             m.d.sync += [lastd[f].eq(d[f]) for f in back]
-                if preload:
                     m.d.sync += first_layer.eq(layer == 0)
                 with m.If(layer == 0):
                     m.d.sync += in_bank.eq(0)
@@ -688,7 +688,7 @@ class OverlayEngine(wiring.Component):
                         m.d.sync += [in_known.eq(1), in_k.eq(fetched.k)]
                         if conv:
                             m.d.sync += in_cin.eq(fetched.cin)
-                        with m.If(in_full.bit_select(rd_half, 1)):
+                        with m.If(in_ready):
                             m.next = "RUN"
                         with m.Else():
                             m.next = "LOAD"
@@ -701,7 +701,7 @@ class OverlayEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("LOAD"):               # the input being loaded (preload: being waited for)
                 if preload:
-                    with m.If(in_full.bit_select(rd_half, 1)):
+                    with m.If(in_ready):
                         m.next = "RUN"
                 else:
                     m.d.comb += self.i.ready.eq(1)
@@ -820,7 +820,9 @@ class OverlayEngine(wiring.Component):
         with m.If(self.ld_sel):
             m.d.comb += [p_r.addr.eq(self.ld_addr), p_r.en.eq(self.ld_re & (self.ld_space == 3))]
         with m.If(take):
-            m.d.sync += [ch.eq(ch + 1), tk.eq(tk + 1)]
+            m.d.sync += ch.eq(ch + 1)
+            if conv:
+                m.d.sync += tk.eq(tk + 1)
             with m.If(tk == b_total - 1):
                 m.d.sync += b_all.eq(1)
             with m.If(j_last):

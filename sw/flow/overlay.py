@@ -355,9 +355,9 @@ def layer_schedule(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last:
     entry = entry or {"back_free": 0, "slots": (0, 0), "freezes": ()}
     ready = fetch_cycles(cfg) - lead        # the next descriptor read, counted from the first step
     if pool:
-        cycles = max(positions * groups * kc + 1, ready) + LAYER_OVERHEAD
-        return {"cycles": cycles, "early": cycles, "final": positions * groups * kc - 1, "last_output": cycles - 3,
-                "exit": None}
+        reads = positions * groups * kc     # the last window's maximum is written the cycle after its last read
+        cycles = max(reads + 1, ready) + LAYER_OVERHEAD
+        return {"cycles": cycles, "early": cycles, "final": reads - 1, "last_output": reads, "exit": None}
     step_cycles = kc * ratio
     to_acc = 1 + array_latency(cfg)
     slot_free = list(entry["slots"])
@@ -537,15 +537,15 @@ def _across_inferences(cfg: OverlayConfig, plans: list) -> list:
         return layer_schedule(cfg, p.kc, p.groups, p.ratio, p.n - (p.groups - 1) * cfg.cols, p.positions,
                               entry=entry)
     first, last = plans[0], plans[-1]
-    entry = None
-    for _ in range(16):
-        entry, previous = schedule(last, entry if len(plans) == 1 else None)["exit"], entry
-        if len(plans) > 1 or entry == previous:
-            break
-    head, tail = schedule(first, entry), schedule(last, entry if len(plans) == 1 else None)
     if len(plans) == 1:
-        return [dataclasses.replace(first, cycles=tail["early"])]
-    return [dataclasses.replace(first, cycles=head["cycles"]), *plans[1:-1],
+        entry = None
+        for _ in range(16):
+            entry, previous = schedule(first, entry)["exit"], entry
+            if entry == previous:
+                break
+        return [dataclasses.replace(first, cycles=schedule(first, entry)["early"])]
+    tail = schedule(last)
+    return [dataclasses.replace(first, cycles=schedule(first, tail["exit"])["cycles"]), *plans[1:-1],
             dataclasses.replace(last, cycles=tail["early"])]
 
 
