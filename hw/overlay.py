@@ -53,14 +53,11 @@ from .array import MacArray, delay_line, tree_sum
 from .config import ArrayConfig
 from .spram import SinglePortRAM
 
-__all__ = ["OverlayConfig", "OverlayEngine", "Sequencer", "descriptor_layout", "param_layout", "program_words", "MODES",
-           "BIAS_FIELD_BITS", "THRESHOLD_BITS", "OUT_BITS", "PROGRAM_WORD_BITS", "SPACE_BITS"]
+__all__ = ["OverlayConfig", "OverlayEngine", "Sequencer", "descriptor_layout", "kept_fields", "param_layout",
+           "program_words", "MODES", "OUT_BITS", "PROGRAM_WORD_BITS", "SPACE_BITS"]
 
 #: Requantizer modes of a descriptor.
 MODES = {"requant": 0, "thresholds": 1, "logits": 2}
-#: Width of the bias field of a parameter record, and of each threshold.
-BIAS_FIELD_BITS = 32
-THRESHOLD_BITS = 32
 #: Widest value on ``o`` (a descriptor's values never exceed ``OverlayConfig.out_bits``).
 OUT_BITS = 32
 SHIFT_BITS = arith.MAX_SHIFT.bit_length()
@@ -188,9 +185,18 @@ class OverlayConfig:
         return min(OUT_BITS, max(self.acc_bits + 1, 10))
 
     @property
+    def field_bits(self) -> int:
+        """Signed width of a parameter record's bias and of each threshold: ``acc + bias`` fits
+        ``acc_bits`` (the compiler checks it), and a threshold is clamped into that range (one outside
+        is reached always or never, as its clamp), so neither needs more than ``acc_bits + 1``. Narrow
+        fields keep the record, its block RAMs and the requantizer's threshold registers and compares
+        small (a 4x4 W2A2 TFC's records: 55 bits, not 128)."""
+        return min(32, self.acc_bits + 1)
+
+    @property
     def param_bits(self) -> int:
         """Width of one channel's parameter record."""
-        return BIAS_FIELD_BITS + max(self.mult_bits + SHIFT_BITS, THRESHOLD_BITS * self.max_thresholds)
+        return self.field_bits + max(self.mult_bits + SHIFT_BITS, self.field_bits * self.max_thresholds)
 
     @property
     def program_word_bits(self) -> int:
@@ -289,6 +295,19 @@ def _conv_fields(cfg: OverlayConfig) -> dict:
     }
 
 
+def kept_fields(cfg: OverlayConfig, program) -> tuple:
+    """The :data:`BACK_FIELDS` the back end keeps a copy of while the last layer drains and the front end
+    runs the next inference's layer 0 (an overlay with an input memory): every one of a loadable overlay
+    (registers), and those of a fixed ``program`` whose last layer's value differs from layer 0's (a
+    select between a constant and the running descriptor, which is layer 0's while the copy is used; a
+    field the two layers share needs none)."""
+    back = tuple(f for f in BACK_FIELDS if cfg.conv or f not in ("outs", "wb_n"))
+    if cfg.loadable or not program:
+        return back
+    first, final = program[0], program[-1]
+    return tuple(f for f in back if first.get(f, 0) != final.get(f, 0))
+
+
 def select_tree(values, index):
     """``values[index]`` (``len(values) == 2 ** len(index)``) as a balanced tree of 2:1 selects, one level
     per index bit."""
@@ -308,10 +327,10 @@ def param_layout(cfg: OverlayConfig) -> data.UnionLayout:
     """One channel's parameter record: the folded bias, then the multiplier and shift (``requant``
     descriptors) or the thresholds (``thresholds`` descriptors); logits use the bias alone."""
     return data.UnionLayout({
-        "requant": data.StructLayout({"bias": signed(BIAS_FIELD_BITS), "mult": unsigned(cfg.mult_bits),
+        "requant": data.StructLayout({"bias": signed(cfg.field_bits), "mult": unsigned(cfg.mult_bits),
                                       "shift": unsigned(SHIFT_BITS)}),
-        "thresholds": data.StructLayout({"bias": signed(BIAS_FIELD_BITS),
-                                         "t": data.ArrayLayout(signed(THRESHOLD_BITS), cfg.max_thresholds)}),
+        "thresholds": data.StructLayout({"bias": signed(cfg.field_bits),
+                                         "t": data.ArrayLayout(signed(cfg.field_bits), cfg.max_thresholds)}),
     })
 
 
@@ -595,13 +614,14 @@ class OverlayEngine(wiring.Component):
         b_last, b_all = Signal(), Signal()
         # channels of the layer taken (a Dense layer's `ch`; a Conv2d layer's `ch` restarts each position)
         tk = Signal.like(done_n) if conv else ch
+        kept = kept_fields(cfg, self.program) if preload else ()
         if preload and cfg.loadable:
             lastd = Signal(data.StructLayout({f: desc_shape[f].shape for f in back}))
             last_of = lambda f: lastd[f]
         elif preload:
             final = self.program[-1] if self.program else {}
             last_of = lambda f: Const(final.get(f, 0), desc_shape[f].shape)
-        b = SimpleNamespace(**{f: Mux(b_last, last_of(f), d[f]) if preload else d[f] for f in back},
+        b = SimpleNamespace(**{f: Mux(b_last, last_of(f), d[f]) if f in kept else d[f] for f in back},
                             last=b_last | d.last)
         b_total = b.outs if conv else b.n
         b_done = Signal()
@@ -842,7 +862,7 @@ class OverlayEngine(wiring.Component):
         r2_valid, r2_total = Signal(), Signal(signed(cfg.acc_bits + 1))
         r2_mult = Signal(cfg.mult_bits)
         r2_shift = Signal(SHIFT_BITS)
-        r2_thr = [Signal(signed(THRESHOLD_BITS), name=f"r2_t{i}") for i in range(cfg.max_thresholds)]
+        r2_thr = [Signal(signed(cfg.field_bits), name=f"r2_t{i}") for i in range(cfg.max_thresholds)]
         with m.If(radv):
             m.d.sync += [r2_valid.eq(r1_valid), r2_total.eq(r1_val + rec.requant.bias),
                          r2_mult.eq(rec.requant.mult), r2_shift.eq(rec.requant.shift)]

@@ -127,7 +127,7 @@ def test_half_loaded_or_wrong_checksum_never_runs():
 @pytest.mark.parametrize("payload, expected", [
     (frames.pack_load(4, 0, bytes(4)), "load outside the memory"),               # no such space
     (frames.pack_load(2, CFG.weight_depth - 1, bytes(16)), "load outside the memory"),   # past the end
-    (frames.pack_load(3, 0, bytes(5)), "load outside the memory"),               # not whole words
+    (frames.pack_load(3, 0, bytes(CFG.word_bits(3) // 8 + 1)), "load outside the memory"),   # not whole words
     (frames.pack_load(1, 0, b""), "bad length"),                                 # no data
     (frames.pack_load(0, 0, bytes(BUFFER + 1)), "bad length"),                   # more than a chunk
 ])

@@ -187,6 +187,25 @@ def test_requantized_values_far_past_the_clamp_bounds():
     assert np.array_equal(got, want)
 
 
+def test_thresholds_past_the_accumulator_range_in_narrow_parameter_fields():
+    """A record's bias and thresholds are ``acc_bits + 1`` wide (OverlayConfig.field_bits), not 32: the
+    compiler clamps a threshold past the range of ``acc + bias`` (reached always or never) into the field,
+    so thresholds at, just inside and far past the extremes ``acc + bias`` takes count as the reference's."""
+    w = np.array([[7, -8, 7, -8, 1, 0], [7, -8, -8, 7, 0, 1]])         # acc of 4-bit codes: -112 .. 112
+    bias = np.array([100, -100, 0, 0, 1, -1])
+    t = np.array([[-10 ** 6, 211, 212], [-212, -211, 10 ** 6], [-113, 0, 113], [-2 ** 20, 2 ** 20, 2 ** 30],
+                  [-1, 0, 1], [-9, 8, 9]])
+    layers = [Dense(w, bias, QuantSpec(4, True, 0, (1.0,)), QuantSpec(2, False, 0, (1.0,)), Thresholds(t, 0, 1))]
+    model = Model((2,), QuantSpec(4, True, 0, (1.0,)), layers, "edges").validate()
+    xs = np.array([[7, 7], [-8, -8], [7, -8], [-8, 7], [0, 0], [1, -1], [3, 5]])
+    want = run(model, xs).reshape(len(xs), -1)
+    assert {0, 3} <= set(want.ravel())
+    got, prog, _ = simulate(model, 2, 2, xs)
+    cfg = prog.config
+    assert cfg.field_bits == cfg.acc_bits + 1 < 32 and cfg.param_bits == cfg.field_bits * 4
+    assert np.array_equal(got, want)
+
+
 def test_binary_network():
     """XNOR-popcount layers (±1 inputs and weights) run on the integer array as ±1 products."""
     rng = np.random.default_rng(5)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hw.overlay import BACK_FIELDS, BIAS_FIELD_BITS, MODES, OverlayConfig, descriptor_layout, param_layout
+from ...hw.overlay import MODES, OverlayConfig, descriptor_layout, kept_fields, param_layout
 from ...hw.spram import SPRAM_BITS, SPRAM_WORDS
 from ..errors import LowbitError
 from ..ir import arith
@@ -578,8 +578,8 @@ def _array_words(codes, R: int, C: int, bits: int, kc: int, groups: int, ratio: 
 def _param_records(cfg: OverlayConfig, layer, in_q, where) -> list[int]:
     n = layer.n
     bias = _folded_bias(layer, in_q)
-    if np.any(np.abs(bias) >= 1 << (min(cfg.acc_bits, BIAS_FIELD_BITS) - 1)):
-        raise LowbitError(f"{where}: a folded bias does not fit {min(cfg.acc_bits, BIAS_FIELD_BITS)} bits",
+    if np.any(np.abs(bias) >= 1 << (cfg.acc_bits - 1)):
+        raise LowbitError(f"{where}: a folded bias does not fit {cfg.acc_bits} bits",
                           "build the overlay with wider accumulators")
     rq = layer.requant
     layout = param_layout(cfg)
@@ -720,10 +720,12 @@ CANDIDATE_ARRAYS = [(r, c) for r in (1, 2, 4, 8, 16, 32) for c in (1, 2, 4, 8, 1
 CANDIDATE_PORTS = (64, 128, 256, 512)
 
 
-def back_field_bits(cfg: OverlayConfig) -> int:
-    """Bits of the descriptor fields the back end reads (:data:`lowbit.hw.overlay.BACK_FIELDS`)."""
+def back_field_bits(cfg: OverlayConfig, descriptors) -> int:
+    """Bits of the descriptor fields the back end keeps for the last layer
+    (:func:`lowbit.hw.overlay.kept_fields`: all it reads in a loadable overlay, those that differ from
+    layer 0's in a fixed program)."""
     layout = descriptor_layout(cfg)
-    return sum(layout[f].shape.width for f in BACK_FIELDS if f in layout.members)
+    return sum(layout[f].shape.width for f in kept_fields(cfg, descriptors))
 
 
 def pe_logic(x_bits: int, w_bits: int) -> float:
@@ -768,7 +770,7 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     # select with constants in a fixed one)
     if cfg.in_depth:
         logic += OVERLAY_LC_INPUT_MEMORY + cfg.rows * cfg.act_bits
-        logic += back_field_bits(cfg) * OVERLAY_LC_PER_BACK_BIT[cfg.loadable]
+        logic += back_field_bits(cfg, program.descriptors) * OVERLAY_LC_PER_BACK_BIT[cfg.loadable]
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
 
