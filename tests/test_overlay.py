@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lowbit.hw.overlay import OverlayConfig, OverlayEngine
+from lowbit.hw.overlay import BACK_FIELDS, OverlayConfig, OverlayEngine, kept_fields
 from lowbit.sim.streams import run_sim, stream_get, stream_put
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.flow.overlay import compile_program, config_for, inference_cycles
@@ -406,6 +406,21 @@ def test_conv_cycle_model_equals_simulation(rows, cols):
     n_out = prog.output_count
     assert ends[2 * n_out - 1] - ends[n_out - 1] == inference_cycles(prog)
     assert [p.kind for p in prog.layers] == ["conv2d", "maxpool2d", "dense"]
+
+
+def test_a_fixed_program_keeps_only_the_last_layers_fields_that_differ_from_layer_0():
+    """While the last layer drains, the back end runs on its own copy of that layer's fields: in a fixed
+    program only of those that differ from layer 0's (the running descriptor then), in a loadable one all."""
+    model = random_model(np.random.default_rng(3), 12, [8, 6], QuantSpec(4, False, 0, (1.0,)))
+    cfg = config_for(model, 4, 2)
+    prog = compile_program(model, cfg)
+    first, last = prog.descriptors[0], prog.descriptors[-1]
+    kept = kept_fields(cfg, prog.descriptors)
+    assert set(kept) == {f for f in BACK_FIELDS if f not in ("outs", "wb_n") and first[f] != last[f]}
+    assert "p_base" in kept and "mode" in kept and len(kept) < len(BACK_FIELDS) - 2
+    assert kept_fields(cfg, prog.descriptors[:1]) == ()
+    loadable = config_for(model, 4, 2, loadable=True)
+    assert len(kept_fields(loadable, compile_program(model, loadable).descriptors)) == len(BACK_FIELDS) - 2
 
 
 @pytest.mark.parametrize("loadable", [False, True])
