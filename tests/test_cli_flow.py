@@ -1,6 +1,7 @@
 """The CLI end to end: quantize -> eval -> build (iCEBreaker) -> run --sim, with --json outputs."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -88,6 +89,17 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     code, _, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"), "--trace",
                        str(tmp_path / "run.fst"))
     assert code == 2 and "writes VCD" in err
+    # The RTL simulated is the design that was built: core.v moved with its build folder (other source
+    # paths in its attributes) still runs; core.v of other gateware is refused before any simulation.
+    core = files / "b" / "core.v"
+    text = core.read_text()
+    core.write_text(re.sub(r'\(\* src = "[^"]*" \*\)', '(* src = "/elsewhere/hw/x.py:1" *)', text))
+    code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"), "--json")
+    assert code == 0 and json.loads(out)["mismatches"] == 0, err
+    core.write_text(text.replace("endmodule", "  wire other;\nendmodule", 1))
+    code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"))
+    assert code == 2 and "built from other gateware" in err and "Traceback" not in err
+    core.write_text(text)
 
 
 @pytest.mark.slow

@@ -5,11 +5,15 @@ is made by :func:`lowbit.sw.flow.record.make_core` from ``build.json`` (arrays, 
 timeouts, multiplier mapping, reweightable datapath and ROM padding), never from defaults; for a
 reweightable (or re-weighted) build its ROM contents are read back out of the final bitstream
 (:mod:`lowbit.sw.flow.bitstream_roms`), so a patching bug shows as a mismatch. The UART runs at the built
-divisor, so the simulated link carries the bytes at the rate the board's does.
+divisor, so the simulated link carries the bytes at the rate the board's does. The core made is held
+equal to the build's ``core.v`` (the Verilog written from the design that was synthesised, placeholder ROMs
+of a reweightable build included) before it is simulated: a build made by other gateware (another version of
+lowbit) is refused, since its RTL simulation would check a re-creation, not what was built.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,28 @@ import numpy as np
 from .record import load_build, make_core
 from ..errors import LowbitError
 
-__all__ = ["build_core", "simulate_build"]
+__all__ = ["build_core", "check_same_design", "simulate_build"]
+
+
+#: Source-location attributes of Amaranth's Verilog: they name the files of the lowbit that wrote it (its
+#: install path and line numbers), not the design.
+_SRC_ATTRIBUTE = re.compile(r'\(\* src = "[^"]*" \*\)\s*')
+
+
+def check_same_design(build_dir, core, netlist: bool = False) -> None:
+    """LowbitError unless ``core`` is the design ``build_dir`` was built from: its Verilog equal to the
+    build's ``core.v``, but for source-location attributes. ``netlist``: the build's gate-level netlist can
+    be simulated instead (the hint says so)."""
+    from amaranth.back import verilog
+    built = Path(build_dir) / "core.v"
+    if not built.is_file():
+        raise LowbitError(f"{build_dir} has no core.v", "build it again with this version of lowbit")
+    text = verilog.convert(core, name="lowbit_core")
+    if _SRC_ATTRIBUTE.sub("", text) != _SRC_ATTRIBUTE.sub("", built.read_text()):
+        raise LowbitError(f"{build_dir} was built from other gateware than this lowbit makes (its core.v differs), "
+                          "so an RTL simulation would check a re-creation, not the design that was built",
+                          "rebuild it with this version" + (f", or simulate its netlist: lowbit run {build_dir} --sim "
+                                                            "--netlist" if netlist else ""))
 
 
 def build_core(build_dir, model=None, record=None, progress=lambda m: None):
@@ -28,18 +53,22 @@ def build_core(build_dir, model=None, record=None, progress=lambda m: None):
         model, record = load_build(build_dir)
     if not record["reweightable"]:
         # The ROMs were initialised from this model's integers when the design was synthesised.
-        return make_core(model, record), "model"
+        core = make_core(model, record)
+        check_same_design(build_dir, core, netlist=record["family"] == "ice40")
+        return core, "model"
     from .bitstream_roms import read_roms, unpack_bitstream
     from .rom import random_contents, rom_init
     from .synth import PLACED_SUFFIX
     family = record["family"]
     arrays = [tuple(a) for a in record["arrays"]]
+    # core.v of a reweightable build holds the placeholder ROMs its netlist was synthesised with
+    placeholder = random_contents(model, arrays, record["rom_seed"], record["rom_block"])
+    check_same_design(build_dir, make_core(model, record, rom_init(placeholder)))
     placed = build_dir / f"top.random.{PLACED_SUFFIX[family]}"
     if not placed.is_file():
         raise LowbitError(f"{build_dir} has no {placed.name}, which a reweightable build keeps",
                           "build it again with 'lowbit build ... --reweightable'")
     progress("reading the ROM contents back out of the bitstream")
-    placeholder = random_contents(model, arrays, record["rom_seed"], record["rom_block"])
     roms = read_roms(placed.read_text(), unpack_bitstream(build_dir, family), placeholder, family)
     return make_core(model, record, rom_init(roms)), "bitstream"
 
