@@ -53,8 +53,8 @@ from .array import MacArray, delay_line, tree_sum
 from .config import ArrayConfig
 from .spram import SinglePortRAM
 
-__all__ = ["OverlayConfig", "OverlayEngine", "Sequencer", "descriptor_layout", "kept_fields", "param_layout",
-           "program_words", "MODES", "OUT_BITS", "PROGRAM_WORD_BITS", "SPACE_BITS"]
+__all__ = ["OverlayConfig", "OverlayEngine", "Sequencer", "descriptor_layout", "back_fields", "kept_fields",
+           "param_layout", "program_words", "MODES", "OUT_BITS", "PROGRAM_WORD_BITS", "SPACE_BITS"]
 
 #: Requantizer modes of a descriptor.
 MODES = {"requant": 0, "thresholds": 1, "logits": 2}
@@ -295,13 +295,18 @@ def _conv_fields(cfg: OverlayConfig) -> dict:
     }
 
 
+def back_fields(cfg: OverlayConfig) -> tuple:
+    """The :data:`BACK_FIELDS` an overlay's descriptors have (``outs`` and ``wb_n`` only with conv)."""
+    return tuple(f for f in BACK_FIELDS if cfg.conv or f not in ("outs", "wb_n"))
+
+
 def kept_fields(cfg: OverlayConfig, program) -> tuple:
     """The :data:`BACK_FIELDS` the back end keeps a copy of while the last layer drains and the front end
     runs the next inference's layer 0 (an overlay with an input memory): every one of a loadable overlay
     (registers), and those of a fixed ``program`` whose last layer's value differs from layer 0's (a
     select between a constant and the running descriptor, which is layer 0's while the copy is used; a
     field the two layers share needs none)."""
-    back = tuple(f for f in BACK_FIELDS if cfg.conv or f not in ("outs", "wb_n"))
+    back = back_fields(cfg)
     if cfg.loadable or not program:
         return back
     first, final = program[0], program[-1]
@@ -610,7 +615,7 @@ class OverlayEngine(wiring.Component):
         # whose input is in the input memory; the back end then keeps the last layer's fields (constants of
         # a fixed program, registers of a loadable one). Its channels taken, `b_all` holds the requantizer
         # off the next layer's result slots until then.
-        back = tuple(f for f in BACK_FIELDS if conv or f not in ("outs", "wb_n"))
+        back = back_fields(cfg)
         b_last, b_all = Signal(), Signal()
         # channels of the layer taken (a Dense layer's `ch`; a Conv2d layer's `ch` restarts each position)
         tk = Signal.like(done_n) if conv else ch

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lowbit.hw.overlay import BACK_FIELDS, OverlayConfig, OverlayEngine, kept_fields
+from lowbit.hw.overlay import BACK_FIELDS, OverlayConfig, OverlayEngine, back_fields, kept_fields
 from lowbit.sim.streams import run_sim, stream_get, stream_put
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.flow.overlay import compile_program, config_for, inference_cycles
@@ -416,7 +416,7 @@ def test_a_fixed_program_keeps_only_the_last_layers_fields_that_differ_from_laye
     prog = compile_program(model, cfg)
     first, last = prog.descriptors[0], prog.descriptors[-1]
     kept = kept_fields(cfg, prog.descriptors)
-    assert set(kept) == {f for f in BACK_FIELDS if f not in ("outs", "wb_n") and first[f] != last[f]}
+    assert set(kept) == {f for f in back_fields(cfg) if first[f] != last[f]} and "outs" not in back_fields(cfg)
     assert "p_base" in kept and "mode" in kept and len(kept) < len(BACK_FIELDS) - 2
     assert kept_fields(cfg, prog.descriptors[:1]) == ()
     loadable = config_for(model, 4, 2, loadable=True)
