@@ -25,8 +25,8 @@ from .synth import DSP_MIN_PRODUCT_BITS, timing_error
 from ..ir.model import Conv2d, Dense, MaxPool2d, Model
 from ..outputs import atomic_dir
 from .overlay import overlay_report, products_leave_dsps
-from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH_OFFSET, TIMEOUT_BYTES, make_core,
-                     overlay_fields)
+from .record import (ARCHITECTURES, DEFAULT_BAUD, FLASH_BLOB, FLASH_IMAGE, FLASH_OFFSET, TIMEOUT_BYTES, core_verilog,
+                     make_core, overlay_fields)
 from .rom import check_reweightable, hex_text, random_contents, rom_block_for, rom_images, rom_init
 
 __all__ = ["layer_shapes", "dataflow_cycles", "fold_model", "measure_cycles", "build", "plan_build",
@@ -210,8 +210,6 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     imply ``arch="overlay"``. ``array = (rows, cols)`` builds an overlay of that array instead of the
     one the planner picks (the logic estimate is then not a refusal; synthesis counts the real logic).
     """
-    from amaranth.back import verilog
-
     from ...boards.targets import board_clock, board_device, build_board, platform_class
     t_start = time.monotonic()
     platform = platform_class(board)()
@@ -288,7 +286,7 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
             from ...hw.accel import overlay_capacity
             blob = image.flash_blob(overlay_capacity(cfg, record["input_buffer"])["chunk_bytes"])
             (tmp / FLASH_BLOB).write_bytes(blob)
-        (tmp / "core.v").write_text(verilog.convert(make_core(model, record, placeholder_init), name="lowbit_core"))
+        (tmp / "core.v").write_text(core_verilog(make_core(model, record, placeholder_init)))
         (tmp / "roms").mkdir()
         if arch == "overlay":
             images = {"overlay_weights": (cfg.port_bits, plan.program.weights),

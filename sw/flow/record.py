@@ -11,8 +11,8 @@ from ..errors import LowbitError
 from ..ir.model import Model
 from .rom import ROM_BLOCK
 
-__all__ = ["CORE_FIELDS", "ARCHITECTURES", "make_core", "check_build_record", "load_build", "overlay_config",
-           "image_for_build", "FLASH_OFFSET", "FLASH_BLOB", "FLASH_IMAGE",
+__all__ = ["CORE_FIELDS", "ARCHITECTURES", "make_core", "core_verilog", "check_build_record", "load_build",
+           "overlay_config", "image_for_build", "FLASH_OFFSET", "FLASH_BLOB", "FLASH_IMAGE",
            "overlay_fields",
            "DEFAULT_BAUD", "MAX_BAUD", "MAX_BATCH", "TIMEOUT_BYTES"]
 
@@ -54,6 +54,13 @@ def make_core(model: Model, record: dict, rom_init: dict | None = None):
         kwargs["flash_boot"] = record.get("flash_boot")
     return AccelCore(model, [tuple(a) for a in record["arrays"]], record["clock_hz"], record["baud"],
                      record["max_batch"], record["timeout_bytes"], mult=record["mult"], **kwargs)
+
+
+def core_verilog(core) -> str:
+    """The Verilog of a board core as a build writes it into ``core.v`` (module ``lowbit_core``); the RTL
+    simulation of a build folder compares the core it makes with that file."""
+    from amaranth.back import verilog
+    return verilog.convert(core, name="lowbit_core")
 
 
 _DAMAGED = "the build folder is damaged; build it again with 'lowbit build'"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .record import load_build, make_core
+from .record import core_verilog, load_build, make_core
 from ..errors import LowbitError
 
 __all__ = ["build_core", "check_same_design", "simulate_build"]
@@ -33,11 +33,10 @@ def check_same_design(build_dir, core, netlist: bool = False) -> None:
     """LowbitError unless ``core`` is the design ``build_dir`` was built from: its Verilog equal to the
     build's ``core.v``, but for source-location attributes. ``netlist``: the build's gate-level netlist can
     be simulated instead (the hint says so)."""
-    from amaranth.back import verilog
     built = Path(build_dir) / "core.v"
     if not built.is_file():
         raise LowbitError(f"{build_dir} has no core.v", "build it again with this version of lowbit")
-    text = verilog.convert(core, name="lowbit_core")
+    text = core_verilog(core)
     if _SRC_ATTRIBUTE.sub("", text) != _SRC_ATTRIBUTE.sub("", built.read_text()):
         raise LowbitError(f"{build_dir} was built from other gateware than this lowbit makes (its core.v differs), "
                           "so an RTL simulation would check a re-creation, not the design that was built",
