@@ -96,6 +96,15 @@ class OverlayConfig:
     cycles more. ``in_depth`` > 0 gives the overlay an input memory of two halves of ``in_depth`` words
     (one input each, as layer 0 reads it): the next input is loaded while the layers run; with 0 an
     input is loaded into bank 0 between inferences.
+
+    ``patch`` (a fixed overlay's: the program is its model's) = ``(in_w, cin, kh, kw)`` of layer 0, a Conv2d
+    of stride 1 without padding whose ``kh * kw * cin`` taps fit the ``rows`` lanes: the loader keeps the
+    last ``kh - 1`` image rows in a shift register and stores one word per output position, that position's
+    whole window (its patch, taps in the weights' K order), so layer 0 takes one step a position where it
+    took ``kh * kw`` (the compiler gives it as a ``1 x 1`` convolution of ``kh * kw * cin`` channels).
+    ``wide`` (fixed too): layer 0 (a multi-threshold Conv2d of at most ``cols`` and ``rows`` channels) is
+    requantized a whole result slot a cycle, its thresholds constants compared with every column's sum, and
+    its codes written back as one word; the one-channel-a-cycle requantizer would bind such a layer.
     """
 
     rows: int = 8
@@ -120,6 +129,8 @@ class OverlayConfig:
     dsp_pairs: int = 0
     array_regs: bool = False
     in_depth: int = 0
+    patch: tuple = ()
+    wide: bool = False
 
     def __post_init__(self):
         for name, lo, hi in (("rows", 1, 64), ("cols", 1, 64), ("act_bits", 1, 8), ("weight_bits", 1, 8),
@@ -144,6 +155,12 @@ class OverlayConfig:
                                                  and self.weight_depth <= 16384):
             raise ValueError("weights in SPRAM need a loadable overlay (SPRAM has no initial contents), a port "
                              "of whole 16-bit blocks and at most 16384 words")
+        if (self.patch or self.wide) and (self.loadable or not self.conv):
+            raise ValueError("a patch loader or a wide back end needs a fixed overlay built for convolutions")
+        if self.patch and (len(self.patch) != 4 or not all(isinstance(v, int) and v >= 1 for v in self.patch)
+                           or self.patch[1] * self.patch[2] * self.patch[3] > self.rows):
+            raise ValueError(f"OverlayConfig.patch must be (in_w, cin, kh, kw) whose kh*kw*cin taps fit "
+                             f"rows={self.rows}, not {self.patch!r}")
         if not self.act_formats or not self.weight_formats:
             raise ValueError("OverlayConfig needs at least one activation and one weight format")
         for bits, is_signed, binary in self.act_formats:
@@ -268,6 +285,7 @@ def descriptor_layout(cfg: OverlayConfig) -> data.StructLayout:
         "out_binary": unsigned(1),
         "last": unsigned(1),
         **(_conv_fields(cfg) if cfg.conv else {}),
+        **({"wide": unsigned(1)} if cfg.wide else {}),      # layer 0's back end: a slot a cycle
     })
 
 
@@ -659,10 +677,39 @@ class OverlayEngine(wiring.Component):
             release = Signal()                  # layer 0 read its input for the last time
             in_ready = in_full.bit_select(rd_half, 1)      # layer 0's input is in its half
 
+        if cfg.patch:
+            # The patch loader: the last (kh-1) rows and kw pixels of codes in a shift register; a code
+            # that completes a window (its pixel's last channel, at least kh-1 rows and kw-1 columns
+            # in) writes that window's taps as one word, in (kernel row, column, channel) order.
+            img_w, pcin, pkh, pkw = cfg.patch
+            hist = [Signal(A, name=f"lb{i}") for i in range((pkh - 1) * img_w * pcin + pkw * pcin - 1)]
+            # (at least one bit each: a zero-width register is an empty vector in Verilog)
+            px, prow, pc = (Signal(range(max(v, 2)), name=n) for v, n in ((img_w, "px"), (pkh, "prow"), (pcin, "pc")))
+            back_of = lambda o: self.i.payload if o == 0 else hist[o - 1]   # o codes before the current
+            taps = [back_of((pkh - 1 - ky) * img_w * pcin + (pkw - 1 - kx) * pcin + (pcin - 1 - c))
+                    for ky in range(pkh) for kx in range(pkw) for c in range(pcin)]
+
+        def take_patch(k, base):
+            port = in_w if preload else act_w
+            m.d.sync += [hist[0].eq(self.i.payload)] + [hist[i].eq(hist[i - 1]) for i in range(1, len(hist))]
+            emit = (pc == pcin - 1) & (px >= pkw - 1) & (prow == pkh - 1)
+            m.d.comb += [port.addr.eq(base + ld_word), port.en.eq(emit), port.data.eq(Cat(*taps))]
+            m.d.sync += [ld_k.eq(ld_k + 1), ld_word.eq(ld_word + emit), pc.eq(Mux(pc == pcin - 1, 0, pc + 1))]
+            with m.If(pc == pcin - 1):
+                m.d.sync += px.eq(Mux(px == img_w - 1, 0, px + 1))
+                with m.If((px == img_w - 1) & (prow != pkh - 1)):
+                    m.d.sync += prow.eq(prow + 1)
+            last = ld_k == k - 1
+            with m.If(last):
+                m.d.sync += [px.eq(0), prow.eq(0), pc.eq(0)]
+            return last
+
         def take_input(k, cin, base):
             """The code on ``i`` into the word being assembled (a word holds one pixel's ``cin`` channels
             (conv), or ``R`` codes of a vector), a closed word written at ``base`` + its index; returns
             whether it is the input's last (of ``k``)."""
+            if cfg.patch:
+                return take_patch(k, base)
             closing = (ld_lane == R - 1) | ((ld_c == cin - 1) if conv else (ld_k == k - 1))
             port = in_w if preload else act_w
             m.d.sync += [ld_asm[r].eq(Mux(ld_lane == r, self.i.payload, ld_asm[r])) for r in range(R)]
@@ -840,8 +887,12 @@ class OverlayEngine(wiring.Component):
         pad = lambda slot: slot + [slot[-1]] * ((1 << len(j)) - C)
         cur = Signal(acc_shape)
         m.d.comb += cur.eq(select_tree(pad(slots[0]) + pad(slots[1]), Cat(j, rsel)))
-        take = res_full & radv & ~b_all
-        m.d.comb += [p_r.addr.eq(b.p_base + ch), p_r.en.eq(radv), res_clr.eq(take & j_last)]
+        # a wide layer's slots (layer 0's, once the last layer before it has drained) go to the wide back end
+        wide_on = d.wide & ~b_last if cfg.wide else Const(0)
+        wtake = Signal()
+        m.d.comb += wtake.eq(res_full & wide_on & ~b_all)
+        take = res_full & radv & ~b_all & ~wide_on
+        m.d.comb += [p_r.addr.eq(b.p_base + ch), p_r.en.eq(radv), res_clr.eq((take & j_last) | wtake)]
         with m.If(self.ld_sel):
             m.d.comb += [p_r.addr.eq(self.ld_addr), p_r.en.eq(self.ld_re & (self.ld_space == 3))]
         with m.If(take):
@@ -907,6 +958,9 @@ class OverlayEngine(wiring.Component):
         with m.If(radv):
             m.d.sync += [out_valid.eq(r5_valid), out_y.eq(Mux(b.mode == MODES["requant"], clamped, r5_y))]
 
+        if cfg.wide:
+            self._wide_back_end(m, slots, rsel, wtake, tk, b_all, b_total, done_n, act_w, in_bank, wb_word)
+
         # -- outputs: the last layer's leave through `o`; the others are packed into the other bank --
         m.d.comb += out_fire.eq(out_valid & out_ready)
         with m.If(out_fire):
@@ -960,3 +1014,40 @@ class OverlayEngine(wiring.Component):
                        "take": take, "p_addr": p_r.addr, "wb_en": act_w.en, "wb_addr": act_w.addr,
                        "pool": d.pool if conv else Const(0)}
         return m
+
+    def _wide_back_end(self, m, slots, rsel, wtake, tk, b_all, b_total, done_n, act_w, in_bank, wb_word):
+        """Layer 0's result slot requantized in one cycle (:attr:`OverlayConfig.wide`): each column's sum
+        ``acc`` against its channel's thresholds as constants, ``acc + bias >= t`` as ``acc >= t - bias``
+        (from the parameter records the compiler wrote: the arithmetic is the narrow requantizer's), the
+        count mapped to its code, and the channels' codes written back the next cycle as one word."""
+        cfg, first = self.config, self.program[0]
+        R, A, FB = cfg.rows, cfg.act_bits, cfg.field_bits
+
+        def field(record, index):                   # signed field `index` of a thresholds record (0: bias)
+            v = record >> (index * FB) & ((1 << FB) - 1)
+            return v - (1 << FB) if v >> (FB - 1) else v
+
+        codes = []
+        for col in range(first["n"]):
+            record = self.params[first["p_base"] + col]
+            bias = field(record, 0)
+            acc = Mux(rsel, slots[1][col], slots[0][col])
+            reached = [acc >= field(record, 1 + i) - bias for i in range(first["n_thr"])]
+            count = tree_sum(reached) if reached else Const(0)
+            table = []
+            for c in range(first["n_thr"] + 1):
+                value = first["out_lo"] + first["out_step"] * c
+                table.append(int(value > 0) if first["out_binary"] else value & ((1 << A) - 1))
+            code = Const(table[0], A)
+            for c in range(1, len(table)):
+                code = Mux(count == c, table[c], code)
+            codes.append(code)
+        wvalid, wword = Signal(), Signal(R * A)
+        m.d.sync += wvalid.eq(wtake)
+        with m.If(wtake):
+            m.d.sync += [wword.eq(Cat(*codes)), tk.eq(tk + 1)]
+            with m.If(tk == b_total - 1):
+                m.d.sync += b_all.eq(1)
+        with m.If(wvalid):
+            m.d.comb += [act_w.addr.eq(Mux(in_bank, 0, cfg.act_depth) + wb_word), act_w.en.eq(1), act_w.data.eq(wword)]
+            m.d.sync += [wb_word.eq(wb_word + 1), done_n.eq(done_n + 1)]

@@ -63,6 +63,7 @@ class LayerPlan:
     out_words: int = 0
     compute_roof: float = 0.0    # MACs over PEs
     weight_roof: float = 0.0     # weight bits over the weight port's width
+    wide: bool = False           # requantized a result slot a cycle (OverlayConfig.wide)
 
     @property
     def roofline_fraction(self) -> float:
@@ -70,9 +71,10 @@ class LayerPlan:
 
     @property
     def output_roof(self) -> int:
-        """Cycles of the requantizer, one output a cycle (not part of ``roof_cycles``, which is the
-        array's and the weight port's; a layer of few inputs on many PEs is bound by it)."""
-        return self.n * self.positions
+        """Cycles of the requantizer, one output a cycle, or one position a cycle when ``wide`` (not part
+        of ``roof_cycles``, which is the array's and the weight port's; a layer of few inputs on many PEs is
+        bound by it)."""
+        return self.positions if self.wide else self.n * self.positions
 
     @property
     def bound(self) -> str:
@@ -129,6 +131,7 @@ class _Step:
     sw: int = 1
     ph: int = 0
     pw: int = 0
+    raw: int = 0         # codes of the model's input when this layer 0 reads patches (OverlayConfig.patch)
 
     @property
     def pool(self) -> bool:
@@ -205,6 +208,34 @@ def _steps(model: Model) -> list:
     return out
 
 
+def patch_geometry(model: Model, rows: int) -> tuple:
+    """``(in_w, cin, kh, kw)`` of the model's first layer when the overlay's loader can store its input as
+    one patch word per output position (:attr:`OverlayConfig.patch`: a Conv2d reading the input first, stride
+    1, no padding, a window of more than one tap whose ``kh * kw * cin`` codes fit ``rows`` lanes), else ()."""
+    steps = _steps(model)
+    st = steps[0] if steps else None
+    if st is None or st.pool or not isinstance(st.layer, Conv2d) or (st.sh, st.sw, st.ph, st.pw) != (1, 1, 0, 0):
+        return ()
+    if st.kh * st.kw == 1 or st.kh * st.kw * st.cin > rows or st.out_hw == (1, 1):
+        return ()
+    return (st.w, st.cin, st.kh, st.kw)
+
+
+def _patched(st: _Step) -> _Step:
+    """Layer 0 reading patch words: a ``1 x 1`` convolution over its ``oh x ow`` output positions of
+    ``kh * kw * cin`` channels, in the weights' K order (kernel row, column, channel)."""
+    oh, ow = st.out_hw
+    return dataclasses.replace(st, h=oh, w=ow, cin=st.kh * st.kw * st.cin, kh=1, kw=1, raw=st.h * st.w * st.cin)
+
+
+def wide_eligible(st: _Step, rows: int, cols: int, last: bool) -> bool:
+    """Whether layer 0 ``st`` can use the wide back end (:attr:`OverlayConfig.wide`): a multi-threshold
+    Conv2d, not the last layer, whose channels fit one result slot and one activation word, and which the
+    requantizer would bind (fewer steps a position than channels)."""
+    return (st.spatial and not st.pool and isinstance(st.layer, Conv2d) and isinstance(st.layer.requant, Thresholds)
+            and not last and st.n <= min(rows, cols) and st.steps(rows) < st.n)
+
+
 def _act_format(q):
     return (1, True, True) if q.binary else (q.bits, bool(q.signed), False)
 
@@ -265,6 +296,13 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
             merged[name] = max(getattr(c, name) for c in configs)
         return OverlayConfig(**{**configs[0].__dict__, **merged, **fields})
     steps = _steps(model)
+    extra = {}
+    if not fields.get("loadable", False):
+        # a fixed overlay's layer 0: patch words (one step a position), a result slot a cycle in the back end
+        patch = fields.get("patch", patch_geometry(model, rows))
+        if patch:
+            steps[0] = _patched(steps[0])
+        extra = {"patch": patch, "wide": bool(steps) and wide_eligible(steps[0], rows, cols, len(steps) == 1)}
     layers = [(st.index, st.layer, st.in_q) for st in steps if not st.pool]
     act_formats = sorted({_act_format(st.in_q) for st in steps})
     weight_formats = sorted({_weight_format(layer.weight_q) for _, layer, _ in layers})
@@ -286,7 +324,7 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
                 mult_bits=max([16] + [m.bit_length() for m in mults]),
                 max_thresholds=max([0] + thresholds), act_depth=max(words),
                 max_layers=max(1, len(steps)), conv=any(st.spatial for st in steps),
-                in_depth=steps[0].act_words(rows)[0])
+                in_depth=steps[0].act_words(rows)[0], **extra)
     probe = OverlayConfig(**{**base, **fields})
     if probe.loadable:          # any input a bank holds: models loaded later may have larger inputs
         base["in_depth"] = probe.act_depth
@@ -321,7 +359,7 @@ def array_latency(cfg: OverlayConfig) -> int:
 
 
 def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
-                 pool: bool = False, lead: int = 0) -> int:
+                 pool: bool = False, lead: int = 0, wide: bool = False) -> int:
     """Cycles one layer occupies the overlay (output never stalled): from its first step to its last
     output, plus :data:`LAYER_OVERHEAD` (noticing the layer is done and latching the next descriptor).
     The next descriptor is read while the layer runs (:func:`fetch_cycles` from the cycle after this one
@@ -334,16 +372,17 @@ def layer_cycles(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: i
       stalling the array until that slot is free;
     * the requantizer takes a full slot the cycle after it fills, one channel per cycle, after the
       previous group's channels; a channel's output leaves ``REQUANT_STAGES`` cycles after it is taken;
+      the wide back end (``wide``) takes the whole slot in a cycle and writes its word ``WIDE_STAGES`` later;
     * a Conv2d layer runs the ``groups`` of every output position in turn, as one layer of
       ``positions * groups`` groups;
     * a MaxPool pass reads one word a cycle and writes each window's maximum the cycle after its last
       word arrives.
     """
-    return layer_schedule(cfg, kc, groups, ratio, n_last, positions, pool, lead)["cycles"]
+    return layer_schedule(cfg, kc, groups, ratio, n_last, positions, pool, lead, wide=wide)["cycles"]
 
 
 def layer_schedule(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last: int, positions: int = 1,
-                   pool: bool = False, lead: int = 0, entry: dict | None = None) -> dict:
+                   pool: bool = False, lead: int = 0, entry: dict | None = None, wide: bool = False) -> dict:
     """:func:`layer_cycles` in detail, cycles counted from the layer's first step: ``cycles`` (the next
     layer's first step once this one's outputs are out), ``early`` (the next inference's layer 0 may
     start before that, as soon as this last layer's steps are issued: it reads the input memory, and
@@ -374,10 +413,10 @@ def layer_schedule(cfg: OverlayConfig, kc: int, groups: int, ratio: int, n_last:
         if stall:
             freezes.append((arrive, stall))
         start = max(filled + 1, take_free)
-        ncols = n_last if g % groups == groups - 1 else cfg.cols
+        ncols = 1 if wide else n_last if g % groups == groups - 1 else cfg.cols
         take_free = slot_free[g % 2] = start + ncols
         t = last_step + 1 + stall
-    last_output = start + ncols - 1 + REQUANT_STAGES
+    last_output = start + ncols - 1 + (WIDE_STAGES if wide else REQUANT_STAGES)
     final = count * step_cycles - 1         # the last issue: every step, and the stops before it
     for at, n in freezes:
         if at <= final:
@@ -402,6 +441,8 @@ def fetch_cycles(cfg: OverlayConfig) -> int:
 #: Cycles from a channel leaving its result slot to its output (parameter read, bias, product, round,
 #: saturate, zero point and clamp).
 REQUANT_STAGES = 6
+#: Cycles from a wide layer's slot being taken to its word being written (the codes' register).
+WIDE_STAGES = 1
 #: Per layer: the cycle that sees its last output and the one that latches the next descriptor (read
 #: while the layer ran, :func:`fetch_cycles`).
 LAYER_OVERHEAD = 2
@@ -428,6 +469,15 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         st = spatial[0]
         raise LowbitError(f"layer {st.index} ({st.layer.kind}): this overlay was built for Dense layers on "
                           "vectors only (no address generator for windows)", "build the overlay for this model")
+    if cfg.patch:
+        if patch_geometry(model, R) != cfg.patch:
+            raise LowbitError(f"this overlay's loader stores patches of a first Conv2d of (width, channels, kernel) "
+                              f"{cfg.patch}; the model's first layer is not one", "build the overlay for this model")
+        steps[0] = _patched(steps[0])
+    if cfg.wide and not wide_eligible(steps[0], R, C, len(steps) == 1):
+        raise LowbitError("this overlay's back end requantizes a first multi-threshold Conv2d of at most "
+                          f"{min(R, C)} channels a slot a cycle; the model's first layer is not one",
+                          "build the overlay for this model")
     layout = descriptor_layout(cfg)
     descriptors, weights, params, plans, wheres = [], [], [], [], []
     for li, st in enumerate(steps):
@@ -450,11 +500,15 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         if padded > 2 * cfg.act_depth:          # what the address registers span (hw/overlay.py _addr_bits)
             raise LowbitError(f"{where}: its padded input spans {padded} activation words, the overlay's window "
                               f"addresses {2 * cfg.act_depth}", "use less padding, or a deeper activation memory")
-        lead = st.h * st.w * st.cin if li == 0 and not cfg.in_depth else 0
-        desc = {"k": st.h * st.w * st.cin, "k_last": st.cin - (cw - 1) * R, "act_fmt": cfg.act_formats.index(afmt),
+        codes_in = st.raw or st.h * st.w * st.cin
+        lead = codes_in if li == 0 and not cfg.in_depth else 0
+        wide = cfg.wide and li == 0
+        desc = {"k": codes_in, "k_last": st.cin - (cw - 1) * R, "act_fmt": cfg.act_formats.index(afmt),
                 "w_fmt": 0, "ratio": 1, "w_base": 0, "p_base": 0, "mode": 0, "zero_point": 0, "lo": 0, "hi": 0,
                 "n_thr": 0, "out_lo": 0, "out_step": 1, "out_binary": 0, "last": int(li == len(steps) - 1),
                 "n": st.n, "n_last": st.n - (math.ceil(st.n / C) - 1) * C}
+        if cfg.wide:
+            desc["wide"] = int(wide)
         if cfg.conv:
             desc.update(pool=int(st.pool), cin=st.cin, in_h=st.h, in_w=st.w, kh=st.kh, kw=st.kw, oh=oh, ow=ow,
                         sh=st.sh, sw=st.sw, ph=st.ph, pw=st.pw, col_adv=st.sw * cw, row_adv=st.sh * st.w * cw,
@@ -498,7 +552,9 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         desc.update(kc=kc, groups=groups, w_fmt=cfg.weight_formats.index(wfmt), ratio=ratio, w_base=w_base,
                     p_base=p_base, mode=MODES[mode], out_binary=int(layer.out_q is not None and layer.out_q.binary))
         if cfg.conv:
-            desc.update(cc_n=cw, step_kx=1, step_ky=(st.w - st.kw) * cw + 1, grp_step=0, outs=oh * ow * n,
+            # a wide layer's outputs are counted in words, one a position
+            desc.update(cc_n=cw, step_kx=1, step_ky=(st.w - st.kw) * cw + 1, grp_step=0,
+                        outs=oh * ow * (1 if wide else n),
                         pad=0 if in_q.binary else int(in_q.zero_point) - _offset(in_q))
         if mode == "requant":
             desc.update(zero_point=int(rq.zero_point), lo=int(max(rq.lo, rq.zero_point) if rq.relu else rq.lo),
@@ -509,10 +565,10 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         wheres.append(where)
         positions = oh * ow
         compute_roof, weight_roof = positions * k * n / (R * C), k * n * bits / P
-        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions, lead=lead)
+        cyc = layer_cycles(cfg, kc, groups, ratio, n - (groups - 1) * C, positions, lead=lead, wide=wide)
         plans.append(LayerPlan(st.index, k, n, kc, groups, ratio, bits, w_base, len(weights) - w_base, p_base,
                                positions * k * n, cyc, max(compute_roof, weight_roof), layer.kind, positions,
-                               *st.act_words(R), compute_roof, weight_roof))
+                               *st.act_words(R), compute_roof, weight_roof, wide))
     if len(weights) > cfg.weight_depth:
         raise LowbitError(f"the weights need {len(weights)} words of {P} bits ({len(weights) * P // 8} bytes), the "
                           f"overlay's weight memory holds {cfg.weight_depth} ({cfg.weight_depth * P // 8} bytes)",
@@ -535,7 +591,7 @@ def _across_inferences(cfg: OverlayConfig, plans: list) -> list:
     0's entry; a one-layer model is its own predecessor, iterated to its steady state)."""
     def schedule(p, entry=None):
         return layer_schedule(cfg, p.kc, p.groups, p.ratio, p.n - (p.groups - 1) * cfg.cols, p.positions,
-                              entry=entry)
+                              entry=entry, wide=p.wide)
     first, last = plans[0], plans[-1]
     if len(plans) == 1:
         entry = None
@@ -639,6 +695,12 @@ OVERLAY_LC_CONV = 900
 #: Logic cells of the input memory's loader (OverlayConfig.in_depth: its counters, halves and address),
 #: besides a LUT a bit of the activation word, where layer 0's word is chosen from it.
 OVERLAY_LC_INPUT_MEMORY = 45
+#: Logic cells per bit of the wide back end's compares (OverlayConfig.wide: each column's sum with each
+#: threshold, acc_bits wide), besides a cell a bit of its word of codes. Measured with `synth_core` on the
+#: trained MNIST CNN (W2A2) as a 9x8 overlay, 144-bit port, no input memory (docs/hardware.md): 2997 LCs
+#: with the wide back end and patches, 2697 with patches only (8 x 3 compares of 10 bits: 300), 2708 with
+#: neither, so the patch loader (a 59-code shift register) is counted as free.
+OVERLAY_LC_PER_WIDE_BIT = 1.2
 #: Logic cells per bit of the descriptor fields the back end keeps for the last layer while the next
 #: inference's layer 0 starts (hw/overlay.py `back`): a fixed program selects between constants and the
 #: running descriptor, a loadable one keeps them in registers too (a flip-flop rarely packed, and the select).
@@ -720,6 +782,30 @@ CANDIDATE_ARRAYS = [(r, c) for r in (1, 2, 4, 8, 16, 32) for c in (1, 2, 4, 8, 1
 CANDIDATE_PORTS = (64, 128, 256, 512)
 
 
+def patch_arrays(model: Model) -> list:
+    """Array shapes whose rows are the taps of a first Conv2d whose window the loader can store as one
+    patch word (:func:`patch_geometry`) when that count is not a power of two (a 3x3 kernel on one
+    channel: 9 rows, each position one step that fills every lane)."""
+    geo = patch_geometry(model, 64)
+    taps = geo[1] * geo[2] * geo[3] if geo else 0
+    if not taps or taps & (taps - 1) == 0:
+        return []
+    return [(taps, c) for c in (1, 2, 4, 8, 16) if c <= taps]
+
+
+def ports_for(shape, model: Model, ports, sprams: int) -> tuple:
+    """Weight-port widths to try for an array ``shape``: ``ports``, and with weights in block RAM (no
+    SPRAM) the narrowest width in 16-bit blocks that holds one array word of the model's widest weights
+    (a 9x8 2-bit array's 144 bits: 9 blocks, where 256 take 16 and 128 two reads a step)."""
+    if sprams:
+        return tuple(ports)
+    bits = max(1 if L.weight_q.binary else L.weight_q.bits for L in model.layers if hasattr(L, "weight_q"))
+    exact = 16 * math.ceil(shape[0] * shape[1] * bits / 16)
+    if 64 < exact < 512 and exact not in ports:
+        return (*ports, exact)
+    return tuple(ports)
+
+
 def back_field_bits(cfg: OverlayConfig, descriptors) -> int:
     """Bits of the descriptor fields the back end keeps for the last layer
     (:func:`lowbit.hw.overlay.kept_fields`: all it reads in a loadable overlay, those that differ from
@@ -771,6 +857,11 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     if cfg.in_depth:
         logic += OVERLAY_LC_INPUT_MEMORY + cfg.rows * cfg.act_bits
         logic += back_field_bits(cfg, program.descriptors) * OVERLAY_LC_PER_BACK_BIT[cfg.loadable]
+    # the wide back end's compares and its word of codes (layer 0); the patch loader costs about what the
+    # pixel words' assembly it replaces did (OVERLAY_LC_PER_WIDE_BIT)
+    if cfg.wide:
+        first = program.descriptors[0]
+        logic += OVERLAY_LC_PER_WIDE_BIT * first["n"] * first["n_thr"] * cfg.acc_bits + cfg.rows * cfg.act_bits
     return {"logic": math.ceil(logic), "brams": sum(blocks.values()), "blocks": blocks,
             "sprams": cfg.port_bits // SPRAM_BITS if spram else 0}
 
@@ -821,10 +912,10 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
     logic_cap = int(dev.capacity.get(cost.logic_resource, 10 ** 9) * (cost.logic_budget if logic_check else 1))
     bram_cap = dev.capacity.get(dev.bram_resource, 10 ** 6)
     best, reasons = None, []
-    shapes = [arrays] if arrays else CANDIDATE_ARRAYS
+    shapes = [arrays] if arrays else CANDIDATE_ARRAYS + patch_arrays(model)
     ports = (SPRAM_BITS * sprams,) if sprams else CANDIDATE_PORTS
     most_rows = None if arrays else max_rows_for(dev.family, clock_hz)
-    for (rows, cols), port in ((a, p) for a in shapes for p in ports):
+    for (rows, cols), port in ((a, p) for a in shapes for p in ports_for(a, model, ports, sprams)):
         if most_rows is not None and rows > most_rows:
             reasons.append((3, 0, rows * cols, f"{rows}x{cols}: more than {most_rows} rows do not meet timing above "
                                                f"{MAX_ROWS_ABOVE_HZ[dev.family][0] / 1e6:g} MHz"))

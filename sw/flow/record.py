@@ -80,6 +80,8 @@ def overlay_config(fields: dict):
     fields = dict(fields)
     for name in ("act_formats", "weight_formats"):
         fields[name] = tuple(tuple(f) for f in fields[name])
+    if "patch" in fields:
+        fields["patch"] = tuple(fields["patch"])
     return OverlayConfig(**fields)
 
 
