@@ -33,6 +33,10 @@ The array multiplies signed values, so every combination — unsigned or signed 
 multi-bit inputs, XNOR-style ±1 x ±1 — is the integer dot product ``docs/arithmetic.md`` defines. Lanes
 past K in a layer's last chunk are forced to 0.
 
+A fixed overlay may store layer 0's input as patch words (:attr:`OverlayConfig.patch`: one word an
+output position holding its whole window, so a first 3x3 convolution of one channel takes one step a
+position on a 9-row array) and requantize layer 0 a result slot a cycle (:attr:`OverlayConfig.wide`).
+
 Streams: ``i`` takes the input codes one per beat (raw ``act_bits``-wide code bits, in the order of the
 model's input), ``o`` gives the last layer's outputs one per beat as ``signed(out_bits)`` values.
 """

@@ -616,6 +616,22 @@ def first_conv_model(rng, size, n, kernel, out, in_q=None, then=("pool", 2, 1)):
     return Model(tuple(size), in_q, layers, "first-conv").validate()
 
 
+def ties(model, xs, rng):
+    """``model`` with layer 0's thresholds set to sums ``acc + bias`` that its inputs ``xs`` reach, so that
+    some are met exactly (a compare off by one changes a code); channel 0 keeps a threshold past either
+    end of the accumulator's range."""
+    import dataclasses
+    layer = model.layers[0]
+    totals = (run(model, xs, intermediates=True)[0][2] + layer.bias).reshape(-1, layer.n)
+    steps = layer.requant.thresholds.shape[1]
+    t = np.sort(np.stack([rng.choice(totals[:, j], steps) for j in range(layer.n)]), axis=1)
+    if steps == 3:
+        t[0, 0], t[0, 2] = -10 ** 6, 10 ** 6
+    rq = dataclasses.replace(layer.requant, thresholds=t)
+    layers = [dataclasses.replace(layer, requant=rq), *model.layers[1:]]
+    return Model(model.input_shape, model.input_q, layers, model.name).validate()
+
+
 @pytest.mark.parametrize("size,n,kernel,out,rows,cols", [
     ((6, 5, 1), 4, 3, "thresholds", 9, 4),      # 9 taps in 9 lanes, one step a position, a slot a cycle
     ((5, 6, 2), 3, 2, "binary", 8, 4),          # 2x2 on 2 channels: 8 taps; ±1 codes written back
@@ -629,11 +645,13 @@ def test_patches_and_the_wide_back_end_are_bit_exact(size, n, kernel, out, rows,
     stalled output, with the input memory and without; the cycle model equals simulation."""
     rng = np.random.default_rng(sum(size) * 10 + n + rows)
     model = first_conv_model(rng, size, n, kernel, out)
+    xs = rng.integers(0, 16, (3, int(np.prod(size))))
+    if out != "requant":
+        model = ties(model, xs.reshape(3, *size), rng)
     fields = {} if in_depth is None else {"in_depth": in_depth}
     cfg = config_for(model, rows, cols, **fields)
     assert cfg.patch == (size[1], size[2], kernel, kernel)
     assert cfg.wide == (out != "requant" and n <= cols)
-    xs = rng.integers(0, 16, (3, int(np.prod(size))))
     got, prog, _ = simulate(model, rows, cols, xs, idle=0.3, stall=0.3, seed=3, **fields)
     assert np.array_equal(got, run(model, xs.reshape(3, *size)).reshape(3, -1))
     assert prog.descriptors[0]["kc"] == 1 and prog.descriptors[0]["k"] == int(np.prod(size))
