@@ -138,7 +138,8 @@ def synth_rows(outdir, progress=lambda m: None, only: str | None = None) -> list
 
 
 #: Models of the overlay rows: FINN's TFC topology at 1, 2 and 4 bits, the digits MLP's shape, and the
-#: MNIST CNN's (``"cnn"``: conv 3x3 1->8, pool, conv 3x3 8->16, pool, dense 10).
+#: MNIST CNN's (``"cnn"``: conv 3x3 1->8, pool, conv 3x3 8->16, pool, dense 10; multi-threshold
+#: activations, as ``train_qat`` gives it).
 OVERLAY_MODELS = [("tfc-w1a1", (784, 64, 64, 64, 10), 1), ("tfc-w2a2", (784, 64, 64, 64, 10), 2),
                   ("tfc-w4a4", (784, 64, 64, 64, 10), 4), ("mlp-64-32-10-w4a4", (64, 32, 10), 4),
                   ("mnist-cnn-w2a2", "cnn", 2)]
@@ -154,7 +155,7 @@ def overlay_rows(progress=lambda m: None, devices=("ice40-up5k", "ecp5-85f")) ->
     from .flow.overlay import plan_overlay
     rows = []
     for name, shape, bits in OVERLAY_MODELS:
-        model = random_cnn(bits=bits) if shape == "cnn" else random_mlp(shape, bits)
+        model = random_cnn(bits=bits, thresholds=True) if shape == "cnn" else random_mlp(shape, bits)
         for dev_name in devices:
             progress(f"planning {name} on {dev_name}")
             head = {"name": name, "device": dev_name, "bits": bits}

@@ -196,13 +196,20 @@ def test_tfc_w1a1_overlay_builds_for_icebreaker_and_the_built_board_is_bit_exact
 
 def test_the_mnist_cnn_is_planned_as_an_overlay_on_the_up5k():
     """The MNIST CNN's shape (random weights; the plan depends on shapes and widths only) on a UP5K: one
-    overlay runs its convolutions, pools and Dense layer; the bench row says so, layer by layer."""
+    overlay runs its convolutions, pools and Dense layer; the bench row says so, layer by layer. With
+    multi-threshold activations (QAT) the planner takes 9 rows, the 3x3 window's taps: conv1 reads
+    patches and is requantized a slot a cycle, both convolutions above 80 % of their compute roof."""
     from lowbit.sw.bench import overlay_rows
     from lowbit.sw.data.synthetic import random_cnn
-    model = random_cnn(bits=2)
+    model = random_cnn(bits=2, thresholds=True)
     plan = plan_overlay(model, device("ice40-up5k"), max_batch=2)
     assert [p.kind for p in plan.program.layers] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "dense"]
     assert plan.config.conv and plan.program.arrays == [(plan.config.rows, plan.config.cols)] * 3
+    assert plan.config.rows == 9 and plan.config.patch == (28, 1, 3, 3) and plan.config.wide
+    assert plan.config.port_bits == 9 * plan.config.cols * 2
+    assert all(p.roofline_fraction >= 0.8 for p in plan.program.layers if p.kind == "conv2d")
+    requantized = plan_overlay(random_cnn(bits=2), device("ice40-up5k"), max_batch=2)
+    assert not requantized.config.wide
     row = next(r for r in overlay_rows(devices=("ice40-up5k",)) if r["name"] == "mnist-cnn-w2a2")
     assert row["fits"] and row["cycles"] == plan.cycles and row["kinds"][1] == "maxpool2d"
     assert row["dsp_products"] == 0                    # 2-bit products stay selects in logic

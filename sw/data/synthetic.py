@@ -48,9 +48,11 @@ def random_mlp(shape, bits: int, seed: int = 0) -> Model:
     return Model((shape[0],), act, layers, f"mlp{'-'.join(map(str, shape))}").validate()
 
 
-def random_cnn(input_shape=(28, 28, 1), channels=(8, 16), classes: int = 10, bits: int = 2, seed: int = 0) -> Model:
+def random_cnn(input_shape=(28, 28, 1), channels=(8, 16), classes: int = 10, bits: int = 2, seed: int = 0,
+               thresholds: bool = False) -> Model:
     """A random CNN at ``bits`` bits (``bits`` >= 2): per entry of ``channels`` a 3x3 Conv2d (ReLU,
-    requantized) and a 2x2 MaxPool, then Flatten and a Dense layer of ``classes`` integer logits — the
+    requantized, or with ``thresholds`` ``2**bits - 1`` ascending thresholds a channel, as quantization-aware
+    training gives) and a 2x2 MaxPool, then Flatten and a Dense layer of ``classes`` integer logits — the
     shape of the MNIST CNN (``lowbit.sw.data.digits.mnist_cnn``) by default."""
     rng = np.random.default_rng(seed)
     act = QuantSpec(bits, False, 0, (1.0,))
@@ -59,9 +61,13 @@ def random_cnn(input_shape=(28, 28, 1), channels=(8, 16), classes: int = 10, bit
     layers, shape = [], tuple(input_shape)
     for n in channels:
         k = 9 * shape[2]
-        mult, shift = arith.quantize_multiplier(np.full(n, 0.5 / k))
-        layers += [Conv2d(rng.integers(lo, hi + 1, (3, 3, shape[2], n)), rng.integers(-20, 20, n), w_q, act,
-                          Requant(mult, shift, 0, 0, (1 << bits) - 1, True)), MaxPool2d((2, 2))]
+        if thresholds:
+            rq = Thresholds(np.sort(rng.integers(-k, k, (n, (1 << bits) - 1)), axis=1), out_lo=0, out_step=1)
+        else:
+            mult, shift = arith.quantize_multiplier(np.full(n, 0.5 / k))
+            rq = Requant(mult, shift, 0, 0, (1 << bits) - 1, True)
+        layers += [Conv2d(rng.integers(lo, hi + 1, (3, 3, shape[2], n)), rng.integers(-20, 20, n), w_q, act, rq),
+                   MaxPool2d((2, 2))]
         shape = layers[-1].out_shape(layers[-2].out_shape(shape))
     k = int(np.prod(shape))
     layers += [Flatten(), Dense(rng.integers(lo, hi + 1, (k, classes)), rng.integers(-20, 20, classes), w_q, None, None)]
