@@ -517,6 +517,8 @@ class OverlayEngine(wiring.Component):
             raise ValueError(f"a program of {len(program)} layers does not fit max_layers={config.max_layers}")
         if len(weights) > config.weight_depth or len(params) > config.param_depth:
             raise ValueError("the weights or parameters do not fit the overlay's memories")
+        if config.wide and not (program and program[0].get("wide")):
+            raise ValueError("a wide back end takes its thresholds from a program whose layer 0 is wide")
         self.config = config
         self.program, self.weights, self.params = list(program), list(weights), list(params)
         super().__init__({

@@ -712,6 +712,8 @@ def test_patches_and_the_wide_back_end_are_for_fixed_overlays():
     other = first_conv_model(rng, (6, 6, 1), 4, 3, "thresholds")
     with pytest.raises(LowbitError, match="loader stores patches"):
         compile_program(other, config_for(model, 9, 4))
+    with pytest.raises(ValueError, match="layer 0 is wide"):
+        OverlayEngine(config_for(model, 9, 4), [], [], [])
 
 
 def test_dead_channels_of_a_ptq_model_fit_the_accumulators():

@@ -11,7 +11,7 @@ import pytest
 from lowbit.sw.errors import LowbitError
 from lowbit.sw.flow.build import DATAFLOW_FMAX_HZ, architecture_reason, choose_architecture
 from lowbit.sw.flow.fold import COST_MODELS
-from lowbit.sw.flow.overlay import plan_overlay
+from lowbit.sw.flow.overlay import overlay_report, plan_overlay
 from lowbit.sw.flow.synth import device
 from lowbit.sw.ir.intref import run
 from lowbit.sw.ir.model import Dense, Model, QuantSpec, Thresholds
@@ -210,6 +210,8 @@ def test_the_mnist_cnn_is_planned_as_an_overlay_on_the_up5k():
     assert all(p.roofline_fraction >= 0.8 for p in plan.program.layers if p.kind == "conv2d")
     requantized = plan_overlay(random_cnn(bits=2), device("ice40-up5k"), max_batch=2)
     assert not requantized.config.wide
+    report = overlay_report(plan, 12e6)
+    assert report["input_patches"] and [r["wide_back_end"] for r in report["layers"]] == [True] + [False] * 4
     row = next(r for r in overlay_rows(devices=("ice40-up5k",)) if r["name"] == "mnist-cnn-w2a2")
     assert row["fits"] and row["cycles"] == plan.cycles and row["kinds"][1] == "maxpool2d"
     assert row["dsp_products"] == 0                    # 2-bit products stay selects in logic

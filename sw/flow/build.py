@@ -260,7 +260,9 @@ def build(model: Model, board: str, outdir, *, baud: int = DEFAULT_BAUD, max_bat
     identity = identity_for(model, arrays, max_batch)
     if arch == "overlay":
         # The analytic model: tests/test_overlay.py holds it equal to simulation, cycle for cycle.
-        progress(f"overlay {cfg.rows}x{cfg.cols} ({cfg.macs} PEs, {cfg.port_bits}-bit weight port); "
+        first = ", layer 0 as patch words" if cfg.patch else ""
+        first += " requantized a slot a cycle" if cfg.wide else ""
+        progress(f"overlay {cfg.rows}x{cfg.cols} ({cfg.macs} PEs, {cfg.port_bits}-bit weight port{first}); "
                  f"{plan.cycles} cycles per inference (cycle model)")
         cycles = {"cycles_per_inference": plan.cycles, "latency_cycles": plan.cycles}
     else:

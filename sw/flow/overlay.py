@@ -961,17 +961,20 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
 
 
 def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
-    """The report.json fields of an overlay build: array, PEs, MAC/s, memory map, per-layer roofline."""
+    """The report.json fields of an overlay build: array, PEs, MAC/s, memory map, per-layer roofline;
+    whether layer 0 reads patch words (``input_patches``) and which layers the wide back end requantizes."""
     cfg, prog = plan.config, plan.program
     return {"architecture": "overlay", "pes": cfg.macs, "overlay_array": [cfg.rows, cfg.cols],
             "dsp_products": 2 * cfg.dsp_pairs, "array_regs": cfg.array_regs,
             "loadable": cfg.loadable, "weight_store": cfg.weight_store, "input_preload": cfg.in_depth > 0,
+            "input_patches": bool(cfg.patch),
             "macs_per_s": round(cfg.macs * clk_hz), "memory_map": prog.memory_map(),
             "layers": [{"layer": p.index, "kind": p.kind, "positions": p.positions, "k": p.k, "n": p.n,
                         "weight_bits": p.weight_bits, "ratio": p.ratio,
                         "cycles": p.cycles, "roof_cycles": round(p.roof_cycles, 1),
                         "roofline_fraction": round(p.roofline_fraction, 4),
-                        "output_roof_cycles": p.output_roof, "bound": p.bound} for p in prog.layers]}
+                        "output_roof_cycles": p.output_roof, "bound": p.bound, "wide_back_end": p.wide}
+                       for p in prog.layers]}
 
 
 # -- loading a model into a built overlay ------------------------------------------------------------
