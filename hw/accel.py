@@ -83,9 +83,12 @@ def architecture_hash(model: Model, arrays) -> int:
 
 
 def overlay_hash(cfg) -> int:
-    """Hash of an overlay's configuration (the capacity record's ``overlay_hash``)."""
+    """Hash of an overlay's configuration (the capacity record's ``overlay_hash``). Fields added after
+    boards were built leave it out while they hold their defaults (``patch``, ``wide``: never set in a
+    loadable overlay), so a board built before them still matches its build."""
     import dataclasses
-    return zlib.crc32(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if not (k in ("patch", "wide") and not v)}
+    return zlib.crc32(json.dumps(fields, sort_keys=True).encode())
 
 
 def _mask(widths) -> int:

@@ -893,12 +893,18 @@ class OverlayEngine(wiring.Component):
         pad = lambda slot: slot + [slot[-1]] * ((1 << len(j)) - C)
         cur = Signal(acc_shape)
         m.d.comb += cur.eq(select_tree(pad(slots[0]) + pad(slots[1]), Cat(j, rsel)))
-        # a wide layer's slots (layer 0's, once the last layer before it has drained) go to the wide back end
-        wide_on = d.wide & ~b_last if cfg.wide else Const(0)
-        wtake = Signal()
-        m.d.comb += wtake.eq(res_full & wide_on & ~b_all)
-        take = res_full & radv & ~b_all & ~wide_on
-        m.d.comb += [p_r.addr.eq(b.p_base + ch), p_r.en.eq(radv), res_clr.eq((take & j_last) | wtake)]
+        if cfg.wide:
+            # a wide layer's slots (layer 0's, once the last layer before it has drained) go to the wide back end
+            wide_on = d.wide & ~b_last
+            wtake = Signal()
+            m.d.comb += wtake.eq(res_full & wide_on & ~b_all)
+            take = res_full & radv & ~b_all & ~wide_on
+            slot_clr = (take & j_last) | wtake
+        else:
+            # (no logic of the wide back end at all: an overlay without it is the very netlist it was before)
+            take = res_full & radv & ~b_all
+            slot_clr = take & j_last
+        m.d.comb += [p_r.addr.eq(b.p_base + ch), p_r.en.eq(radv), res_clr.eq(slot_clr)]
         with m.If(self.ld_sel):
             m.d.comb += [p_r.addr.eq(self.ld_addr), p_r.en.eq(self.ld_re & (self.ld_space == 3))]
         with m.If(take):

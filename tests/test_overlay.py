@@ -759,3 +759,15 @@ def test_the_memories_the_planner_counts_as_block_ram_are_block_ram(loadable):
                   re.findall(r'attribute \\ram_style "(\w+)"\s+memory width \d+ size \d+ \\(\w+)', text))
     assert styles == {"act": "block", "inm": "block", "wmem": "block", "pmem": "block",
                       "prog": "block" if loadable else "logic"}
+
+
+def test_the_overlay_hash_of_a_loadable_overlay_is_what_boards_built_before_patches_report():
+    """A board answers its overlay's hash and `lowbit load` refuses a board whose hash differs from its build.
+    The fields added with patches and the wide back end, never set in a loadable overlay, stay out of it:
+    these are the hashes the code before them (e392d95) computes for the same configurations."""
+    from lowbit.hw.accel import overlay_hash
+    assert overlay_hash(OverlayConfig()) == 0xF22AC304
+    assert overlay_hash(OverlayConfig(loadable=True, weight_store="spram", weight_depth=16384)) == 0xA17C9303
+    rng = np.random.default_rng(6)
+    cfg = config_for(first_conv_model(rng, (6, 5, 1), 4, 3, "thresholds"), 9, 4)
+    assert cfg.wide and overlay_hash(cfg) != overlay_hash(OverlayConfig(**{**cfg.__dict__, "wide": False}))
