@@ -1033,18 +1033,14 @@ class OverlayEngine(wiring.Component):
         (from the parameter records the compiler wrote: the arithmetic is the narrow requantizer's), the
         count mapped to its code, and the channels' codes written back the next cycle as one word."""
         cfg, first = self.config, self.program[0]
-        R, A, FB = cfg.rows, cfg.act_bits, cfg.field_bits
-
-        def field(record, index):                   # signed field `index` of a thresholds record (0: bias)
-            v = record >> (index * FB) & ((1 << FB) - 1)
-            return v - (1 << FB) if v >> (FB - 1) else v
+        R, A = cfg.rows, cfg.act_bits
+        records = param_layout(cfg)
 
         codes = []
         for col in range(first["n"]):
-            record = self.params[first["p_base"] + col]
-            bias = field(record, 0)
+            record = records.from_bits(self.params[first["p_base"] + col]).thresholds
             acc = Mux(rsel, slots[1][col], slots[0][col])
-            reached = [acc >= field(record, 1 + i) - bias for i in range(first["n_thr"])]
+            reached = [acc >= record.t[i] - record.bias for i in range(first["n_thr"])]
             count = tree_sum(reached) if reached else Const(0)
             table = []
             for c in range(first["n_thr"] + 1):

@@ -213,8 +213,12 @@ def patch_geometry(model: Model, rows: int) -> tuple:
     one patch word per output position (:attr:`OverlayConfig.patch`: a Conv2d reading the input first, stride
     1, no padding, a window of more than one tap whose ``kh * kw * cin`` codes fit ``rows`` lanes), else ()."""
     steps = _steps(model)
-    st = steps[0] if steps else None
-    if st is None or st.pool or not isinstance(st.layer, Conv2d) or (st.sh, st.sw, st.ph, st.pw) != (1, 1, 0, 0):
+    return _patch_of(steps[0], rows) if steps else ()
+
+
+def _patch_of(st: _Step, rows: int) -> tuple:
+    """:func:`patch_geometry` of the program's first layer ``st``."""
+    if st.pool or not isinstance(st.layer, Conv2d) or (st.sh, st.sw, st.ph, st.pw) != (1, 1, 0, 0):
         return ()
     if st.kh * st.kw == 1 or st.kh * st.kw * st.cin > rows or st.out_hw == (1, 1):
         return ()
@@ -299,7 +303,7 @@ def config_for(model: Model, rows: int, cols: int, also=(), **fields) -> Overlay
     extra = {}
     if not fields.get("loadable", False):
         # a fixed overlay's layer 0: patch words (one step a position), a result slot a cycle in the back end
-        patch = fields.get("patch", patch_geometry(model, rows))
+        patch = fields.get("patch", _patch_of(steps[0], rows) if steps else ())
         if patch:
             steps[0] = _patched(steps[0])
         extra = {"patch": patch, "wide": bool(steps) and wide_eligible(steps[0], rows, cols, len(steps) == 1)}
@@ -470,7 +474,7 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         raise LowbitError(f"layer {st.index} ({st.layer.kind}): this overlay was built for Dense layers on "
                           "vectors only (no address generator for windows)", "build the overlay for this model")
     if cfg.patch:
-        if patch_geometry(model, R) != cfg.patch:
+        if _patch_of(steps[0], R) != cfg.patch:
             raise LowbitError(f"this overlay's loader stores patches of a first Conv2d of (width, channels, kernel) "
                               f"{cfg.patch}; the model's first layer is not one", "build the overlay for this model")
         steps[0] = _patched(steps[0])
