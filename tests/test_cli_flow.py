@@ -36,15 +36,22 @@ def test_eval_float_model_needs_calibration(cli, files):
     assert code == 2 and "needs calibration data" in err
 
 
-def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
-    code, out, err = cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "calib.npz"),
-                         "--per-channel", "-o", str(files / "m.lbm"))
+@pytest.fixture(scope="module")
+def built(files, cli_quiet):
+    """The quantized digits MLP built for iCEBreaker as a dataflow pipeline: ``(folder, report)``."""
+    run_cli = cli_quiet
+    code, out, err = run_cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "calib.npz"),
+                             "--per-channel", "-o", str(files / "m.lbm"))
     assert code == 0, err
     # The dataflow pipeline (auto takes the overlay for this model: fewer cycles, tests/test_overlay_plan.py)
-    code, out, err = cli("build", str(files / "m.lbm"), "--board", "icebreaker", "--arch", "dataflow",
-                         "-o", str(files / "b"), "--json")
+    code, out, err = run_cli("build", str(files / "m.lbm"), "--board", "icebreaker", "--arch", "dataflow",
+                             "-o", str(files / "b"), "--json")
     assert code == 0, err
-    report = json.loads(out)
+    return files / "b", json.loads(out)
+
+
+def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files, built):
+    report = built[1]
     for key in ("board", "device", "fmax_mhz", "clock_mhz", "timing_met", "cycles_per_inference",
                 "inferences_per_s", "utilization", "architecture_reason"):
         assert key in report
@@ -76,19 +83,10 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     # On iCE40 the requantizers' multipliers go to SB_MAC16 when the arrays need none.
     assert report["requant_dsp"] and report["utilization"]["ICESTORM_DSP"]["used"] > 0
     assert (files / "b" / "top_netlist.v").exists()      # for --netlist (test_netlist_sim below)
-    # --trace writes the waveform of the board simulation (same build, 2 inputs).
-    tmp_path = files / "trace"
+    tmp_path = files / "two"
     tmp_path.mkdir()
     with np.load(files / "test.npz") as z:
         np.savez(tmp_path / "two.npz", x=z["x"][:2])
-    code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"),
-                         "--trace", str(tmp_path / "run.vcd"), "--json")
-    assert code == 0, err
-    text = (tmp_path / "run.vcd").read_text(errors="replace")
-    assert "$enddefinitions" in text and " rx " in text and " tx " in text
-    code, _, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"), "--trace",
-                       str(tmp_path / "run.fst"))
-    assert code == 2 and "writes VCD" in err
     # The RTL simulated is the design that was built: core.v moved with its build folder (other source
     # paths in its attributes) still runs; core.v of other gateware is refused before any simulation.
     core = files / "b" / "core.v"
@@ -100,6 +98,22 @@ def test_build_for_icebreaker_and_run_on_the_simulated_board(cli, files):
     code, out, err = cli("run", str(files / "b"), "--sim", "--data", str(tmp_path / "two.npz"))
     assert code == 2 and "built from other gateware" in err and "Traceback" not in err
     core.write_text(text)
+
+
+@pytest.mark.slow
+def test_run_trace_writes_the_waveform(cli, files, built, tmp_path):
+    """--trace writes the waveform of the board simulation (a second Verilator build, with tracing: in
+    the slow set)."""
+    with np.load(files / "test.npz") as z:
+        np.savez(tmp_path / "two.npz", x=z["x"][:2])
+    code, out, err = cli("run", str(built[0]), "--sim", "--data", str(tmp_path / "two.npz"),
+                         "--trace", str(tmp_path / "run.vcd"), "--json")
+    assert code == 0, err
+    text = (tmp_path / "run.vcd").read_text(errors="replace")
+    assert "$enddefinitions" in text and " rx " in text and " tx " in text
+    code, _, err = cli("run", str(built[0]), "--sim", "--data", str(tmp_path / "two.npz"), "--trace",
+                       str(tmp_path / "run.fst"))
+    assert code == 2 and "writes VCD" in err
 
 
 @pytest.mark.slow
