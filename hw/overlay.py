@@ -808,12 +808,16 @@ class OverlayEngine(wiring.Component):
             for space, rp in reads.items():
                 m.d.comb += [rp.addr.eq(self.ld_addr), rp.en.eq(self.ld_re & (self.ld_space == space))]
 
+        # A step carries its layer's operand formats to the decoders: the next layer's descriptor may be
+        # latched while the last step waits there (the array stalled for a result slot, layer 0 started early).
+        own = {f: desc_shape[f].shape for f in ("act_fmt", "w_fmt", "k_last", *(("pad",) if conv else ()))}
         s1 = Signal(data.StructLayout({"fetch": 1, "step": 1, "first": 1, "last": 1, "sub": 5, "pad": 1,
-                                       "last_cc": 1, "inp": 1}))
+                                       "last_cc": 1, "inp": 1, "d": data.StructLayout(own)}))
         with m.If(advance):
             m.d.sync += [s1.fetch.eq(issue), s1.step.eq(issue & (seq.sub == d.ratio - 1) & (~d.pool if conv else 1)),
                          s1.first.eq(seq.first), s1.last.eq(seq.last), s1.sub.eq(seq.sub), s1.pad.eq(seq.pad),
-                         s1.last_cc.eq(seq.last_cc), s1.inp.eq(first_layer if preload else 0)]
+                         s1.last_cc.eq(seq.last_cc), s1.inp.eq(first_layer if preload else 0),
+                         *(s1.d[f].eq(d[f]) for f in own)]
         # the step's activation word: from the input memory for layer 0 (preload), else from the bank
         act_data = Mux(s1.inp, in_r.data, act_r.data) if preload else act_r.data
         asm = [Signal(P, name=f"wasm{i}") for i in range(RM)]
@@ -840,12 +844,12 @@ class OverlayEngine(wiring.Component):
                     dec = lane[:bits].as_signed()
                 else:                       # u - 2**(bits-1): the MSB flipped (the offset is in the bias)
                     dec = (lane[:bits] ^ Const(1 << (bits - 1), bits)).as_signed()
-                value = Mux(d.act_fmt == f, dec, value)
+                value = Mux(s1.d.act_fmt == f, dec, value)
             # Lanes past a pixel's channels are 0 (a ±1 weight there is not); a padding tap is the
             # zero point, decoded.
-            live = ~s1.last_cc | (r < d.k_last)
+            live = ~s1.last_cc | (r < s1.d.k_last)
             if conv:
-                value = Mux(s1.pad, d.pad, value)
+                value = Mux(s1.pad, s1.d.pad, value)
             m.d.comb += array.x[r].eq(Mux(live, value, 0))
             for col in range(C):
                 wv = Const(0, signed(cfg.w_bits))
@@ -853,7 +857,7 @@ class OverlayEngine(wiring.Component):
                     off = (r * C + col) * bits
                     field = word[off:off + bits]
                     dec = Mux(field[0], 1, -1) if binary else field.as_signed()
-                    wv = Mux(d.w_fmt == f, dec, wv)
+                    wv = Mux(s1.d.w_fmt == f, dec, wv)
                 m.d.comb += array.w[r][col].eq(wv)
         m.d.comb += array.en.eq(advance)
         s2 = delay_line(m, s1, array.latency, advance, "flags", s1.shape())

@@ -401,6 +401,22 @@ def test_random_conv_stacks_are_bit_exact_under_stalls(seed, rows, cols, plan, s
     assert np.array_equal(got, run(model, xs).reshape(2, -1))
 
 
+@pytest.mark.parametrize("rows,cols", [(8, 4), (8, 8)])
+def test_a_stalled_last_step_keeps_its_layers_formats_when_layer_0_starts_early(rows, cols):
+    """Found by the hypothesis test above (seed 271551666): the last layer's final step waits in front
+    of the array (result slots full) while the next inference's layer 0, its input already in the input
+    memory, latches its descriptor. The step must still be decoded with its own layer's padding value
+    and formats (this model's last layer pads with -1 and reads signed 4-bit codes, layer 0 pads with 0
+    and reads unsigned ones); decoded with layer 0's, the last position's last group was 1 off."""
+    rng = np.random.default_rng(271551666)
+    in_q = random_input_q(rng)
+    model = random_cnn(rng, (3, 3, 1), [("conv", 1, 1, 1, 0), ("conv", 3, 1, 1, 0), ("conv", 6, 1, 1, 1)], in_q, None)
+    xs = random_codes(rng, in_q, (2, 3, 3, 1))
+    got, prog, _ = simulate(model, rows, cols, xs.reshape(2, -1))
+    assert prog.config.in_depth and prog.descriptors[0]["pad"] != prog.descriptors[-1]["pad"]
+    assert np.array_equal(got, run(model, xs).reshape(2, -1))
+
+
 @pytest.mark.parametrize("rows,cols", [(4, 2), (1, 1), (8, 4), (2, 3)])
 def test_conv_cycle_model_equals_simulation(rows, cols):
     """A padded Conv2d, MaxPool, Flatten and Dense: the period between inferences is inference_cycles."""
