@@ -52,7 +52,6 @@ def digits():
     return digits_split()
 
 
-
 #: Test modules that take minutes (synthesis, place-and-route, Verilator builds, proofs), largest first,
 #: from ``pytest --durations=80`` on the CI machine (2 cores). They run first, so that the long ones
 #: overlap each other and the short ones fill the gaps at the end, instead of one xdist worker

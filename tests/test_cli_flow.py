@@ -39,13 +39,12 @@ def test_eval_float_model_needs_calibration(cli, files):
 @pytest.fixture(scope="module")
 def built(files, cli_quiet):
     """The quantized digits MLP built for iCEBreaker as a dataflow pipeline: ``(folder, report)``."""
-    run_cli = cli_quiet
-    code, out, err = run_cli("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "calib.npz"),
-                             "--per-channel", "-o", str(files / "m.lbm"))
+    code, out, err = cli_quiet("quantize", str(files / "mlp.npz"), "--calib-data", str(files / "calib.npz"),
+                               "--per-channel", "-o", str(files / "m.lbm"))
     assert code == 0, err
     # The dataflow pipeline (auto takes the overlay for this model: fewer cycles, tests/test_overlay_plan.py)
-    code, out, err = run_cli("build", str(files / "m.lbm"), "--board", "icebreaker", "--arch", "dataflow",
-                             "-o", str(files / "b"), "--json")
+    code, out, err = cli_quiet("build", str(files / "m.lbm"), "--board", "icebreaker", "--arch", "dataflow",
+                               "-o", str(files / "b"), "--json")
     assert code == 0, err
     return files / "b", json.loads(out)
 

@@ -12,22 +12,8 @@ import pytest
 from lowbit.sw.data.synthetic import random_mlp
 
 
-def cli_module(*argv):
-    """The CLI in-process for a module-scoped fixture (capsys is per test)."""
-    import contextlib
-    import io
-    from lowbit.sw.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, cli_quiet):
     d = tmp_path_factory.mktemp("load")
     random_mlp((24, 16, 10), 4, seed=1).save(d / "a.lbm")
     random_mlp((40, 12, 12, 6), 2, seed=2).save(d / "b.lbm")
@@ -35,8 +21,8 @@ def built(tmp_path_factory):
     rng = np.random.default_rng(0)
     np.savez(d / "a.npz", x=rng.integers(0, 16, (10, 24)).astype(float))
     np.savez(d / "b.npz", x=rng.integers(0, 4, (12, 40)).astype(float))
-    code, out, err = cli_module("build", str(d / "a.lbm"), "--board", "icebreaker", "--also", str(d / "b.lbm"),
-                                "-o", str(d / "out"), "--json")
+    code, out, err = cli_quiet("build", str(d / "a.lbm"), "--board", "icebreaker", "--also", str(d / "b.lbm"),
+                               "-o", str(d / "out"), "--json")
     assert code == 0, err
     return d, json.loads(out)
 

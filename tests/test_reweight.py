@@ -31,20 +31,20 @@ def two_layer(seed, n_hidden=8):
     return Model((16,), a.input_q, [a.layers[0], b.layers[0]]).validate()
 
 
-def _shared(request, tmp_path_factory, name):
-    """A folder all xdist workers share, and its lock."""
+def _shared(tmp_path_factory, name):
+    """A folder all xdist workers share."""
     root = tmp_path_factory.getbasetemp()
     root = root.parent if root.name.startswith("popen-gw") else root
     d = root / name
     d.mkdir(exist_ok=True)
-    return d, root / f"{name}.lock"
+    return d
 
 
-def _build_once(d, lock_path, name, model, board):
-    """``model``'s reweightable build in ``d / name``, made by the first process to get the lock; the
-    others wait for it and reuse it. Returns its build time."""
+def _build_once(d, name, model, board):
+    """``model``'s reweightable build in ``d / name``, made by the first process to get ``d``'s lock;
+    the others wait for it and reuse it. Returns its build time."""
     import fcntl
-    with open(lock_path, "w") as lock:
+    with open(d.with_name(f"{d.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         done = d / f"{name}.done.json"
         if not done.exists():
@@ -61,25 +61,18 @@ def builds(request, tmp_path_factory):
     """Each board's reweightable build of model B, made once per test run (pytest re-creates a
     parametrized module fixture at every parameter switch, and with xdist both workers may need it:
     the clean CI run once built each twice, 143 + 131 s for ULX3S). Model A's build, for the
-    bitstream identity, is made only by the test that needs it (:func:`fresh_pair`)."""
+    bitstream identity, is made only by the test that needs it."""
     board = request.param
-    d, lock = _shared(request, tmp_path_factory, f"rw-{board}")
-    t_build = _build_once(d, lock, "B", two_layer(10), board)
-    return d, t_build, board
-
-
-def fresh_pair(builds, request, tmp_path_factory):
-    d, _, board = builds
-    _, lock = _shared(request, tmp_path_factory, f"rw-{board}")
-    return _build_once(d, lock, "A", two_layer(1), board)
+    d = _shared(tmp_path_factory, f"rw-{board}")
+    return d, _build_once(d, "B", two_layer(10), board), board
 
 
 # The identity on ECP5 takes a second place-and-route of minutes: in the slow set. In CI its patchers
 # and read-back are checked on build B (below) and the whole reweight on iCE40.
 @pytest.mark.parametrize("builds", ["icebreaker", pytest.param("ulx3s-85f", marks=pytest.mark.slow)], indirect=True)
-def test_reweighted_bitstream_equals_a_fresh_build(builds, request, tmp_path_factory, capsys):
+def test_reweighted_bitstream_equals_a_fresh_build(builds, capsys):
     d, t_build, board = builds
-    fresh_pair(builds, request, tmp_path_factory)
+    _build_once(d, "A", two_layer(1), board)
     placed, bitstream, _ = BOARDS[board]
     assert (d / "A" / placed).read_bytes() == (d / "B" / placed).read_bytes()
     assert (d / "A" / bitstream).read_bytes() != (d / "B" / bitstream).read_bytes()

@@ -1,14 +1,15 @@
 """A compile cache for the objects every Verilator build makes alike.
 
 Each Verilator model (a board simulation, a cocotb bench) compiles the Verilator runtime
-(``verilated.cpp``, ``verilated_vpi.cpp``, ...) and cocotb's ``verilator.cpp`` again in its own build
-folder: about 19 s of g++ a build on this project's machines, for objects that only depend on the installed
-packages and the compile flags. Verilator's makefile runs every compile through ``$(OBJCACHE)``
+(``verilated.cpp``, ``verilated_vpi.cpp``, ``verilated_threads.cpp``, ``verilated_dpi.cpp``) again in its own
+build folder: about 16 s of g++ a build on this project's machines, for objects that only depend on the
+installed packages and the compile flags. Verilator's makefile runs every compile through ``$(OBJCACHE)``
 (:func:`lowbit.sw.flow.toolchain.verilator_env` points it at :func:`wrapper`); this module is that
 command. A compile whose source lies outside the build folder (the installed packages' sources) is
 looked up by its command line and its source's bytes, and the entry is used only while every file its
 dependency list (``-MMD``) names still has the bytes it had when the entry was made (ccache's "direct
-mode"). Every other compile (the model's own C++, the precompiled headers) runs as it is.
+mode"). Every other compile runs as it is: the model's own C++, the precompiled headers, and cocotb's
+``verilator.cpp``, which includes the model's header.
 
 The cache lives in ``$LOWBIT_CACHE`` or ``~/.cache/lowbit`` (``$XDG_CACHE_HOME/lowbit``); deleting it is
 always safe.
@@ -101,9 +102,10 @@ def main(argv: list[str]) -> int:
         return rc       # without a dependency list an entry could not be checked later: not kept
     try:
         depfile = Path(dep).read_text()
-        if not all(Path(p).is_absolute() for p in _deps(depfile)):
+        paths = _deps(depfile)
+        if not all(Path(p).is_absolute() for p in paths):
             return 0    # it includes a file of the build folder (the model's header): not the same for others
-        deps = {p: _digest(Path(p).read_bytes()) for p in _deps(depfile)}
+        deps = {p: _digest(Path(p).read_bytes()) for p in paths}
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=entry.parent))
         shutil.copyfile(obj, tmp / "object.o")

