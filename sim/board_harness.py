@@ -6,17 +6,19 @@ a testbench only moves bytes: ``h_w_*`` queues bytes to send, ``h_r_*`` takes re
 bit still crosses the core's UART pins at the configured clocks per bit. A core that boots from SPI
 flash (``flash_*`` pins) gets :class:`lowbit.sim.spi_flash.SPIFlashModel` holding ``flash``.
 
-``clk`` and ``rst`` are ports of the harness; the ``sync`` domain's reset is ``rst`` registered. Verilator
-evaluates the logic a top-level input reaches combinationally at every evaluation, each clock edge
-included, and a reset port straight into the domain reaches the whole board's next-state logic. Registered,
-that logic is evaluated when a register changes. 16 MNIST inputs through a TFC W2A2 board (2.32 M cycles):
-21.8 s of simulation with the reset port, 11.8 s registered (:func:`lowbit.sim.verilator.cocotb_run` gives
-VPI the top-level ports only; with every signal public it took 62.5 s).
+``clk`` and ``rst`` are ports of the harness. The core runs in a domain of its own whose reset is ``rst``
+registered; the harness's FIFOs and UARTs take ``rst`` directly, so a byte queued in the cycle after reset
+is kept. Verilator evaluates the logic a top-level input reaches combinationally at every evaluation, each
+clock edge included, and a reset port straight into the core reaches all of its next-state logic.
+Registered, that logic is evaluated when a register changes. 16 MNIST inputs through a TFC W2A2 board
+(2.32 M cycles): 21.8 s of simulation with the reset port, 11.8 s registered
+(:func:`lowbit.sim.verilator.cocotb_run` gives VPI the top-level ports only; with every signal public it
+took 62.5 s).
 """
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Module
+from amaranth import ClockDomain, DomainRenamer, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -38,10 +40,13 @@ class BoardHarness(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = sync = ClockDomain()
-        m.domains.rst_reg = rst_reg = ClockDomain(reset_less=True)
-        m.d.comb += [sync.clk.eq(self.clk), rst_reg.clk.eq(self.clk)]
-        m.d.rst_reg += sync.rst.eq(self.rst)
-        m.submodules.core = core = self.core
+        m.domains.core = core_domain = ClockDomain()
+        core_rst = Signal(init=1, reset_less=True)
+        m.d.comb += [sync.clk.eq(self.clk), sync.rst.eq(self.rst), core_domain.clk.eq(self.clk),
+                     core_domain.rst.eq(core_rst)]
+        m.d.sync += core_rst.eq(self.rst)
+        core = self.core
+        m.submodules.core = DomainRenamer("core")(core)
         m.submodules.host_tx = htx = UARTTx(self.divisor)
         m.submodules.host_rx = hrx = UARTRx(self.divisor)
         m.submodules.wq = wq = SyncFIFOBuffered(width=8, depth=self.depth)
