@@ -932,7 +932,7 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
     budget = LOADABLE_LOGIC_BUDGET.get(dev.family, cost.logic_budget) if loadable else cost.logic_budget
     logic_cap = int(dev.capacity.get(cost.logic_resource, 10 ** 9) * (budget if logic_check else 1))
     bram_cap = dev.capacity.get(dev.bram_resource, 10 ** 6)
-    best, reasons, fits = None, [], []
+    reasons, fits = [], []
     shapes = [arrays] if arrays else CANDIDATE_ARRAYS + patch_arrays(model)
     ports = (SPRAM_BITS * sprams,) if sprams else CANDIDATE_PORTS
     most_rows = None if arrays else max_rows_for(dev.family, clock_hz)
@@ -972,21 +972,19 @@ def plan_overlay(model: Model, dev, *, arrays=None, max_batch: int = 8, also=(),
         cycles = inference_cycles(prog)
         fits.append(OverlayPlan(cfg, prog, {cost.logic_resource: est["logic"], "brams": est["brams"],
                                             "blocks": est["blocks"], "sprams": est["sprams"]}, cycles, buffer))
-    if fits:
-        # The fewest cycles; but of the arrays within CYCLES_TIE of those, the one whose worst layer is
-        # nearest its roofline, in tenths (TFC W1A1 loadable: 16x2 puts the 10 outputs of the last layer on 2
-        # columns, 90.9 %; 8x4 on 4, 12 slots for 10, 76.9 %), then the least logic.
-        fastest = min(p.cycles for p in fits)
-        worst = lambda p: math.floor(10 * min(l.roofline_fraction for l in p.program.layers))
-        best = min((p for p in fits if p.cycles <= fastest * (1 + CYCLES_TIE)),
-                   key=lambda p: (-worst(p), p.estimate[cost.logic_resource], p.cycles, p.config.macs,
-                                  p.config.port_bits))
-    if best is None:
+    if not fits:
         # The candidate needing the fewest block RAMs says best what is too big.
         reason = min(reasons)[3]
         raise LowbitError(f"the model does not fit an overlay on {dev.name}: {reason}",
                           "use fewer or narrower weights, a smaller --max-batch (link buffers), or a bigger device")
-    return best
+    # The fewest cycles; but of the arrays within CYCLES_TIE of those, the one whose worst layer is nearest
+    # its roofline, in tenths (TFC W1A1 loadable: 16x2 puts the 10 outputs of the last layer on 2 columns,
+    # 90.9 %; 8x4 on 4, 12 slots for 10, 76.9 %), then the least logic.
+    fastest = min(p.cycles for p in fits)
+    worst = lambda p: math.floor(10 * min(l.roofline_fraction for l in p.program.layers))
+    return min((p for p in fits if p.cycles <= fastest * (1 + CYCLES_TIE)),
+               key=lambda p: (-worst(p), p.estimate[cost.logic_resource], p.cycles, p.config.macs,
+                              p.config.port_bits))
 
 
 def overlay_report(plan: OverlayPlan, clk_hz: float) -> dict:
