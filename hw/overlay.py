@@ -8,7 +8,8 @@ and a sequencer that executes a **layer program** (one descriptor per layer, :fu
   ``act_bits`` per lane. Layer ``l`` reads bank ``l % 2`` and writes the other (ping-pong). Layer 0
   reads the **input memory** (``in_depth`` > 0): two halves of one input each, which the input stream
   fills while the layers run (a half is free once layer 0 has read it); without it the input is loaded
-  into bank 0 before layer 0 runs.
+  into bank 0 before layer 0 runs, from the cycle the inference before has issued its last layer's steps
+  (that layer reads no activation word again, and its outputs leave through ``o``).
 * **weight memory**: ``weight_depth`` words of ``port_bits`` (64: the four SPRAMs of a UP5K side by
   side). A layer's weights are a sequence of *array words*, one per (group, chunk) step, each
   ``R * C * w`` bits at the layer's own weight width ``w`` and spread over ``ratio = ceil(R*C*w / port_bits)``
@@ -745,6 +746,21 @@ class OverlayEngine(wiring.Component):
             with m.If(release):
                 m.d.sync += rd_half.eq(~rd_half)
 
+        if not preload:
+            # Without the input memory the input loads into bank 0: in LOAD, or from the last layer's DRAIN
+            # of the inference before (`loading_early`, :func:`lowbit.sw.flow.overlay.inference_cycles`);
+            # `in_done`: all of it came then, and layer 0 runs as soon as it is latched.
+            loading, loading_early, loaded, in_done = Signal(), Signal(), Signal(), Signal()
+            first = SimpleNamespace(k=Mux(loading, d.k, fetched.k),
+                                    cin=Mux(loading, d.cin, fetched.cin) if conv else None)
+            m.d.comb += self.i.ready.eq(loading | loading_early)
+            with m.If(self.i.valid & (loading | loading_early)):
+                with m.If(take_input(first.k, first.cin, 0)):
+                    m.d.comb += loaded.eq(1)
+                    m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0), in_done.eq(loading_early)]
+                    if conv:
+                        m.d.sync += ld_c.eq(0)
+
         with m.FSM(name="seq"):
             with m.State("FETCH"):              # after reset: the first descriptor
                 with m.If(pf == PW):
@@ -771,10 +787,12 @@ class OverlayEngine(wiring.Component):
                         with m.Else():
                             m.next = "LOAD"
                     else:
-                        m.d.sync += [ld_k.eq(0), ld_lane.eq(0), ld_word.eq(0)]
-                        if conv:
-                            m.d.sync += ld_c.eq(0)
-                        m.next = "LOAD"
+                        # the input (or its start) may have come while the last layer drained
+                        with m.If(in_done):
+                            m.d.sync += in_done.eq(0)
+                            m.next = "RUN"
+                        with m.Else():
+                            m.next = "LOAD"
                 with m.Else():
                     m.next = "RUN"
             with m.State("LOAD"):               # the input being loaded (preload: being waited for)
@@ -782,10 +800,9 @@ class OverlayEngine(wiring.Component):
                     with m.If(in_ready):
                         m.next = "RUN"
                 else:
-                    m.d.comb += self.i.ready.eq(1)
-                    with m.If(self.i.valid):
-                        with m.If(take_input(d.k, d.cin if conv else None, 0)):
-                            m.next = "RUN"
+                    m.d.comb += loading.eq(1)
+                    with m.If(loaded):
+                        m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += [issue.eq(advance), seq.step.eq(advance)]
                 with m.If(advance & seq.final):
@@ -798,6 +815,12 @@ class OverlayEngine(wiring.Component):
                 with m.If((b_done | early) & ~b_last & (pf == PW)):
                     m.d.sync += [in_bank.eq(~in_bank), layer.eq(Mux(d.last, 0, layer + 1))]
                     m.next = "LATCH"
+                if not preload:
+                    # The last layer's steps are issued, so it reads no activation word again and its
+                    # outputs leave through `o`: the next input loads into bank 0 (layer 0's descriptor
+                    # prefetched) while they drain. A pool or wide layer writes back; neither is last.
+                    m.d.comb += loading_early.eq(d.last & (pf == PW) & ~in_done
+                                                 & ((~d.pool & ~d.wide) if cfg.wide else ~d.pool if conv else 1))
 
         # -- front end: activation chunk and weight port word, one cycle after the issue -------------
         m.d.comb += [act_r.addr.eq(Mux(in_bank, cfg.act_depth, 0) + seq.act_addr), act_r.en.eq(advance),

@@ -454,8 +454,9 @@ LAYER_OVERHEAD = 2
 
 def inference_cycles(program: OverlayProgram) -> int:
     """Cycles per inference, back to back, inputs one code per cycle: each layer (:func:`layer_cycles`)
-    after loading the input, or with an input memory (``in_depth``), while the next input loads: the
-    layers, or the input's codes if there are more of those."""
+    after loading the input (which starts while the last layer drains: :func:`_load_while_draining`), or
+    with an input memory (``in_depth``), while the next input loads: the layers, or the input's codes if
+    there are more of those."""
     layers = sum(p.cycles for p in program.layers)
     return max(layers, program.input_count) if program.config.in_depth else program.input_count + layers
 
@@ -584,6 +585,8 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
         _checked(layout, desc, where)
     if cfg.in_depth and not steps[0].pool:
         plans = _across_inferences(cfg, plans)
+    elif not cfg.in_depth:
+        plans = _load_while_draining(cfg, plans, int(np.prod(model.input_shape)))
     return OverlayProgram(cfg, descriptors, weights, params, plans, int(np.prod(model.input_shape)),
                           int(np.prod(model.output_shape)))
 
@@ -607,6 +610,38 @@ def _across_inferences(cfg: OverlayConfig, plans: list) -> list:
     tail = schedule(last)
     return [dataclasses.replace(first, cycles=schedule(first, tail["exit"])["cycles"]), *plans[1:-1],
             dataclasses.replace(last, cycles=tail["early"])]
+
+
+def _load_while_draining(cfg: OverlayConfig, plans: list, codes: int) -> list:
+    """Without an input memory the next inference's ``codes`` input codes load into bank 0 from the cycle
+    the last layer's steps are issued and its successor's descriptor is read (:func:`layer_schedule`
+    ``early``, less the two cycles of noticing and latching), while its outputs drain, until it is latched
+    (``cycles``, less the same two): layer 0 then runs at once, or loads the rest first
+    (hw/overlay.py ``loading_early``; not after a wide last layer, which writes back). Back to back, the
+    last layer's cycles are what the load does not hide, and layer 0's ``lead`` (input load before its
+    first step) is the rest of the input (a one-layer model is its own predecessor, iterated to its
+    steady state); :func:`inference_cycles` still adds ``codes`` to the layers."""
+    first, last = plans[0], plans[-1]
+    if last.wide:
+        return plans
+
+    def schedule(p, lead):
+        pool = p.kind == "maxpool2d"
+        return layer_schedule(cfg, p.kc, p.groups, p.ratio, 0 if pool else p.n - (p.groups - 1) * cfg.cols,
+                              p.positions, pool=pool, lead=lead, wide=p.wide)
+
+    lead = codes
+    for _ in range(16):
+        tail = schedule(last, lead if len(plans) == 1 else 0)
+        during = tail["cycles"] + 1 - tail["early"]         # codes taken while the last layer drains
+        lead, previous = max(0, codes - during), lead
+        if lead == previous:
+            break
+    last_cycles = max(tail["cycles"] - codes, tail["early"] - 1)
+    if len(plans) == 1:
+        return [dataclasses.replace(first, cycles=last_cycles)]
+    return [dataclasses.replace(first, cycles=schedule(first, lead)["cycles"]), *plans[1:-1],
+            dataclasses.replace(last, cycles=last_cycles)]
 
 
 def _checked(layout, desc: dict, where: str) -> None:
@@ -683,7 +718,8 @@ OVERLAY_LC_LOADABLE = 2490
 #: The fraction of the logic the planner gives a loadable overlay by its estimate, per family (others: the
 #: cost model's `logic_budget`, 85 %). The boards above placed, routed and met timing at 95-97 % of a UP5K
 #: and the refitted estimate is within 1 % of each (within 2 % of the two the planner then chose, W2A2 16x2
-#: 5196 and W4A4 8x2 5094, which met timing too); a fixed overlay's estimate is 4 % either side
+#: 5223 and W4A4 8x2 5063 with the input loaded during the drain, which met timing too); a fixed overlay's
+#: estimate is 4 % either side
 #: (docs/hardware.md), so it keeps the 85 %.
 LOADABLE_LOGIC_BUDGET = {"ice40": 0.975}
 SPRAM_RESOURCE = "ICESTORM_SPRAM"
@@ -709,6 +745,11 @@ OVERLAY_LC_CONV = 900
 #: Logic cells of the input memory's loader (OverlayConfig.in_depth: its counters, halves and address),
 #: besides a LUT a bit of the activation word, where layer 0's word is chosen from it.
 OVERLAY_LC_INPUT_MEMORY = 45
+#: Logic cells of loading the input while the last layer drains, in an overlay without the input memory
+#: (hw/overlay.py `loading_early`: the input length chosen from the running or the prefetched descriptor,
+#: a flag and the enable). The whole boards it was added to moved by +27 and -31 LCs (W2A2 16x2 5196 ->
+#: 5223, W4A4 8x2 5094 -> 5063): placement noise is larger than this figure.
+OVERLAY_LC_EARLY_LOAD = 15
 #: Logic cells per bit of the wide back end's compares (OverlayConfig.wide: each column's sum with each
 #: threshold, acc_bits wide), besides a cell a bit of its word of codes. Measured with `synth_core` on the
 #: trained MNIST CNN (W2A2) as a 9x8 overlay, 144-bit port, no input memory (docs/hardware.md): 2997 LCs
@@ -871,6 +912,8 @@ def overlay_estimate(cfg: OverlayConfig, program: OverlayProgram, family: str, l
     if cfg.in_depth:
         logic += OVERLAY_LC_INPUT_MEMORY + cfg.rows * cfg.act_bits
         logic += back_field_bits(cfg, program.descriptors) * OVERLAY_LC_PER_BACK_BIT[cfg.loadable]
+    else:
+        logic += OVERLAY_LC_EARLY_LOAD
     # the wide back end's compares and its word of codes (layer 0); the patch loader costs about what the
     # pixel words' assembly it replaces did (OVERLAY_LC_PER_WIDE_BIT)
     if cfg.wide:
