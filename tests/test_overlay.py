@@ -703,6 +703,30 @@ def test_patches_and_the_wide_back_end_meet_the_conv_roof():
     assert conv[0].output_roof == conv[0].positions
 
 
+def test_a_cnn_shaped_for_its_array_meets_every_layer_roof():
+    """The MNIST CNN with 9 and 18 channels on 9x10 (`lowbit build --array 9x10`, docs/hardware.md): 9
+    channels fill a pixel's word of 9 lanes, so conv2 and the Dense layer waste no row, and its 10 outputs
+    fill the 10 columns; with the next input loaded while it drains, the Dense layer is within 90 % of its
+    roofline and both convolutions within 80 % of their compute roof. With 8 and 16 channels on 9x8 the
+    Dense layer's 10 outputs take two groups of 8 columns: at most 10/16 of the roof."""
+    rng = np.random.default_rng(9)
+    w_q, a_q = QuantSpec(2, True, 0, (1.0,)), QuantSpec(2, False, 0, (1.0,))
+    thr = lambda n: Thresholds(np.sort(rng.integers(-9, 9, (n, 3)), axis=1), out_lo=0, out_step=1)
+
+    def cnn(c1, c2):
+        layers = [Conv2d(rng.integers(-2, 2, (3, 3, 1, c1)), rng.integers(-5, 5, c1), w_q, a_q, thr(c1)),
+                  MaxPool2d((2, 2)), Conv2d(rng.integers(-2, 2, (3, 3, c1, c2)), rng.integers(-5, 5, c2), w_q, a_q,
+                                            thr(c2)), MaxPool2d((2, 2)), Flatten(),
+                  Dense(rng.integers(-2, 2, (25 * c2, 10)), rng.integers(-5, 5, 10), w_q, None, None)]
+        return Model((28, 28, 1), a_q, layers, "mnist-cnn").validate()
+
+    prog = compile_program(cnn(9, 18), config_for(cnn(9, 18), 9, 10, port_bits=180))
+    assert prog.config.wide and [p.kind for p in prog.layers][-1] == "dense"
+    assert all(p.roofline_fraction >= (0.9 if p.kind == "dense" else 0.8) for p in prog.layers)
+    narrow = compile_program(cnn(8, 16), config_for(cnn(8, 16), 9, 8, port_bits=144))
+    assert narrow.layers[-1].roofline_fraction <= 10 / 16
+
+
 def test_patch_window_addresses_follow_the_layout():
     """The patch words the loader writes (one a position, in order) and the sequencer's reads of them, and a
     wide layer that reads no parameter records, against the Python model of the layout."""
