@@ -748,8 +748,8 @@ class OverlayEngine(wiring.Component):
 
         if not preload:
             # Without the input memory the input loads into bank 0: in LOAD, or from the last layer's DRAIN
-            # of the inference before (`loading_early`, :func:`lowbit.sw.flow.overlay.inference_cycles`);
-            # `in_done`: all of it came then, and layer 0 runs as soon as it is latched.
+            # of the inference before (`loading_early`; in the cycle model `_load_while_draining`, in
+            # lowbit.sw.flow.overlay); `in_done`: all of it came then, and layer 0 runs once latched.
             loading, loading_early, loaded, in_done = Signal(), Signal(), Signal(), Signal()
             first = SimpleNamespace(k=Mux(loading, d.k, fetched.k),
                                     cin=Mux(loading, d.cin, fetched.cin) if conv else None)
