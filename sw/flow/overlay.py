@@ -591,24 +591,29 @@ def compile_program(model: Model, cfg: OverlayConfig) -> OverlayProgram:
                           int(np.prod(model.output_shape)))
 
 
+def _plan_schedule(cfg: OverlayConfig, p: LayerPlan, lead: int = 0, entry: dict | None = None) -> dict:
+    """:func:`layer_schedule` of a compiled layer ``p`` (a Dense or Conv2d layer, or a MaxPool pass)."""
+    pool = p.kind == "maxpool2d"
+    return layer_schedule(cfg, p.kc, p.groups, p.ratio, 0 if pool else p.n - (p.groups - 1) * cfg.cols,
+                          p.positions, pool=pool, lead=lead, entry=entry, wide=p.wide)
+
+
 def _across_inferences(cfg: OverlayConfig, plans: list) -> list:
     """With an input memory the next inference's layer 0 (not a pool) starts as soon as the last layer's
     steps are issued (:func:`layer_schedule` ``early``), while its outputs drain: the last layer's cycles
     end there, and layer 0's count what the drain leaves it (back to back: the last layer's exit is layer
     0's entry; a one-layer model is its own predecessor, iterated to its steady state)."""
-    def schedule(p, entry=None):
-        return layer_schedule(cfg, p.kc, p.groups, p.ratio, p.n - (p.groups - 1) * cfg.cols, p.positions,
-                              entry=entry, wide=p.wide)
     first, last = plans[0], plans[-1]
     if len(plans) == 1:
         entry = None
         for _ in range(16):
-            entry, previous = schedule(first, entry)["exit"], entry
+            entry, previous = _plan_schedule(cfg, first, entry=entry)["exit"], entry
             if entry == previous:
                 break
-        return [dataclasses.replace(first, cycles=schedule(first, entry)["early"])]
-    tail = schedule(last)
-    return [dataclasses.replace(first, cycles=schedule(first, tail["exit"])["cycles"]), *plans[1:-1],
+        return [dataclasses.replace(first, cycles=_plan_schedule(cfg, first, entry=entry)["early"])]
+    tail = _plan_schedule(cfg, last)
+    layer0 = _plan_schedule(cfg, first, entry=tail["exit"])
+    return [dataclasses.replace(first, cycles=layer0["cycles"]), *plans[1:-1],
             dataclasses.replace(last, cycles=tail["early"])]
 
 
@@ -624,15 +629,9 @@ def _load_while_draining(cfg: OverlayConfig, plans: list, codes: int) -> list:
     first, last = plans[0], plans[-1]
     if last.wide:
         return plans
-
-    def schedule(p, lead):
-        pool = p.kind == "maxpool2d"
-        return layer_schedule(cfg, p.kc, p.groups, p.ratio, 0 if pool else p.n - (p.groups - 1) * cfg.cols,
-                              p.positions, pool=pool, lead=lead, wide=p.wide)
-
     lead = codes
     for _ in range(16):
-        tail = schedule(last, lead if len(plans) == 1 else 0)
+        tail = _plan_schedule(cfg, last, lead if len(plans) == 1 else 0)
         during = tail["cycles"] + 1 - tail["early"]         # codes taken while the last layer drains
         lead, previous = max(0, codes - during), lead
         if lead == previous:
@@ -640,7 +639,7 @@ def _load_while_draining(cfg: OverlayConfig, plans: list, codes: int) -> list:
     last_cycles = max(tail["cycles"] - codes, tail["early"] - 1)
     if len(plans) == 1:
         return [dataclasses.replace(first, cycles=last_cycles)]
-    return [dataclasses.replace(first, cycles=schedule(first, lead)["cycles"]), *plans[1:-1],
+    return [dataclasses.replace(first, cycles=_plan_schedule(cfg, first, lead)["cycles"]), *plans[1:-1],
             dataclasses.replace(last, cycles=last_cycles)]
 
 
